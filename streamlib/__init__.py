@@ -1,0 +1,47 @@
+"""streamlib: composable realtime stream primitives.
+
+Actors connected like Unix pipes (``a >> b >> c``), driven by clock ticks,
+exchanging immutable frames through fixed-slot, latest-read ring buffers.
+Every public name is importable from here.
+"""
+
+from .actor import Actor, ActorCounters, ActorStatus
+from .actors import (
+    PATTERNS, StatsReport, StatsSink, TestPatternActor, TransformActor, invert, render_pattern,
+)
+from .buffers import RingBuffer, RingBufferStats
+from .clocks import (
+    Clock, GenlockClock, ManualPulseSource, PTPClock, PulseSource, SoftwareClock,
+    SystemTAITimeSource, TimedTick, TimeSource, VirtualClock,
+)
+from .dispatchers import (
+    AsyncioDispatcher, Dispatcher, GPUDispatcher, ProcessPoolDispatcher, ThreadPoolDispatcher,
+)
+from .errors import (
+    ActorStateError, ClockClosedError, DispatcherShutdownError, EndOfStream,
+    FrameValidationError, PortError, PortKindError, PortRangeExhaustedError, RegistryError,
+    ShutdownTimeoutError, StreamlibError, WorkerError,
+)
+from .frames import AudioFrame, DataMessage, EventMessage, PixelFormat, VideoFrame, frame_kind
+from .graph import Runtime, current_runtime, default_runtime, run
+from .ports import PortKind, StreamInput, StreamOutput
+from .registry import (
+    ActorRegistry, ActorURI, PortAllocator, default_registry, format_actor_uri, parse_actor_uri,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Actor", "ActorCounters", "ActorRegistry", "ActorStateError", "ActorStatus", "ActorURI",
+    "AsyncioDispatcher", "AudioFrame", "Clock", "ClockClosedError", "DataMessage",
+    "Dispatcher", "DispatcherShutdownError", "EndOfStream", "EventMessage",
+    "FrameValidationError", "GPUDispatcher", "GenlockClock", "ManualPulseSource", "PATTERNS",
+    "PTPClock", "PixelFormat", "PortAllocator", "PortError", "PortKind", "PortKindError",
+    "PortRangeExhaustedError", "ProcessPoolDispatcher", "PulseSource", "RegistryError",
+    "RingBuffer", "RingBufferStats", "Runtime", "ShutdownTimeoutError", "SoftwareClock",
+    "StatsReport", "StatsSink", "StreamInput", "StreamOutput", "StreamlibError",
+    "SystemTAITimeSource", "TestPatternActor", "ThreadPoolDispatcher", "TimeSource",
+    "TimedTick", "TransformActor", "VirtualClock", "WorkerError", "current_runtime",
+    "default_registry", "default_runtime", "format_actor_uri", "frame_kind", "invert",
+    "parse_actor_uri", "render_pattern", "run",
+]

@@ -1,0 +1,327 @@
+"""``Actor``: the one base class users subclass.
+
+An actor declares ports in ``__init__`` and implements one method,
+``process(tick)`` (``async def`` or plain ``def``). Optional ``setup`` and
+``teardown`` hold resources. Everything the runtime tracks about an actor lives
+in one private object (``_sl``) so user state stays separate from bookkeeping
+and an actor can cross to a worker process without the runtime's locks.
+
+Actors start when created: the metaclass attaches a fully constructed actor to
+the current runtime (the ``with Runtime()`` block, or the default background
+runtime), so a subclass's ports exist before the first tick can arrive.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import threading
+from abc import ABCMeta, abstractmethod
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Union
+
+from .clocks import Clock, TimedTick
+from .errors import PortError, PortKindError
+from .ports import PortDict, PortKind, StreamInput, StreamOutput
+from .registry import ActorURI
+
+if TYPE_CHECKING:
+    from .dispatchers import Dispatcher
+    from .graph import Runtime
+
+DispatcherName = Literal["asyncio", "thread", "process", "gpu"]
+DispatcherSpec = Union["Dispatcher", DispatcherName, None]
+
+
+class ActorStatus(str, Enum):
+    CREATED = "created"    # constructed, runtime not started yet
+    STARTING = "starting"  # setup() running
+    RUNNING = "running"
+    FAILED = "failed"      # setup() or process() raised; no further ticks
+    STOPPED = "stopped"    # closed; teardown() done
+
+
+@dataclass
+class ActorCounters:
+    """Per-actor counters; updated only on the runtime's loop thread."""
+
+    ticks: int = 0          # ticks delivered (clock or upstream)
+    processed: int = 0      # process() calls that returned normally
+    failed: int = 0         # process() calls that raised
+    overruns: int = 0       # ticks replaced by a newer one while process() was busy
+    process_ns_last: int = 0
+    process_ns_max: int = 0
+    process_ns_total: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class _ActorState:
+    """Runtime bookkeeping for one actor. Never pickled, never user-visible."""
+
+    __slots__ = (
+        "runtime", "status", "error", "busy", "pending", "current_tick",
+        "counters", "close_callbacks", "lock", "dispatcher", "inherits_ticks",
+    )
+
+    def __init__(self) -> None:
+        self.runtime: Runtime | None = None
+        self.status = ActorStatus.CREATED
+        self.error: str | None = None
+        self.busy = False
+        self.pending: TimedTick | None = None
+        self.current_tick: TimedTick | None = None
+        self.counters = ActorCounters()
+        self.close_callbacks: list[Callable[[], None]] = []
+        self.lock = threading.Lock()
+        self.dispatcher: Dispatcher | None = None
+        self.inherits_ticks = True
+
+
+_ids: dict[str, itertools.count[int]] = {}
+_ids_lock = threading.Lock()
+
+
+def _auto_id(cls: type) -> str:
+    with _ids_lock:
+        counter = _ids.setdefault(cls.__name__, itertools.count(1))
+        return f"{cls.__name__.lower()}-{next(counter)}"
+
+
+class _ActorMeta(ABCMeta):
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        actor = super().__call__(*args, **kwargs)
+        if not hasattr(actor, "_sl"):
+            raise TypeError(
+                f"{cls.__name__}.__init__ must call super().__init__() (actor not initialised)"
+            )
+        actor._sl_attach()  # after the subclass __init__ so its ports exist
+        return actor
+
+
+class Actor(metaclass=_ActorMeta):
+    """Base class of every actor.
+
+    Subclasses call ``super().__init__(actor_id=..., clock=...)``, declare ports
+    (``self.inputs['video'] = StreamInput('video')``) and implement ``process``.
+
+    * ``clock``: an actor with a clock is ticked by it and reads the latest
+      input; an actor without one is ticked whenever an upstream output writes.
+    * ``dispatcher``: where ``process`` runs: ``"asyncio"`` (default for
+      ``async def process``), ``"thread"`` (default for ``def process``),
+      ``"process"`` (a worker process; frames cross in shared memory), ``"gpu"``
+      or a ``Dispatcher`` instance (which the caller owns and shuts down).
+    * ``runtime``: defaults to the enclosing ``with Runtime()`` block, else the
+      process-wide default runtime that starts actors immediately.
+    """
+
+    default_output_name: str | None = None  # else the first declared output
+
+    def __init__(
+        self,
+        actor_id: str | None = None,
+        *,
+        clock: Clock | None = None,
+        dispatcher: DispatcherSpec = None,
+        runtime: Runtime | None = None,
+        host: str = "localhost",
+    ) -> None:
+        if actor_id is None:
+            actor_id = _auto_id(type(self))
+        if not isinstance(actor_id, str) or not actor_id:
+            raise ValueError(f"actor_id must be a non-empty str, got {actor_id!r}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"actor '{actor_id}': clock must be a Clock, got {type(clock).__name__}")
+        self.actor_id = actor_id
+        self.clock = clock
+        self.dispatcher = dispatcher
+        self.host = host
+        self.inputs: PortDict[StreamInput] = PortDict(self, StreamInput, "inputs")
+        self.outputs: PortDict[StreamOutput] = PortDict(self, StreamOutput, "outputs")
+        self._sl = _ActorState()
+        self._sl_requested_runtime = runtime
+
+    # -- the one method --------------------------------------------------
+    @abstractmethod
+    def process(self, tick: TimedTick) -> Awaitable[None] | None:
+        """Handle one tick: read inputs, write outputs. May be ``async``."""
+
+    def setup(self) -> Awaitable[None] | None:
+        """Acquire resources before the first tick (runs where ``process`` runs)."""
+        return None
+
+    def teardown(self) -> Awaitable[None] | None:
+        """Release resources; called once when the actor stops."""
+        return None
+
+    # -- introspection ---------------------------------------------------
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(type(self).process)
+
+    @property
+    def status(self) -> ActorStatus:
+        return self._sl.status
+
+    @property
+    def failed(self) -> bool:
+        return self._sl.status is ActorStatus.FAILED
+
+    @property
+    def error(self) -> str | None:
+        """Traceback text of the failure, or None."""
+        return self._sl.error
+
+    @property
+    def counters(self) -> ActorCounters:
+        return self._sl.counters
+
+    @property
+    def runtime(self) -> Runtime | None:
+        return self._sl.runtime
+
+    @property
+    def uri(self) -> ActorURI:
+        return ActorURI(self.host, type(self).__name__, self.actor_id)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable description used by ``Runtime.graph()``."""
+        clock = self.clock
+        disp = self._sl.dispatcher
+        return {
+            "id": self.actor_id,
+            "uri": str(self.uri),
+            "class": type(self).__name__,
+            "status": self._sl.status.value,
+            "error": self._sl.error,
+            "clock": None if clock is None else {
+                "type": type(clock).__name__, "clock_id": clock.clock_id, "fps": clock.fps,
+            },
+            "ticked_by": "clock" if clock is not None else "upstream",
+            "dispatcher": None if disp is None else disp.name,
+            "inputs": [
+                {"name": p.name, "kind": p.kind,
+                 "upstream": p.upstream.qualified_name if p.upstream else None}
+                for p in self.inputs.values()
+            ],
+            "outputs": [
+                {"name": p.name, "kind": p.kind, "written": p.written,
+                 "links": [i.qualified_name for i in p.links]}
+                for p in self.outputs.values()
+            ],
+            "counters": self._sl.counters.as_dict(),
+        }
+
+    # -- connections -----------------------------------------------------
+    def default_output(self) -> StreamOutput:
+        """The output ``>>`` uses: ``default_output_name`` or the first declared."""
+        if not len(self.outputs):
+            raise PortError(f"actor '{self.actor_id}' has no outputs to connect from")
+        name = self.default_output_name or next(iter(self.outputs))
+        return self.outputs[name]
+
+    def default_input(self, kind: PortKind = "any") -> StreamInput:
+        """First unconnected input accepting ``kind`` (exact kind preferred over ``any``)."""
+        if not len(self.inputs):
+            raise PortError(f"actor '{self.actor_id}' has no inputs to connect to")
+        ports = self.inputs.values()
+        candidates = [p for p in ports if p.kind == kind] + [
+            p for p in ports if p.kind != kind and (p.kind == "any" or kind == "any")
+        ]
+        if not candidates:
+            listed = ", ".join(f"{p.name} ({p.kind})" for p in ports)
+            raise PortKindError(
+                f"actor '{self.actor_id}' has no input accepting {kind} (inputs: {listed})"
+            )
+        free = [p for p in candidates if not p.is_connected]
+        return (free or candidates)[0]
+
+    def __rshift__(self, other: Actor | StreamInput) -> Any:
+        """``a >> b`` links a's default output to b's default input; returns ``b``."""
+        return self.default_output() >> other
+
+    def disconnect(self, other: Actor | None = None) -> int:
+        """Remove links from this actor's outputs (to ``other`` only, if given)."""
+        removed = 0
+        for out in self.outputs.values():
+            for inp in out.links:
+                if other is None or inp.actor is other:
+                    removed += out.disconnect(inp)
+        return removed
+
+    # -- lifecycle -------------------------------------------------------
+    def add_close_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when the actor closes (registries use this)."""
+        self._sl.close_callbacks.append(callback)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop ticking, run ``teardown`` and detach. Idempotent."""
+        with self._sl.lock:
+            if self._sl.status is ActorStatus.STOPPED:
+                return
+        runtime = self._sl.runtime
+        if runtime is not None:
+            runtime._stop_actor(self, timeout=timeout)
+        else:
+            self._sl.status = ActorStatus.STOPPED
+            self._sl_run_close_callbacks()
+
+    stop = close
+
+    def __enter__(self) -> Actor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runtime hooks (called by ports and the runtime) ------------------
+    def _sl_attach(self) -> None:
+        from .graph import current_runtime
+
+        runtime = self._sl_requested_runtime or current_runtime()
+        del self._sl_requested_runtime
+        runtime._attach(self)
+
+    def _sl_output_written(
+        self, output: StreamOutput, links: tuple[StreamInput, ...], item: Any
+    ) -> None:
+        runtime = self._sl.runtime
+        if runtime is None:
+            return
+        tick = self._sl.current_tick
+        if tick is None:  # written outside process(): derive the tick from the item
+            tick = TimedTick(
+                int(getattr(item, "timestamp_ns", 0)),
+                int(getattr(item, "frame_number", 0)),
+                str(getattr(item, "clock_id", "monotonic")),
+            )
+        for inp in links:
+            downstream = inp._owner
+            if downstream is not None and downstream.clock is None:
+                runtime._notify(downstream, tick)
+
+    def _sl_links_changed(self) -> None:
+        """Hook for the runtime; links are read lock-free, so nothing to do now."""
+
+    def _sl_run_close_callbacks(self) -> None:
+        callbacks, self._sl.close_callbacks = self._sl.close_callbacks, []
+        for callback in callbacks:
+            callback()
+
+    # -- pickling (process dispatcher) ------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_sl", None)
+        state.pop("_sl_requested_runtime", None)
+        state["clock"] = None  # the worker is ticked by the parent, never by a clock
+        state["dispatcher"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._sl = _ActorState()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.actor_id!r} {self._sl.status.value}>"

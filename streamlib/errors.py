@@ -1,0 +1,71 @@
+"""One error hierarchy; each class also inherits the matching builtin.
+
+Callers can catch ``StreamlibError`` for anything raised by the library, or the
+builtin (``ValueError``, ``TypeError``...) they would expect from plain Python.
+"""
+
+from __future__ import annotations
+
+
+class StreamlibError(Exception):
+    """Base class of every error raised by streamlib."""
+
+
+class FrameValidationError(StreamlibError, ValueError):
+    """A frame or message failed validation (shape, dtype, format, rate)."""
+
+
+class PortKindError(StreamlibError, TypeError):
+    """A connection or a write joined incompatible kinds (video into audio...)."""
+
+
+class PortError(StreamlibError, KeyError):
+    """A named port does not exist, or a port is misused (double connect...)."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want prose
+        return str(self.args[0]) if self.args else ""
+
+
+class ActorStateError(StreamlibError, RuntimeError):
+    """An operation is not valid in the actor's or runtime's current state."""
+
+
+class WorkerError(StreamlibError, RuntimeError):
+    """``process`` raised inside a worker process; carries the worker traceback."""
+
+    def __init__(self, message: str, worker_traceback: str = "") -> None:
+        super().__init__(message)
+        self.worker_traceback = worker_traceback
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if self.worker_traceback:
+            return f"{base}\n--- worker traceback ---\n{self.worker_traceback.rstrip()}"
+        return base
+
+
+class DispatcherShutdownError(ActorStateError):
+    """Work was submitted to a dispatcher that is shut down."""
+
+
+class ClockClosedError(StreamlibError, RuntimeError):
+    """``next_tick`` was called on (or interrupted by) a closed clock."""
+
+
+class EndOfStream(StreamlibError):
+    """A finite source or clock has no more items; an expected signal, not a failure."""
+
+
+class ShutdownTimeoutError(StreamlibError, TimeoutError):
+    """Work did not finish within the shutdown timeout."""
+
+
+class RegistryError(StreamlibError, KeyError):
+    """An actor URI is not registered, or is registered twice."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class PortRangeExhaustedError(StreamlibError, RuntimeError):
+    """The port allocator has no free port left in its configured range."""

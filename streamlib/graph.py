@@ -1,0 +1,519 @@
+"""``Runtime``: owns the event loop, clock threads and dispatchers of a graph.
+
+Threading model (the one place it is decided):
+
+* One asyncio loop per runtime, on a named background thread. All actor
+  bookkeeping (busy flags, pending ticks, counters, status) is mutated only on
+  that loop, so it needs no locks.
+* One thread per distinct ``Clock``: it blocks in ``clock.next_tick()`` (the
+  clock's own sleep-then-spin gives sub-millisecond timing asyncio cannot) and
+  hands each tick to the loop with ``call_soon_threadsafe``.
+* ``process`` runs where the actor's dispatcher puts it (the loop, a thread
+  pool, a worker process, a GPU stream). Outputs written from any of those
+  threads tick clockless downstream actors through ``Runtime._notify``, the
+  single cross-thread entry point.
+
+Scheduling is latest-wins: a tick that arrives while an actor is busy replaces
+any tick already waiting (counted as an overrun), so a slow actor never builds
+a backlog. Non-realtime clocks (``VirtualClock``) run lock-step: the clock
+thread waits until the whole graph is idle before issuing the next tick, so an
+offline render loses no frame and goes as fast as the machine allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextvars
+import logging
+import threading
+import time
+import traceback
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from typing import TYPE_CHECKING, Any, Callable, Coroutine
+
+from .actor import Actor, ActorStatus
+from .clocks import Clock, TimedTick
+from .errors import ActorStateError, ClockClosedError, EndOfStream
+
+if TYPE_CHECKING:
+    from .dispatchers import Dispatcher
+
+logger = logging.getLogger("streamlib")
+
+_current: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar(
+    "streamlib_runtime", default=None
+)
+_default: Runtime | None = None
+_default_lock = threading.Lock()
+
+
+def current_runtime() -> Runtime:
+    """The runtime of the enclosing ``with Runtime()`` block, else the default one."""
+    runtime = _current.get()
+    if runtime is not None and not runtime.closed:
+        return runtime
+    return default_runtime()
+
+
+def default_runtime() -> Runtime:
+    """The process-wide runtime that starts actors as soon as they are created."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed:
+            _default = Runtime(autostart=True, name="default")
+        return _default
+
+
+def run(seconds: float | None = None) -> None:
+    """Run the default runtime: see ``Runtime.run``. For plain scripts."""
+    default_runtime().run(seconds)
+
+
+class _ClockDriver:
+    """The thread that turns one clock's ticks into actor ticks."""
+
+    def __init__(self, runtime: Runtime, clock: Clock) -> None:
+        self.runtime = runtime
+        self.clock = clock
+        self.subscribers: list[Actor] = []  # copy-on-write: read by the thread unlocked
+        self.finished = threading.Event()   # set when the clock ends or is closed
+        self.exhausted = False               # ended with EndOfStream (a finite clock)
+        self._stopping = False
+        self.thread = threading.Thread(
+            target=self._run, name=f"streamlib-clock-{clock.clock_id}", daemon=True
+        )
+
+    def _run(self) -> None:
+        clock = self.clock
+        try:
+            while not self._stopping:
+                try:
+                    tick = clock.next_tick()
+                except EndOfStream:
+                    self.exhausted = True
+                    return
+                except ClockClosedError:
+                    return
+                for actor in self.subscribers:
+                    self.runtime._notify(actor, tick)
+                if not clock.realtime:
+                    self.runtime._wait_idle_or(lambda: self._stopping)
+        except Exception:  # noqa: BLE001 - a broken clock must not kill the process
+            logger.exception("clock %r failed; its actors stop ticking", clock.clock_id)
+        finally:
+            self.finished.set()
+            self.runtime._wake_waiters()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.clock.close()  # wakes a next_tick() that is waiting
+        self.runtime._wake_waiters()
+
+
+class Runtime:
+    """Runs actors: ``with Runtime() as rt: ...; rt.run(seconds=5)``.
+
+    ``autostart=False`` (the default for explicit runtimes) holds actors until
+    ``start()``/``run()`` so a graph is fully wired before the first tick; the
+    default runtime uses ``autostart=True``. ``close()`` is idempotent.
+    """
+
+    def __init__(self, *, autostart: bool = False, name: str = "streamlib",
+                 max_workers: int | None = None) -> None:
+        self.name = name
+        self.autostart = autostart
+        self._max_workers = max_workers
+        self._lock = threading.RLock()
+        self._actors: dict[str, Actor] = {}
+        self._drivers: dict[int, _ClockDriver] = {}
+        self._dispatchers: dict[str, Dispatcher] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._inflight = 0
+        self._cond = threading.Condition()
+        self._started = autostart
+        self._closed = False
+        self._token: contextvars.Token[Runtime | None] | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"streamlib-runtime-{name}", daemon=True
+        )
+        self._thread.start()
+        atexit.register(self.close)
+
+    # -- properties ------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def actors(self) -> list[Actor]:
+        with self._lock:
+            return list(self._actors.values())
+
+    def get(self, actor_id: str) -> Actor:
+        """The actor with ``actor_id``; KeyError naming it if absent."""
+        with self._lock:
+            try:
+                return self._actors[actor_id]
+            except KeyError:
+                raise KeyError(f"runtime {self.name!r} has no actor {actor_id!r}") from None
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self) -> None:
+        """Start every attached actor; later actors start as they are created."""
+        with self._lock:
+            self._check_open()
+            if self._started:
+                return
+            self._started = True
+            pending = list(self._actors.values())
+        for actor in pending:
+            self._start_actor(actor)
+
+    def run(self, seconds: float | None = None) -> bool:
+        """Start, then block until ``seconds`` pass or every clock has ended and
+        the graph is idle (``seconds=None``: until then, or Ctrl-C).
+
+        Returns True when the graph finished on its own.
+        """
+        self.start()
+        return self.wait(seconds)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until all clocks are finished and nothing is in flight.
+
+        A graph whose clocks never end (``SoftwareClock``) only returns at
+        ``timeout``. Returns True if the graph finished, False on timeout.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def finished() -> bool:
+            with self._lock:
+                drivers = list(self._drivers.values())
+                starting = any(a._sl.status in (ActorStatus.CREATED, ActorStatus.STARTING)
+                               for a in self._actors.values())
+            return self._closed or (
+                not starting and all(d.finished.is_set() for d in drivers)
+                and self._inflight == 0
+            )
+
+        with self._cond:
+            while not finished():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                # Bounded waits: a driver ending notifies, but re-checking is cheap.
+                self._cond.wait(0.5 if remaining is None else min(0.5, remaining))
+        return True
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no tick is queued or being processed (True), or timeout (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._inflight == 0, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop clocks, tear every actor down, shut owned dispatchers, stop the loop.
+
+        Idempotent; safe to call from any thread except the runtime's own loop.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            drivers = list(self._drivers.values())
+            actors = list(self._actors.values())
+        atexit.unregister(self.close)
+        for driver in drivers:
+            driver.stop()
+        if self._loop.is_running():
+            for actor in actors:
+                try:
+                    self._call(self._astop(actor), timeout)
+                except Exception:  # noqa: BLE001 - keep closing the rest
+                    logger.exception("runtime %r: stopping actor %r failed",
+                                     self.name, actor.actor_id)
+        for driver in drivers:
+            if driver.thread.is_alive() and driver.thread is not threading.current_thread():
+                driver.thread.join(timeout)
+        for dispatcher in self._dispatchers.values():
+            try:
+                dispatcher.shutdown(timeout)
+            except Exception:  # noqa: BLE001
+                logger.exception("runtime %r: dispatcher %r shutdown failed",
+                                 self.name, dispatcher.name)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._loop.close()
+        self._wake_waiters()
+
+    def __enter__(self) -> Runtime:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
+        self.close()
+
+    # -- introspection ---------------------------------------------------
+    def graph(self) -> dict[str, Any]:
+        """JSON-serialisable snapshot: actors, ports, links and link counters."""
+        actors = self.actors()
+        links: list[dict[str, Any]] = []
+        for actor in actors:
+            for out in actor.outputs.values():
+                for inp in out.links:
+                    stats = inp.stats()
+                    links.append({
+                        "from": out.qualified_name,
+                        "to": inp.qualified_name,
+                        "kind": out.kind if out.kind != "any" else inp.kind,
+                        "written": stats.written,
+                        "read": stats.read,
+                        "dropped": stats.dropped,
+                        "slots": stats.slots,
+                    })
+        return {
+            "runtime": self.name,
+            "started": self._started,
+            "closed": self._closed,
+            "inflight": self._inflight,
+            "actors": [a.describe() for a in actors],
+            "links": links,
+        }
+
+    # -- attaching and starting actors ------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ActorStateError(f"runtime {self.name!r} is closed")
+
+    def _attach(self, actor: Actor) -> None:
+        with self._lock:
+            self._check_open()
+            if actor.actor_id in self._actors:
+                raise ValueError(
+                    f"runtime {self.name!r} already has an actor {actor.actor_id!r}; "
+                    "choose another actor_id"
+                )
+            actor._sl.dispatcher = self._resolve_dispatcher(actor)
+            actor._sl.runtime = self
+            self._actors[actor.actor_id] = actor
+            start_now = self._started
+        if start_now:
+            self._start_actor(actor)
+
+    def _resolve_dispatcher(self, actor: Actor) -> Dispatcher:
+        from . import dispatchers as d
+
+        spec = actor.dispatcher
+        if isinstance(spec, d.Dispatcher):
+            return spec  # caller-owned: the caller shuts it down
+        if spec is None:
+            spec = "asyncio" if actor.is_async else "thread"
+        factories: dict[str, Callable[[], Dispatcher]] = {
+            "asyncio": d.AsyncioDispatcher,
+            "thread": lambda: d.ThreadPoolDispatcher(self._max_workers),
+            "process": d.ProcessPoolDispatcher,
+            "gpu": d.GPUDispatcher,
+        }
+        if spec not in factories:
+            raise ValueError(
+                f"actor '{actor.actor_id}': dispatcher must be one of {sorted(factories)} "
+                f"or a Dispatcher, got {spec!r}"
+            )
+        if spec not in self._dispatchers:
+            self._dispatchers[spec] = factories[spec]()
+        return self._dispatchers[spec]
+
+    def _start_actor(self, actor: Actor) -> None:
+        actor._sl.status = ActorStatus.STARTING
+        self._loop.call_soon_threadsafe(self._spawn, actor.actor_id, self._astart(actor))
+
+    def _spawn(self, key: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro, name=f"streamlib-{key}")
+        self._tasks[key] = task
+        task.add_done_callback(lambda t: self._tasks.pop(key, None) if
+                               self._tasks.get(key) is t else None)
+
+    async def _astart(self, actor: Actor) -> None:
+        st = actor._sl
+        assert st.dispatcher is not None
+        try:
+            await st.dispatcher.setup(actor)
+        except Exception:  # noqa: BLE001 - isolate the failure to this actor
+            self._fail(actor, "setup")
+            self._release_pending(actor)
+            return
+        if st.status is not ActorStatus.STARTING:  # closed while setting up
+            return
+        st.status = ActorStatus.RUNNING
+        if actor.clock is not None:
+            self._subscribe(actor, actor.clock)
+        if st.pending is not None:  # an upstream wrote while we were starting
+            tick, st.pending = st.pending, None
+            st.busy = True
+            await self._run(actor, tick)
+
+    def _subscribe(self, actor: Actor, clock: Clock) -> None:
+        with self._lock:
+            driver = self._drivers.get(id(clock))
+            new = driver is None or driver.finished.is_set()
+            if new:
+                driver = _ClockDriver(self, clock)
+                self._drivers[id(clock)] = driver
+            assert driver is not None
+            driver.subscribers = driver.subscribers + [actor]
+        if new:
+            driver.start()
+
+    def _unsubscribe(self, actor: Actor) -> None:
+        with self._lock:
+            for key, driver in list(self._drivers.items()):
+                if actor in driver.subscribers:
+                    driver.subscribers = [a for a in driver.subscribers if a is not actor]
+                    if not driver.subscribers:
+                        driver.stop()
+
+    # -- ticking -----------------------------------------------------------
+    def _notify(self, actor: Actor, tick: TimedTick) -> None:
+        """Deliver ``tick`` to ``actor`` from any thread (the cross-thread entry)."""
+        with self._cond:
+            self._inflight += 1
+        try:
+            in_loop = threading.current_thread() is self._thread
+            if in_loop:
+                self._on_tick(actor, tick)
+            else:
+                self._loop.call_soon_threadsafe(self._on_tick, actor, tick)
+        except RuntimeError:  # loop closed during shutdown: the tick is moot
+            self._done()
+
+    def _on_tick(self, actor: Actor, tick: TimedTick) -> None:
+        st = actor._sl
+        if st.status in (ActorStatus.FAILED, ActorStatus.STOPPED) or self._closed:
+            self._done()
+            return
+        st.counters.ticks += 1
+        if st.busy or st.status is not ActorStatus.RUNNING:
+            if st.pending is not None:  # latest wins; the older waiting tick is dropped
+                st.counters.overruns += 1
+                self._done()
+            st.pending = tick
+            return
+        st.busy = True
+        self._spawn(actor.actor_id, self._run(actor, tick))
+
+    async def _run(self, actor: Actor, tick: TimedTick | None) -> None:
+        st = actor._sl
+        dispatcher = st.dispatcher
+        assert dispatcher is not None
+        try:
+            while tick is not None and st.status is ActorStatus.RUNNING:
+                st.current_tick = tick
+                started = time.perf_counter_ns()
+                try:
+                    await dispatcher.dispatch(actor, tick)
+                except Exception:  # noqa: BLE001 - isolate the failure to this actor
+                    self._fail(actor, "process")
+                else:
+                    elapsed = time.perf_counter_ns() - started
+                    c = st.counters
+                    c.processed += 1
+                    c.process_ns_last = elapsed
+                    c.process_ns_total += elapsed
+                    c.process_ns_max = max(c.process_ns_max, elapsed)
+                finally:
+                    st.current_tick = None
+                    self._done()
+                tick, st.pending = st.pending, None
+            if tick is not None:  # stopped or failed with a tick still waiting
+                self._done()
+        finally:
+            st.busy = False
+
+    def _fail(self, actor: Actor, phase: str) -> None:
+        st = actor._sl
+        st.error = traceback.format_exc()
+        st.status = ActorStatus.FAILED
+        if phase == "process":
+            st.counters.failed += 1
+        logger.error("actor %r failed in %s(); other actors keep running\n%s",
+                     actor.actor_id, phase, st.error.rstrip())
+
+    def _release_pending(self, actor: Actor) -> None:
+        if actor._sl.pending is not None:
+            actor._sl.pending = None
+            self._done()
+
+    def _done(self, n: int = 1) -> None:
+        with self._cond:
+            self._inflight -= n
+            if self._inflight <= 0:
+                self._cond.notify_all()
+
+    def _wake_waiters(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _wait_idle_or(self, stop: Callable[[], bool]) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._inflight == 0 or stop() or self._closed)
+
+    # -- stopping actors --------------------------------------------------
+    def _call(self, coro: Coroutine[Any, Any, None], timeout: float) -> None:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            future.result(timeout)
+        except FutureTimeoutError:
+            future.cancel()
+            raise
+
+    def _stop_actor(self, actor: Actor, timeout: float) -> None:
+        if threading.current_thread() is self._thread:
+            self._loop.create_task(self._astop(actor))  # cannot block the loop
+            return
+        if not self._loop.is_running():
+            actor._sl.status = ActorStatus.STOPPED
+            actor._sl_run_close_callbacks()
+            return
+        self._call(self._astop(actor), timeout)
+
+    async def _astop(self, actor: Actor) -> None:
+        st = actor._sl
+        if st.status is ActorStatus.STOPPED:
+            return
+        ran_setup = st.status in (ActorStatus.RUNNING, ActorStatus.FAILED, ActorStatus.STARTING)
+        st.status = ActorStatus.STOPPED
+        self._unsubscribe(actor)
+        task = self._tasks.get(actor.actor_id)
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            try:
+                await asyncio.shield(task)  # let the in-flight process() finish
+            except Exception:  # noqa: BLE001
+                pass
+        self._release_pending(actor)
+        for inp in actor.inputs.values():
+            inp.disconnect()
+        actor.disconnect()
+        if ran_setup and st.dispatcher is not None:
+            try:
+                await st.dispatcher.teardown(actor)
+            except Exception:  # noqa: BLE001
+                logger.exception("actor %r: teardown() failed", actor.actor_id)
+        with self._lock:
+            self._actors.pop(actor.actor_id, None)
+        actor._sl_run_close_callbacks()
