@@ -15,7 +15,8 @@ from .clocks import (
     SystemTAITimeSource, TimedTick, TimeSource, VirtualClock,
 )
 from .dispatchers import (
-    AsyncioDispatcher, Dispatcher, GPUDispatcher, ProcessPoolDispatcher, ThreadPoolDispatcher,
+    AsyncioDispatcher, DedicatedThreadDispatcher, Dispatcher, GPUDispatcher, ProcessPoolDispatcher,
+    ThreadPoolDispatcher,
 )
 from .errors import (
     ActorStateError, ClockClosedError, DispatcherShutdownError, EndOfStream,
@@ -33,7 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Actor", "ActorCounters", "ActorRegistry", "ActorStateError", "ActorStatus", "ActorURI",
-    "AsyncioDispatcher", "AudioFrame", "Clock", "ClockClosedError", "DataMessage",
+    "AsyncioDispatcher", "AudioFrame", "DedicatedThreadDispatcher", "Clock", "ClockClosedError", "DataMessage",
     "Dispatcher", "DispatcherShutdownError", "EndOfStream", "EventMessage",
     "FrameValidationError", "GPUDispatcher", "GenlockClock", "ManualPulseSource", "PATTERNS",
     "PTPClock", "PixelFormat", "PortAllocator", "PortError", "PortKind", "PortKindError",

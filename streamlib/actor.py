@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .dispatchers import Dispatcher
     from .graph import Runtime
 
-DispatcherName = Literal["asyncio", "thread", "process", "gpu"]
+DispatcherName = Literal["asyncio", "thread", "dedicated", "process", "gpu"]
 DispatcherSpec = Union["Dispatcher", DispatcherName, None]
 
 
@@ -111,7 +111,9 @@ class Actor(metaclass=_ActorMeta):
       input; an actor without one is ticked whenever an upstream output writes.
     * ``dispatcher``: where ``process`` runs: ``"asyncio"`` (default for
       ``async def process``), ``"thread"`` (default for ``def process``),
-      ``"process"`` (a worker process; frames cross in shared memory), ``"gpu"``
+      ``"dedicated"`` (one thread of its own, for GL contexts and other
+      thread-bound resources), ``"process"`` (a worker process; frames cross
+      in shared memory), ``"gpu"``
       or a ``Dispatcher`` instance (which the caller owns and shuts down).
     * ``runtime``: defaults to the enclosing ``with Runtime()`` block, else the
       process-wide default runtime that starts actors immediately.

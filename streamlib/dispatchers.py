@@ -29,14 +29,15 @@ import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
+from concurrent.futures import Future, ThreadPoolExecutor, wait as wait_futures
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
-from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ClassVar, Iterator
+from types import MappingProxyType
+from typing import (
+    TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ClassVar, Iterator, Self,
+)
 
 import torch
 
@@ -108,11 +109,10 @@ class Dispatcher(ABC):
 
     close = shutdown
 
-    def __enter__(self) -> Dispatcher:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
     def __repr__(self) -> str:
@@ -270,6 +270,16 @@ class ThreadPoolDispatcher(Dispatcher):
                 "(queued calls were cancelled; threads exit when the running calls return)")
         self._executor.shutdown(wait=True)  # nothing runs: threads exit at once
         self._close_idle_loops()
+
+
+class DedicatedThreadDispatcher(ThreadPoolDispatcher):
+    """One thread for one actor: GL contexts and other thread-bound resources
+    created in ``setup`` stay current for every ``process`` and ``teardown``."""
+
+    name = "dedicated"
+
+    def __init__(self, actor_id: str) -> None:
+        super().__init__(1, name_prefix=f"streamlib-{actor_id}")
 
 
 class GPUDispatcher(ThreadPoolDispatcher):
@@ -543,7 +553,9 @@ class ProcessPoolDispatcher(Dispatcher):
         self._workers: dict[int, _Worker] = {}
 
     def stats(self, actor: Actor) -> dict[str, int]:
-        """Per-actor counters: ticks, pickled control bytes each way and shm bytes of the last tick."""
+        """Counters of ``actor``'s worker: ``ticks`` and, for the last tick, pickled control
+        bytes each way (``sent_bytes_last``/``received_bytes_last``) and tensor bytes that
+        crossed in shared memory (``shm_bytes_last``). Raises ActorStateError if not set up."""
         return dict(self._get(actor).stats)
 
     # -- public coroutines -------------------------------------------------
@@ -564,23 +576,27 @@ class ProcessPoolDispatcher(Dispatcher):
                 daemon=True)
             try:
                 process.start()  # spawn: fork+exec only, the child imports on its own
+            except BaseException:
+                parent_conn.close()
+                raise
             finally:
                 child_conn.close()  # ours must go, or we never see EOF when the child dies
-            w = _Worker(actor, process, parent_conn)
+            w = _Worker(actor, process, parent_conn, busy=True)  # busy: shutdown won't claim it
             with self._lock:
                 self._workers[id(actor)] = w
             try:
-                async with self._exclusive(w):
-                    reply = await self._exchange(w, "setup", None, blob, self._start_timeout)
-                    self._check(w, reply, "setup")
+                reply = await self._exchange(w, "setup", None, blob, self._start_timeout)
+                self._check(w, reply, "setup")
             except BaseException as exc:
                 with self._lock:
                     self._workers.pop(id(actor), None)
-                await self._stop(w, graceful=False)
+                await self._stop(w, graceful=not w.pending)  # setup() raised: worker is idle
                 if isinstance(exc, TimeoutError):
                     raise WorkerError(f"actor '{actor.actor_id}' worker did not finish setup "
                                       f"within {self._start_timeout} s") from None
                 raise
+            finally:
+                w.busy = False
 
     async def dispatch(self, actor: Actor, tick: TimedTick) -> None:
         """Run ``process(tick)`` in the worker and write its outputs here.
@@ -590,8 +606,6 @@ class ProcessPoolDispatcher(Dispatcher):
         """
         with self._work(actor, "dispatch to"):
             w = self._get(actor)
-            if w.closed:
-                raise WorkerError(f"actor '{w.actor_id}' worker is not running ({w.exit_text})")
             async with self._exclusive(w):
                 inputs = [(name, items) for name, port in actor.inputs.items()
                           if (items := port.read_all_new())]
@@ -633,7 +647,7 @@ class ProcessPoolDispatcher(Dispatcher):
             finally:
                 with self._lock:
                     self._workers.pop(id(actor), None)
-                await self._stop(w, graceful=True)
+                await self._stop(w, graceful=not w.pending)  # a timed-out worker is killed
 
     # -- parent-side protocol ----------------------------------------------
     def _get(self, actor: Actor) -> _Worker:
@@ -662,9 +676,17 @@ class ProcessPoolDispatcher(Dispatcher):
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, w: _Worker) -> AsyncIterator[None]:
-        if w.busy:
-            raise ActorStateError(f"actor '{w.actor_id}': a call is already running in its worker")
-        w.busy = True
+        """Own the worker's pipe for one call (shutdown() claims idle workers the same way).
+
+        Raises ActorStateError if a call is running, WorkerError if the worker is gone.
+        """
+        with self._cond:
+            if w.busy:
+                raise ActorStateError(f"actor '{w.actor_id}': a call is already running in its worker")
+            if w.closed:
+                raise (self._refused(w.actor, "dispatch to") if self._closed else
+                       WorkerError(f"actor '{w.actor_id}' worker is not running ({w.exit_text})"))
+            w.busy = True
         try:
             yield
         finally:
@@ -745,55 +767,70 @@ class ProcessPoolDispatcher(Dispatcher):
                 break
             escalate()
         w.exit_text = w.exit_text or f"stopped, {_exit_text(p.exitcode)}"
-        self._dispose(w, close_conn=True)
+        self._dispose(w, fds=True)
 
-    def _dispose(self, w: _Worker, close_conn: bool) -> None:
+    def _dispose(self, w: _Worker, fds: bool) -> None:
         for arena in (w.arena_in, w.arena_out):
             if arena is not None:
                 arena.close()
         w.arena_in = w.arena_out = None
-        if close_conn:
+        if fds:  # not while a coroutine may still have them registered with its loop
             w.conn.close()
-        if w.process.exitcode is not None:
-            w.process.close()
+            if w.process.exitcode is not None:
+                w.process.close()
 
     def _shutdown(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        idle = self._wait_idle(timeout)
         with self._lock:
-            workers = list(self._workers.values())
+            workers = [w for w in self._workers.values() if not w.closed]
             self._workers.clear()
+        # Idle workers run teardown while we wait for the busy ones; once idle after
+        # the wait they follow; workers still mid-call are killed.
+        tearing = self._claim_idle(workers)
+        all_idle = self._wait_idle(timeout)
+        tearing += self._claim_idle([w for w in workers if w not in tearing])
         errors: list[Exception] = []
         for w in workers:
-            if w.closed:
-                continue
             w.closed = True
-            p, mid_call = w.process, w.busy or w.pending > 0
-            if not mid_call:  # idle worker: run teardown there, then ask it to stop
+            p = w.process
+            if w in tearing:
                 try:
-                    _send(w.conn, "teardown", None, b"")
                     if w.conn.poll(max(0.0, deadline - time.monotonic())):
-                        self._check(w, pickle.loads(w.conn.recv_bytes()), "teardown")
+                        reply = pickle.loads(w.conn.recv_bytes())
                         _send(w.conn, "stop", None, b"")
+                        self._check(w, reply, "teardown")
                     else:
                         errors.append(ShutdownTimeoutError(
                             f"actor '{w.actor_id}' teardown did not finish within {timeout} s"))
                 except WorkerError as exc:
                     errors.append(exc)
                 except (OSError, EOFError):
-                    pass  # already dead: nothing to tear down
+                    pass  # it died: nothing left to tear down
                 p.join(max(0.0, deadline - time.monotonic()))
             for escalate in (p.terminate, p.kill):
                 if p.exitcode is None:
                     escalate()
                     p.join(1.0)
-            # A coroutine still awaiting this worker on the loop closes the pipe itself.
-            self._dispose(w, close_conn=not mid_call)
-        if not idle:
+            # A coroutine still awaiting a killed worker wakes on EOF and closes the pipe.
+            self._dispose(w, fds=w in tearing)
+        if not all_idle:
             raise ShutdownTimeoutError(
                 f"{self.name} dispatcher: calls still running after {timeout} s; workers killed")
         if errors:
             raise errors[0]
+
+    def _claim_idle(self, workers: list[_Worker]) -> list[_Worker]:
+        """Mark idle workers closed (no call can start on them) and send them teardown."""
+        claimed = []
+        for w in workers:
+            with self._cond:
+                if w.busy or w.pending or w.closed:
+                    continue
+                w.closed = True
+            with contextlib.suppress(OSError):
+                _send(w.conn, "teardown", None, b"")
+            claimed.append(w)
+        return claimed
 
 
 async def _readable(fds: tuple[int, ...], timeout: float | None) -> None:

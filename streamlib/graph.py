@@ -324,6 +324,13 @@ class Runtime:
             return spec  # caller-owned: the caller shuts it down
         if spec is None:
             spec = "asyncio" if actor.is_async else "thread"
+        if spec == "dedicated":
+            # One thread for this actor alone: GL contexts and other thread-bound
+            # resources stay current on it. Owned (and shut down) by the runtime.
+            key = f"dedicated:{actor.actor_id}"
+            if key not in self._dispatchers:
+                self._dispatchers[key] = d.DedicatedThreadDispatcher(actor.actor_id)
+            return self._dispatchers[key]
         factories: dict[str, Callable[[], Dispatcher]] = {
             "asyncio": d.AsyncioDispatcher,
             "thread": lambda: d.ThreadPoolDispatcher(self._max_workers),
@@ -332,7 +339,8 @@ class Runtime:
         }
         if spec not in factories:
             raise ValueError(
-                f"actor '{actor.actor_id}': dispatcher must be one of {sorted(factories)} "
+                f"actor '{actor.actor_id}': dispatcher must be one of "
+                f"{sorted(factories) + ['dedicated']} "
                 f"or a Dispatcher, got {spec!r}"
             )
         if spec not in self._dispatchers:
@@ -514,6 +522,9 @@ class Runtime:
                 await st.dispatcher.teardown(actor)
             except Exception:  # noqa: BLE001
                 logger.exception("actor %r: teardown() failed", actor.actor_id)
+        dedicated = self._dispatchers.pop(f"dedicated:{actor.actor_id}", None)
+        if dedicated is not None:
+            dedicated.shutdown(1.0)  # its one thread is idle now; the join is brief
         with self._lock:
             self._actors.pop(actor.actor_id, None)
         actor._sl_run_close_callbacks()

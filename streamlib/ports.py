@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Generic, Iterator, Literal, Mapping, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, Iterator, Literal, Mapping, TypeVar
 
 from .buffers import RingBuffer, RingBufferStats
 from .errors import PortError, PortKindError
@@ -50,7 +50,7 @@ def _check_kind(name: str, kind: str | None) -> PortKind:
         return infer_kind(name)
     if kind not in PORT_KINDS:
         raise ValueError(f"port {name!r}: kind must be one of {PORT_KINDS}, got {kind!r}")
-    return cast(PortKind, kind)
+    return kind  # narrowed by the membership test above
 
 
 class _Port:
@@ -299,7 +299,7 @@ class PortDict(Generic[P]):
     def __init__(self, owner: Actor, port_type: type[P], label: str) -> None:
         self._owner = owner
         self._ports: dict[str, P] = {}
-        self._port_type = port_type
+        self._port_type: type[P] = port_type
         self._label = label
 
     def __setitem__(self, name: str, port: P) -> None:

@@ -142,3 +142,17 @@ class Unpicklable(Actor):
 
     def process(self, tick: TimedTick) -> None:
         pass
+
+
+class Hanger(Actor):
+    """``process`` writes one byte to the FIFO ``fifo`` (the test's "started"
+    signal, no polling needed) then blocks forever: shutdown must kill it."""
+
+    def __init__(self, fifo: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.fifo = fifo
+
+    def process(self, tick: TimedTick) -> None:
+        with open(self.fifo, "w") as f:
+            f.write("x")
+        threading.Event().wait()

@@ -32,6 +32,7 @@ def test_custom_actor_renders_offline_exactly() -> None:
     assert lines[-1] == "rendered 90 frames"
 
 
-def test_every_example_is_tested() -> None:
-    tested = {"console_pipeline.py", "custom_actor.py"}
-    assert {p.name for p in EXAMPLES.glob("*.py")} == tested
+def test_every_example_is_run_by_some_test() -> None:
+    test_sources = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    untested = [p.name for p in EXAMPLES.glob("*.py") if f'"{p.name}"' not in test_sources]
+    assert not untested, f"examples without a test that runs them: {untested}"

@@ -340,3 +340,53 @@ def test_actor_created_in_closed_runtime_errors() -> None:
     rt.close()
     with pytest.raises(streamlib.ActorStateError, match="closed"):
         Sink(runtime=rt)
+
+
+# -- dispatchers inside a graph ----------------------------------------------
+
+def test_process_dispatched_actor_in_a_graph(tmp_path: object) -> None:
+    import os
+    from pathlib import Path
+
+    from _dispatch_actors import Inverter
+
+    out = Path(str(tmp_path)) / "teardown.txt"
+    with Runtime() as rt:
+        src = Source(clock=VirtualClock(30, max_ticks=6))
+        inv = Inverter(str(out), actor_id="inv", dispatcher="process")
+        sink = Sink()
+        src >> inv >> sink
+        assert rt.run(120)
+        assert inv.status is ActorStatus.RUNNING, inv.error
+        assert [f.frame_number for f in sink.got] == list(range(6))
+        assert [int(f.data[0, 0, 0]) for f in sink.got] == [255 - n for n in range(6)]
+        assert rt.graph()["actors"][1]["dispatcher"] == "process"
+    count, pid = out.read_text().split()
+    assert int(count) == 6 and int(pid) != os.getpid()  # teardown ran in the worker
+
+
+def test_dedicated_dispatcher_keeps_one_thread() -> None:
+    seen: set[str] = set()
+
+    class ThreadBound(Sink):
+        def setup(self) -> None:
+            seen.add(threading.current_thread().name)
+
+        def process(self, tick: TimedTick) -> None:
+            seen.add(threading.current_thread().name)
+            super().process(tick)
+
+    with Runtime() as rt:
+        src = Source(clock=VirtualClock(30, max_ticks=20))
+        sink = ThreadBound(actor_id="gl", dispatcher="dedicated")
+        src >> sink
+        assert rt.run(30)
+        assert len(sink.got) == 20
+        assert rt.graph()["actors"][1]["dispatcher"] == "dedicated"
+    assert len(seen) == 1 and next(iter(seen)).startswith("streamlib-gl")
+
+
+def test_unknown_dispatcher_name_is_rejected() -> None:
+    with Runtime():
+        with pytest.raises(ValueError, match="dispatcher must be one of.*got 'gpux'"):
+            Sink(dispatcher="gpux")  # type: ignore[arg-type]
