@@ -6,9 +6,13 @@ PIP    := $(PY) -m pip
 # The pinned CPU wheel (already on the CI machines' disk); a plain `torch`
 # requirement would pull a multi-GB CUDA build on a machine without CUDA.
 TORCH_CPU ?= torch==2.13.0
-DEMO_ARGS ?= --seconds 5
+DEMO_ARGS ?=
+# Debian packages: ffmpeg/ffprobe (file checks), Xvfb (a real glfw window in
+# tests), Mesa EGL (headless OpenGL), GStreamer (the interop reference peer).
+SYSTEM_PKGS ?= ffmpeg xvfb xauth xdotool libegl1 libgl1-mesa-dri libportaudio2 \
+	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 
-.PHONY: venv test demo bench typecheck clean
+.PHONY: venv sysdeps test demo bench typecheck clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +27,24 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 venv: $(VENV)/.installed
 
-test: venv
+# Installs missing Debian packages when root with apt-get; otherwise warns
+# (tests that need a missing tool skip and say why).
+sysdeps:
+	@missing=""; for p in $(SYSTEM_PKGS); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "warning: missing Debian packages:$$missing (run as root to install)"; \
+	fi
+
+test: sysdeps venv
 	$(PY) -m pytest
 
-demo: venv
-	$(PY) -m streamlib demo $(DEMO_ARGS)
+demo: sysdeps venv
+	$(PY) -m streamlib run examples/demo.yaml --seconds 10 $(DEMO_ARGS)
 
 bench: venv
 	$(PY) -m benchmarks --quick

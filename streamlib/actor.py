@@ -16,10 +16,11 @@ from __future__ import annotations
 import inspect
 import itertools
 import threading
+from collections import deque
 from abc import ABCMeta, abstractmethod
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Literal, Union
 
 from .clocks import Clock, TimedTick
 from .errors import PortError, PortKindError
@@ -58,12 +59,22 @@ class ActorCounters:
         return asdict(self)
 
 
+def latency_summary(samples: Iterable[int]) -> dict[str, float] | None:
+    """P50/P99/max in ms of latency samples (ns), or None when there are none."""
+    ordered = sorted(samples)
+    if not ordered:
+        return None
+    p99 = ordered[min(len(ordered) - 1, max(0, round(0.99 * len(ordered)) - 1))]
+    return {"p50": ordered[len(ordered) // 2] / 1e6, "p99": p99 / 1e6,
+            "max": ordered[-1] / 1e6, "samples": float(len(ordered))}
+
+
 class _ActorState:
     """Runtime bookkeeping for one actor. Never pickled, never user-visible."""
 
     __slots__ = (
         "runtime", "status", "error", "busy", "pending", "current_tick",
-        "counters", "close_callbacks", "lock", "dispatcher", "inherits_ticks",
+        "counters", "close_callbacks", "lock", "dispatcher", "inherits_ticks", "latencies",
     )
 
     def __init__(self) -> None:
@@ -78,6 +89,8 @@ class _ActorState:
         self.lock = threading.Lock()
         self.dispatcher: Dispatcher | None = None
         self.inherits_ticks = True
+        # Source tick -> end of this actor's process(), monotonic ticks only.
+        self.latencies: deque[int] = deque(maxlen=1024)
 
 
 _ids: dict[str, itertools.count[int]] = {}
@@ -214,6 +227,7 @@ class Actor(metaclass=_ActorMeta):
                 for p in self.outputs.values()
             ],
             "counters": self._sl.counters.as_dict(),
+            "latency_ms": latency_summary(self._sl.latencies),
         }
 
     # -- connections -----------------------------------------------------

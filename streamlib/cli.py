@@ -1,13 +1,14 @@
-"""``streamlib`` command line: ``streamlib demo`` (more subcommands come later)."""
+"""``streamlib`` command line: ``run`` a pipeline file, list ``actors``, ``demo``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -19,6 +20,19 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
     return w, h
 
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+# -- streamlib demo (the console pipeline) -----------------------------------
 
 def _demo(args: argparse.Namespace) -> int:
     from .actors import StatsSink, TestPatternActor, TransformActor
@@ -51,10 +65,188 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if report.frames > 0 and not failed else 1
 
 
+# -- streamlib run PIPELINE --------------------------------------------------
+
+def _actor_rows(graph: dict[str, Any], previous: dict[str, int], dt: float) -> list[dict[str, Any]]:
+    dropped_by_actor: dict[str, int] = {}
+    for link in graph["links"]:
+        dst = link["to"].rsplit(".", 1)[0]
+        dropped_by_actor[dst] = dropped_by_actor.get(dst, 0) + link["dropped"]
+    rows = []
+    for a in graph["actors"]:
+        c = a["counters"]
+        fps = (c["processed"] - previous.get(a["id"], 0)) / dt if dt > 0 else 0.0
+        previous[a["id"]] = c["processed"]
+        rows.append({
+            "id": a["id"], "status": a["status"], "processed": c["processed"], "fps": fps,
+            "drops": dropped_by_actor.get(a["id"], 0) + c["overruns"],
+            "latency": a.get("latency_ms"),
+            "process_ms": (c["process_ns_total"] / c["processed"] / 1e6) if c["processed"] else 0.0,
+        })
+    return rows
+
+
+def _progress_line(rows: list[dict[str, Any]]) -> str:
+    parts = []
+    for r in rows:
+        text = f"{r['id']} {r['fps']:.1f}fps"
+        if r["drops"]:
+            text += f" drop {r['drops']}"
+        if r["latency"]:
+            text += f" lat {r['latency']['p50']:.1f}/{r['latency']['p99']:.1f}ms"
+        if r["status"] != "running":
+            text += f" [{r['status']}]"
+        parts.append(text)
+    return " | ".join(parts)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .graph import Runtime
+    from .pipeline import PipelineError, load_pipeline
+
+    try:
+        spec = load_pipeline(args.pipeline)
+    except (PipelineError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    types = {a.type.name for a in spec.actors.values()}
+    if args.offline or args.realtime:
+        mode = "offline" if args.offline else "realtime"
+        why = "requested"
+    elif not _has_display() and "FileWriterActor" in types:
+        mode, why = "offline", "no display: rendering the file as fast as possible"
+    else:
+        mode, why = "realtime", "display present" if _has_display() else "no file output"
+    first_rate = next(iter(spec.clocks.values()), None)
+    seconds = args.seconds
+    if args.frames:
+        if first_rate is None:
+            print("error: --frames needs a pipeline with a 'clocks' section", file=sys.stderr)
+            return 2
+        seconds = args.frames / float(first_rate)
+    if mode == "offline" and seconds is None:
+        seconds = 10.0
+    overrides: dict[str, dict[str, Any]] = {}
+    if args.out:
+        if "FileWriterActor" not in types:
+            print("error: --out given but the pipeline has no FileWriterActor", file=sys.stderr)
+            return 2
+        overrides["FileWriterActor"] = {"path": args.out}
+    if args.headless and "DisplayActor" in types:
+        overrides["DisplayActor"] = {"headless": True}
+
+    with Runtime(name=spec.name) as rt:
+        try:
+            pipeline = spec.build(rt, mode=mode, seconds=seconds, overrides=overrides)
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        limit = f"{seconds:g} s" if seconds else "Ctrl-C"
+        print(f"running {spec.name} ({len(pipeline.actors)} actors, {mode}: {why}) until {limit}",
+              flush=True)
+        started = time.monotonic()
+        interrupted = finished = False
+        rt.start()
+        previous: dict[str, int] = {}
+        last = started
+        live = _live_display(args.quiet)
+        try:
+            while True:
+                if mode == "realtime" and seconds is not None:
+                    remaining = started + seconds - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    step = min(1.0, remaining)
+                else:
+                    step = 1.0
+                if rt.wait(step):
+                    finished = True
+                    break
+                now = time.monotonic()
+                live(_progress_line(_actor_rows(rt.graph(), previous, now - last)))
+                last = now
+        except KeyboardInterrupt:
+            interrupted = True
+        elapsed = time.monotonic() - started
+        graph = rt.graph()
+        writers = [a for a in pipeline.actors.values() if type(a).__name__ == "FileWriterActor"]
+    rows = _actor_rows(graph, {}, elapsed)
+    print(f"summary: {spec.name} ran {elapsed:.2f} s ({mode})"
+          + (", interrupted" if interrupted else ", finished" if finished else ""))
+    for r in rows:
+        lat = (f" latency p50 {r['latency']['p50']:.2f} ms p99 {r['latency']['p99']:.2f} ms"
+               if r["latency"] else "")
+        print(f"  {r['id']:<16} {r['status']:<8} processed {r['processed']:>6}  "
+              f"{r['fps']:7.1f} fps  drops {r['drops']:<4} process {r['process_ms']:.2f} ms{lat}")
+    for w in writers:
+        print(f"wrote {getattr(w, 'path', '?')}")
+    failed = [r["id"] for r in rows if r["status"] == "failed"]
+    for a in graph["actors"]:
+        if a["status"] == "failed" and a["error"]:
+            print(f"actor {a['id']} failed:\n{a['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _live_display(quiet: bool) -> Any:
+    """A progress printer: a rich live line on a terminal, plain lines otherwise."""
+    if quiet:
+        return lambda line: None
+    if sys.stdout.isatty():
+        from rich.console import Console
+
+        console = Console()
+        return lambda line: console.print(line, end="\r", overflow="ellipsis", no_wrap=True,
+                                          soft_wrap=False, highlight=False)
+    return lambda line: print(line, flush=True)
+
+
+# -- streamlib actors ----------------------------------------------------------
+
+def _actors(args: argparse.Namespace) -> int:
+    from .catalog import builtin_actor_types, resolve_actor_type
+
+    try:
+        types = ({args.name: resolve_actor_type(args.name)} if args.name
+                 else builtin_actor_types())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([t.as_dict() for t in types.values()], indent=2, default=repr))
+        return 0
+    for t in types.values():
+        print(f"{t.name}: {t.summary}")
+        for p in t.params:
+            default = "" if p.required else f" = {p.default!r}"
+            print(f"    {p.name}: {p.annotation}{default}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamlib", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline file (YAML or JSON)")
+    run.add_argument("pipeline", help="path to the pipeline file")
+    limit = run.add_mutually_exclusive_group()
+    limit.add_argument("--seconds", type=_positive, default=None, help="stop after this long")
+    limit.add_argument("--frames", type=int, default=0,
+                       help="stop after this many frames of the first clock")
+    run.add_argument("--headless", action="store_true", help="no windows: displays render offscreen")
+    run.add_argument("--out", default=None, help="path for the pipeline's FileWriterActor")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--offline", action="store_true",
+                      help="virtual clocks: render as fast as possible, lose nothing")
+    mode.add_argument("--realtime", action="store_true", help="software clocks (wall time)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    run.set_defaults(func=_run)
+
+    actors = sub.add_parser("actors", help="list actor types and their parameters")
+    actors.add_argument("name", nargs="?", help="one type (or package.module:Class)")
+    actors.add_argument("--json", action="store_true", help="machine-readable output")
+    actors.set_defaults(func=_actors)
+
     demo = sub.add_parser("demo", help="console pipeline: pattern -> invert -> stats")
     demo.add_argument("--seconds", type=float, default=5.0, help="stop after this long")
     demo.add_argument("--frames", type=int, default=0, help="stop after this many frames")

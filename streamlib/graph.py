@@ -438,6 +438,8 @@ class Runtime:
                 except Exception:  # noqa: BLE001 - isolate the failure to this actor
                     self._fail(actor, "process")
                 else:
+                    if tick.clock_id == "monotonic":  # same timebase as the source tick
+                        st.latencies.append(time.monotonic_ns() - tick.timestamp_ns)
                     elapsed = time.perf_counter_ns() - started
                     c = st.counters
                     c.processed += 1

@@ -17,6 +17,21 @@ def invert(data: torch.Tensor) -> torch.Tensor:
     return torch.bitwise_not(data)
 
 
+def mirror(data: torch.Tensor) -> torch.Tensor:
+    """Flip left-right."""
+    return data.flip(1)
+
+
+def identity(data: torch.Tensor) -> torch.Tensor:
+    return data
+
+
+# Named transforms, so graph files can say `fn: invert`.
+TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "invert": invert, "mirror": mirror, "identity": identity,
+}
+
+
 class TransformActor(Actor):
     """``video -> fn(tensor) -> video``; ticked by its upstream (no clock).
 
@@ -24,8 +39,19 @@ class TransformActor(Actor):
     input's timestamp and frame number so latency stays measurable downstream.
     """
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor] = invert,
+    def __init__(self, fn: str | Callable[[torch.Tensor], torch.Tensor] = "invert",
                  *, actor_id: str | None = None, **kwargs: object) -> None:
+        """Args:
+            fn: a callable ``tensor -> tensor`` or the name of a built-in
+                transform (``invert``, ``mirror``, ``identity``).
+        """
+        if isinstance(fn, str):
+            if fn not in TRANSFORMS:
+                raise ValueError(f"TransformActor: field 'fn': unknown transform {fn!r} "
+                                 f"(built-in: {', '.join(TRANSFORMS)})")
+            fn = TRANSFORMS[fn]
+        if not callable(fn):
+            raise TypeError(f"TransformActor: field 'fn' must be callable or a name, got {fn!r}")
         super().__init__(actor_id=actor_id, **kwargs)  # type: ignore[arg-type]
         self.fn = fn
         self.inputs["video"] = StreamInput("video")

@@ -1,0 +1,262 @@
+"""Declarative pipelines: a YAML (or JSON) file of actors, clocks and connections.
+
+```yaml
+name: overlay
+clocks:
+  video: {fps: 30}                 # shared by the actors that name it
+actors:
+  bars:    {type: TestPatternActor, clock: video, width: 640, height: 360, pattern: smpte_bars}
+  invert:  {type: TransformActor}
+  stats:   {type: StatsSink}
+connections:
+  - bars -> invert                 # default ports
+  - invert.video -> stats.in       # named ports
+```
+
+Loading validates everything before any actor exists (unknown keys, types,
+parameters, clocks, connection syntax) and every error names the file, the
+actor and the field. Building creates the actors in a ``Runtime`` and links
+them; port names are checked then, against the ports the actors declared.
+
+Two modes: ``realtime`` uses ``SoftwareClock``s; ``offline`` replaces every
+clock with a ``VirtualClock`` (one per distinct rate, shared, so sources of the
+same rate stay frame-aligned) limited to the requested duration, and the graph
+renders lock-step as fast as the machine allows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+from .catalog import ActorType, resolve_actor_type
+from .clocks import Clock, SoftwareClock, VirtualClock, parse_rate
+from .errors import StreamlibError
+
+if TYPE_CHECKING:
+    from .actor import Actor
+    from .graph import Runtime
+
+Mode = Literal["realtime", "offline"]
+_TOP_KEYS = {"name", "description", "clocks", "actors", "connections"}
+_ACTOR_KEYS = {"type", "clock", "dispatcher"}
+_CONNECTION = re.compile(r"^\s*([\w-]+)(?:\.(\w+))?\s*->\s*([\w-]+)(?:\.(\w+))?\s*$")
+
+
+class PipelineError(StreamlibError, ValueError):
+    """A pipeline file is invalid; the message names the file, actor and field."""
+
+
+@dataclass(frozen=True)
+class ActorSpec:
+    name: str
+    type: ActorType
+    params: Mapping[str, Any]
+    clock: str | None = None
+    dispatcher: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    text: str
+    src: str
+    src_port: str | None
+    dst: str
+    dst_port: str | None
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    source: str
+    name: str
+    clocks: Mapping[str, Fraction]
+    actors: Mapping[str, ActorSpec]
+    connections: tuple[ConnectionSpec, ...]
+
+    def build(self, runtime: Runtime, *, mode: Mode = "realtime", seconds: float | None = None,
+              overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Pipeline:
+        """Create and link the actors inside ``runtime`` (not started).
+
+        ``overrides`` maps an actor type name to parameters to force on every
+        actor of that type (e.g. ``{"FileWriterActor": {"path": "x.mp4"}}``).
+        Raises PipelineError naming the file and actor on any failure.
+        """
+        if mode == "offline" and seconds is None:
+            raise PipelineError(f"{self.source}: offline mode needs a duration (seconds)")
+        named = {n: SoftwareClock(rate, clock_id="monotonic") for n, rate in self.clocks.items()}
+        actors: dict[str, Actor] = {}
+        try:
+            for spec in self.actors.values():
+                params = dict(spec.params)
+                params.update((overrides or {}).get(spec.type.name, {}))
+                kwargs: dict[str, Any] = {"actor_id": spec.name, "runtime": runtime}
+                if spec.clock is not None:
+                    kwargs["clock"] = named[spec.clock]
+                if spec.dispatcher is not None:
+                    kwargs["dispatcher"] = spec.dispatcher
+                try:
+                    actors[spec.name] = spec.type.cls(**params, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - rewrapped with file and actor
+                    raise PipelineError(
+                        f"{self.source}: actor {spec.name!r} ({spec.type.name}): {exc}"
+                    ) from exc
+            for conn in self.connections:
+                self._connect(actors, conn)
+        except BaseException:
+            for actor in actors.values():
+                actor.close()
+            raise
+        if mode == "offline":
+            assert seconds is not None
+            _make_offline(actors.values(), seconds)
+        return Pipeline(self, runtime, actors, mode)
+
+    def _connect(self, actors: Mapping[str, Actor], conn: ConnectionSpec) -> None:
+        src, dst = actors[conn.src], actors[conn.dst]
+        where = f"{self.source}: connection {conn.text!r}"
+        try:
+            out = src.outputs[conn.src_port] if conn.src_port else src.default_output()
+            if conn.dst_port:
+                out >> dst.inputs[conn.dst_port]
+            else:
+                out >> dst
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PipelineError(f"{where}: {exc}") from exc
+
+
+def _make_offline(actors: Any, seconds: float) -> None:
+    """Swap every clock for a shared VirtualClock of the same rate (runtime not started)."""
+    virtual: dict[Fraction, VirtualClock] = {}
+    for actor in actors:
+        clock: Clock | None = actor.clock
+        if clock is None:
+            continue
+        rate = clock.rate
+        if rate not in virtual:
+            ticks = max(1, math.ceil(seconds * rate))
+            virtual[rate] = VirtualClock(rate, max_ticks=ticks, clock_id="virtual")
+        clock.close()
+        actor.clock = virtual[rate]
+
+
+@dataclass
+class Pipeline:
+    """The built graph: actors by name, in the runtime that owns them."""
+
+    spec: PipelineSpec
+    runtime: Runtime
+    actors: dict[str, Actor]
+    mode: Mode
+    outputs: list[str] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> Actor:
+        return self.actors[name]
+
+
+# -- loading ------------------------------------------------------------------
+
+def load_pipeline(path: str | Path) -> PipelineSpec:
+    """Read and validate a pipeline file (``.yaml``/``.yml`` or ``.json``).
+
+    Raises FileNotFoundError naming the path, PipelineError for invalid content.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"pipeline file not found: {p}")
+    text = p.read_text()
+    try:
+        if p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - yaml and json raise different types
+        raise PipelineError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
+    return parse_pipeline(data, source=str(p))
+
+
+def parse_pipeline(data: Any, *, source: str = "<pipeline>") -> PipelineSpec:
+    """Validate an already-parsed pipeline mapping; PipelineError on any problem."""
+    def fail(msg: str) -> PipelineError:
+        return PipelineError(f"{source}: {msg}")
+
+    if not isinstance(data, dict):
+        raise fail(f"top level must be a mapping, got {type(data).__name__}")
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise fail(f"unknown top-level keys {sorted(unknown)} (allowed: {sorted(_TOP_KEYS)})")
+    clocks = _parse_clocks(data.get("clocks") or {}, fail)
+    raw_actors = data.get("actors")
+    if not isinstance(raw_actors, dict) or not raw_actors:
+        raise fail("'actors' must be a non-empty mapping of name -> {type: ..., params}")
+    actors = {name: _parse_actor(name, body, clocks, fail) for name, body in raw_actors.items()}
+    raw_conns = data.get("connections") or []
+    if not isinstance(raw_conns, list):
+        raise fail("'connections' must be a list of 'a.port -> b.port' strings")
+    conns = tuple(_parse_connection(i, c, actors, fail) for i, c in enumerate(raw_conns))
+    return PipelineSpec(source, str(data.get("name") or Path(source).stem), clocks, actors, conns)
+
+
+def _parse_clocks(raw: Any, fail: Any) -> dict[str, Fraction]:
+    if not isinstance(raw, dict):
+        raise fail("'clocks' must be a mapping of name -> {fps: ...}")
+    clocks: dict[str, Fraction] = {}
+    for name, body in raw.items():
+        if not isinstance(body, dict) or set(body) - {"fps", "type"} or "fps" not in body:
+            raise fail(f"clock {name!r}: expected {{fps: N}} (optional type: software), got {body!r}")
+        if body.get("type", "software") != "software":
+            raise fail(f"clock {name!r}: field 'type': only 'software' is supported in files "
+                       "(offline runs use virtual clocks automatically)")
+        try:
+            clocks[name] = parse_rate(body["fps"])
+        except (TypeError, ValueError) as exc:
+            raise fail(f"clock {name!r}: field 'fps': {exc}") from None
+    return clocks
+
+
+def _parse_actor(name: Any, body: Any, clocks: Mapping[str, Fraction], fail: Any) -> ActorSpec:
+    if not isinstance(name, str) or not re.fullmatch(r"[\w-]+", name):
+        raise fail(f"actor name {name!r} must be letters, digits, '_' or '-'")
+    if not isinstance(body, dict) or "type" not in body:
+        raise fail(f"actor {name!r}: expected a mapping with a 'type' field")
+    try:
+        atype = resolve_actor_type(str(body["type"]))
+    except ValueError as exc:
+        raise fail(f"actor {name!r}: field 'type': {exc}") from None
+    params = {k: v for k, v in body.items() if k not in _ACTOR_KEYS}
+    for key in params:
+        if atype.param(key) is None:
+            accepted = ", ".join(p.name for p in atype.params) or "none"
+            raise fail(f"actor {name!r} ({atype.name}): unknown field {key!r} "
+                       f"(accepted: {accepted}; plus clock, dispatcher)")
+    missing = [p.name for p in atype.params if p.required and p.name not in params]
+    if missing:
+        raise fail(f"actor {name!r} ({atype.name}): missing required field(s) {missing}")
+    clock = body.get("clock")
+    if clock is not None and clock not in clocks:
+        raise fail(f"actor {name!r}: field 'clock': unknown clock {clock!r} "
+                   f"(declared: {sorted(clocks) or 'none'})")
+    dispatcher = body.get("dispatcher")
+    if dispatcher is not None and dispatcher not in ("asyncio", "thread", "dedicated", "process", "gpu"):
+        raise fail(f"actor {name!r}: field 'dispatcher': {dispatcher!r} is not one of "
+                   "asyncio, thread, dedicated, process, gpu")
+    return ActorSpec(name, atype, params, clock, dispatcher)
+
+
+def _parse_connection(index: int, raw: Any, actors: Mapping[str, ActorSpec],
+                      fail: Any) -> ConnectionSpec:
+    m = _CONNECTION.match(raw) if isinstance(raw, str) else None
+    if m is None:
+        raise fail(f"connection #{index + 1} {raw!r}: expected 'actor[.port] -> actor[.port]'")
+    src, src_port, dst, dst_port = m.groups()
+    for actor in (src, dst):
+        if actor not in actors:
+            raise fail(f"connection #{index + 1} {raw!r}: unknown actor {actor!r} "
+                       f"(actors: {', '.join(actors)})")
+    return ConnectionSpec(raw.strip(), src, src_port, dst, dst_port)
