@@ -9,7 +9,7 @@ TORCH_CPU ?= torch==2.13.0
 DEMO_ARGS ?=
 # Debian packages: ffmpeg/ffprobe (file checks), Xvfb (a real glfw window in
 # tests), Mesa EGL (headless OpenGL), GStreamer (the interop reference peer).
-SYSTEM_PKGS ?= ffmpeg xvfb xauth xdotool libegl1 libgl1-mesa-dri libportaudio2 \
+SYSTEM_PKGS ?= ffmpeg xvfb xauth xdotool libegl1 libgl1-mesa-dri libportaudio2 fontconfig fonts-dejavu-core \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 
 .PHONY: venv sysdeps test demo bench typecheck clean
@@ -41,6 +41,7 @@ sysdeps:
 	fi
 
 test: sysdeps venv
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 demo: sysdeps venv

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BENCHMARKS = ("ringbuffer", "clock_jitter")
+BENCHMARKS = ("ringbuffer", "clock_jitter", "compositor")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

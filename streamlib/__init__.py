@@ -7,7 +7,9 @@ Every public name is importable from here.
 
 from .actor import Actor, ActorCounters, ActorStatus
 from .actors import (
-    PATTERNS, StatsReport, StatsSink, TestPatternActor, TransformActor, invert, render_pattern,
+    PATTERNS, AudioGeneratorActor, AudioOutputActor, CompositorActor, DisplayActor, DrawingActor, DrawingContext,
+    FileReaderActor, FileWriterActor, ShaderActor, StatsReport, StatsSink, TestPatternActor,
+    TransformActor, invert, render_pattern,
 )
 from .buffers import RingBuffer, RingBufferStats
 from .clocks import (
@@ -33,7 +35,9 @@ from .registry import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Actor", "ActorCounters", "ActorRegistry", "ActorStateError", "ActorStatus", "ActorURI",
+    "Actor", "ActorCounters", "AudioGeneratorActor", "AudioOutputActor", "CompositorActor",
+    "DisplayActor",
+    "DrawingActor", "DrawingContext", "FileReaderActor", "FileWriterActor", "ShaderActor", "ActorRegistry", "ActorStateError", "ActorStatus", "ActorURI",
     "AsyncioDispatcher", "AudioFrame", "DedicatedThreadDispatcher", "Clock", "ClockClosedError", "DataMessage",
     "Dispatcher", "DispatcherShutdownError", "EndOfStream", "EventMessage",
     "FrameValidationError", "GPUDispatcher", "GenlockClock", "ManualPulseSource", "PATTERNS",
@@ -42,7 +46,7 @@ __all__ = [
     "RingBuffer", "RingBufferStats", "Runtime", "ShutdownTimeoutError", "SoftwareClock",
     "StatsReport", "StatsSink", "StreamInput", "StreamOutput", "StreamlibError",
     "SystemTAITimeSource", "TestPatternActor", "ThreadPoolDispatcher", "TimeSource",
-    "TimedTick", "TransformActor", "VirtualClock", "WorkerError", "current_runtime",
+    "TimedTick", "TransformActor", "VideoFrame", "VirtualClock", "WorkerError", "current_runtime",
     "default_registry", "default_runtime", "format_actor_uri", "frame_kind", "invert",
     "parse_actor_uri", "render_pattern", "run",
 ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from typing import Any, Sequence
@@ -29,7 +28,9 @@ def _positive(text: str) -> float:
 
 
 def _has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    from .pipeline import has_display
+
+    return has_display()
 
 
 # -- streamlib demo (the console pipeline) -----------------------------------
@@ -75,11 +76,14 @@ def _actor_rows(graph: dict[str, Any], previous: dict[str, int], dt: float) -> l
     rows = []
     for a in graph["actors"]:
         c = a["counters"]
-        fps = (c["processed"] - previous.get(a["id"], 0)) / dt if dt > 0 else 0.0
-        previous[a["id"]] = c["processed"]
+        # Rate of what the actor produced (frames written); sinks: calls handled.
+        out = sum(o["written"] for o in a["outputs"]) if a["outputs"] else c["processed"]
+        fps = (out - previous.get(a["id"], 0)) / dt if dt > 0 else 0.0
+        previous[a["id"]] = out
         rows.append({
-            "id": a["id"], "status": a["status"], "processed": c["processed"], "fps": fps,
-            "drops": dropped_by_actor.get(a["id"], 0) + c["overruns"],
+            "id": a["id"], "status": a["status"], "processed": c["processed"], "out": out,
+            "fps": fps,
+            "drops": dropped_by_actor.get(a["id"], 0),  # frames overwritten unread
             "latency": a.get("latency_ms"),
             "process_ms": (c["process_ns_total"] / c["processed"] / 1e6) if c["processed"] else 0.0,
         })
@@ -102,7 +106,7 @@ def _progress_line(rows: list[dict[str, Any]]) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from .graph import Runtime
-    from .pipeline import PipelineError, load_pipeline
+    from .pipeline import Mode, PipelineError, load_pipeline
 
     try:
         spec = load_pipeline(args.pipeline)
@@ -110,6 +114,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     types = {a.type.name for a in spec.actors.values()}
+    mode: Mode
     if args.offline or args.realtime:
         mode = "offline" if args.offline else "realtime"
         why = "requested"
@@ -137,7 +142,8 @@ def _run(args: argparse.Namespace) -> int:
 
     with Runtime(name=spec.name) as rt:
         try:
-            pipeline = spec.build(rt, mode=mode, seconds=seconds, overrides=overrides)
+            pipeline = spec.build(rt, mode=mode, seconds=seconds, overrides=overrides,
+                                  display=False if args.headless else None)
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -176,8 +182,8 @@ def _run(args: argparse.Namespace) -> int:
     for r in rows:
         lat = (f" latency p50 {r['latency']['p50']:.2f} ms p99 {r['latency']['p99']:.2f} ms"
                if r["latency"] else "")
-        print(f"  {r['id']:<16} {r['status']:<8} processed {r['processed']:>6}  "
-              f"{r['fps']:7.1f} fps  drops {r['drops']:<4} process {r['process_ms']:.2f} ms{lat}")
+        print(f"  {r['id']:<16} {r['status']:<8} out {r['out']:>6}  {r['fps']:7.1f} fps  "
+              f"drops {r['drops']:<4} calls {r['processed']:>6}  process {r['process_ms']:.2f} ms{lat}")
     for w in writers:
         print(f"wrote {getattr(w, 'path', '?')}")
     failed = [r["id"] for r in rows if r["status"] == "failed"]
@@ -252,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--frames", type=int, default=0, help="stop after this many frames")
     demo.add_argument("--fps", type=float, default=30.0)
     demo.add_argument("--size", type=_size, default=(640, 360), help="WIDTHxHEIGHT")
-    demo.add_argument("--pattern", default="moving_box",
-                      choices=["moving_box", "gradient", "checkerboard", "solid"])
+    from .actors import PATTERNS
+
+    demo.add_argument("--pattern", default="moving_box", choices=list(PATTERNS))
     demo.add_argument("--graph", action="store_true", help="print runtime.graph() JSON at the end")
     demo.set_defaults(func=_demo)
     return parser

@@ -178,8 +178,8 @@ class Runtime:
                 return
             self._started = True
             pending = list(self._actors.values())
-        for actor in pending:
-            self._start_actor(actor)
+        if pending:
+            self._start_actors(pending)
 
     def run(self, seconds: float | None = None) -> bool:
         """Start, then block until ``seconds`` pass or every clock has ended and
@@ -314,7 +314,7 @@ class Runtime:
             self._actors[actor.actor_id] = actor
             start_now = self._started
         if start_now:
-            self._start_actor(actor)
+            self._start_actors([actor])
 
     def _resolve_dispatcher(self, actor: Actor) -> Dispatcher:
         from . import dispatchers as d
@@ -347,17 +347,24 @@ class Runtime:
             self._dispatchers[spec] = factories[spec]()
         return self._dispatchers[spec]
 
-    def _start_actor(self, actor: Actor) -> None:
-        actor._sl.status = ActorStatus.STARTING
-        self._loop.call_soon_threadsafe(self._spawn, actor.actor_id, self._astart(actor))
+    def _start_actors(self, actors: list[Actor]) -> None:
+        for actor in actors:
+            actor._sl.status = ActorStatus.STARTING
 
-    def _spawn(self, key: str, coro: Coroutine[Any, Any, None]) -> None:
+        def begin() -> None:
+            tasks = [self._spawn(a.actor_id, self._setup(a)) for a in actors]
+            self._spawn(f"activate:{id(tasks)}", self._activate(actors, tasks))
+
+        self._loop.call_soon_threadsafe(begin)
+
+    def _spawn(self, key: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = self._loop.create_task(coro, name=f"streamlib-{key}")
         self._tasks[key] = task
         task.add_done_callback(lambda t: self._tasks.pop(key, None) if
                                self._tasks.get(key) is t else None)
+        return task
 
-    async def _astart(self, actor: Actor) -> None:
+    async def _setup(self, actor: Actor) -> None:
         st = actor._sl
         assert st.dispatcher is not None
         try:
@@ -365,18 +372,28 @@ class Runtime:
         except Exception:  # noqa: BLE001 - isolate the failure to this actor
             self._fail(actor, "setup")
             self._release_pending(actor)
-            return
-        if st.status is not ActorStatus.STARTING:  # closed while setting up
-            return
-        st.status = ActorStatus.RUNNING
-        if actor.clock is not None:
-            self._subscribe(actor, actor.clock)
-        if st.pending is not None:  # an upstream wrote while we were starting
-            tick, st.pending = st.pending, None
-            st.busy = True
-            await self._run(actor, tick)
 
-    def _subscribe(self, actor: Actor, clock: Clock) -> None:
+    async def _activate(self, actors: list[Actor], setups: list[asyncio.Task[None]]) -> None:
+        # Clocks start only once every actor started together is set up, so
+        # actors sharing a clock all see tick 0.
+        await asyncio.gather(*setups, return_exceptions=True)
+        new_drivers: list[_ClockDriver] = []
+        for actor in actors:
+            if actor._sl.status is ActorStatus.STARTING:  # not failed or closed meanwhile
+                actor._sl.status = ActorStatus.RUNNING
+                if actor.clock is not None:
+                    new_drivers += self._subscribe(actor, actor.clock)
+        for driver in new_drivers:  # after every subscription, so none misses tick 0
+            driver.start()
+        for actor in actors:
+            st = actor._sl
+            if st.status is ActorStatus.RUNNING and st.pending is not None and not st.busy:
+                tick, st.pending = st.pending, None  # an upstream wrote while we started
+                st.busy = True
+                self._spawn(actor.actor_id, self._run(actor, tick))
+
+    def _subscribe(self, actor: Actor, clock: Clock) -> list[_ClockDriver]:
+        """Add ``actor`` to its clock's driver; returns a new driver the caller starts."""
         with self._lock:
             driver = self._drivers.get(id(clock))
             new = driver is None or driver.finished.is_set()
@@ -385,8 +402,7 @@ class Runtime:
                 self._drivers[id(clock)] = driver
             assert driver is not None
             driver.subscribers = driver.subscribers + [actor]
-        if new:
-            driver.start()
+        return [driver] if new else []
 
     def _unsubscribe(self, actor: Actor) -> None:
         with self._lock:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -44,7 +45,8 @@ if TYPE_CHECKING:
 
 Mode = Literal["realtime", "offline"]
 _TOP_KEYS = {"name", "description", "clocks", "actors", "connections"}
-_ACTOR_KEYS = {"type", "clock", "dispatcher"}
+_ACTOR_KEYS = {"type", "clock", "dispatcher", "when"}
+_WHEN = ("display", "headless")
 _CONNECTION = re.compile(r"^\s*([\w-]+)(?:\.(\w+))?\s*->\s*([\w-]+)(?:\.(\w+))?\s*$")
 
 
@@ -59,6 +61,7 @@ class ActorSpec:
     params: Mapping[str, Any]
     clock: str | None = None
     dispatcher: str | None = None
+    when: str | None = None  # "display" | "headless": build only on such a machine
 
 
 @dataclass(frozen=True)
@@ -79,19 +82,29 @@ class PipelineSpec:
     connections: tuple[ConnectionSpec, ...]
 
     def build(self, runtime: Runtime, *, mode: Mode = "realtime", seconds: float | None = None,
-              overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Pipeline:
+              overrides: Mapping[str, Mapping[str, Any]] | None = None,
+              display: bool | None = None) -> Pipeline:
         """Create and link the actors inside ``runtime`` (not started).
 
         ``overrides`` maps an actor type name to parameters to force on every
         actor of that type (e.g. ``{"FileWriterActor": {"path": "x.mp4"}}``).
+        Actors with ``when: display`` (``when: headless``) and their connections
+        are left out unless ``display`` is true (false); ``display=None``
+        detects it from ``DISPLAY``/``WAYLAND_DISPLAY``.
         Raises PipelineError naming the file and actor on any failure.
         """
+        if display is None:
+            display = has_display()
+        skipped = {s.name for s in self.actors.values()
+                   if s.when is not None and (s.when == "display") != display}
         if mode == "offline" and seconds is None:
             raise PipelineError(f"{self.source}: offline mode needs a duration (seconds)")
         named = {n: SoftwareClock(rate, clock_id="monotonic") for n, rate in self.clocks.items()}
         actors: dict[str, Actor] = {}
         try:
             for spec in self.actors.values():
+                if spec.name in skipped:
+                    continue
                 params = dict(spec.params)
                 params.update((overrides or {}).get(spec.type.name, {}))
                 kwargs: dict[str, Any] = {"actor_id": spec.name, "runtime": runtime}
@@ -106,7 +119,8 @@ class PipelineSpec:
                         f"{self.source}: actor {spec.name!r} ({spec.type.name}): {exc}"
                     ) from exc
             for conn in self.connections:
-                self._connect(actors, conn)
+                if conn.src not in skipped and conn.dst not in skipped:
+                    self._connect(actors, conn)
         except BaseException:
             for actor in actors.values():
                 actor.close()
@@ -127,6 +141,11 @@ class PipelineSpec:
                 out >> dst
         except (KeyError, TypeError, ValueError) as exc:
             raise PipelineError(f"{where}: {exc}") from exc
+
+
+def has_display() -> bool:
+    """True when a window system is reachable (X11 or Wayland)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def _make_offline(actors: Any, seconds: float) -> None:
@@ -234,7 +253,7 @@ def _parse_actor(name: Any, body: Any, clocks: Mapping[str, Fraction], fail: Any
         if atype.param(key) is None:
             accepted = ", ".join(p.name for p in atype.params) or "none"
             raise fail(f"actor {name!r} ({atype.name}): unknown field {key!r} "
-                       f"(accepted: {accepted}; plus clock, dispatcher)")
+                       f"(accepted: {accepted}; plus clock, dispatcher, when)")
     missing = [p.name for p in atype.params if p.required and p.name not in params]
     if missing:
         raise fail(f"actor {name!r} ({atype.name}): missing required field(s) {missing}")
@@ -246,7 +265,10 @@ def _parse_actor(name: Any, body: Any, clocks: Mapping[str, Fraction], fail: Any
     if dispatcher is not None and dispatcher not in ("asyncio", "thread", "dedicated", "process", "gpu"):
         raise fail(f"actor {name!r}: field 'dispatcher': {dispatcher!r} is not one of "
                    "asyncio, thread, dedicated, process, gpu")
-    return ActorSpec(name, atype, params, clock, dispatcher)
+    when = body.get("when")
+    if when is not None and when not in _WHEN:
+        raise fail(f"actor {name!r}: field 'when': {when!r} is not one of {', '.join(_WHEN)}")
+    return ActorSpec(name, atype, params, clock, dispatcher, when)
 
 
 def _parse_connection(index: int, raw: Any, actors: Mapping[str, ActorSpec],

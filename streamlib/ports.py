@@ -129,6 +129,18 @@ class StreamInput(_Port):
             self._last_seq = got[-1][0]
         return [item for _, item in got]
 
+    def peek_latest(self) -> Any | None:
+        """Newest item (seen or not) without marking it seen; None when empty."""
+        got = self._buffer.peek_latest()
+        return None if got is None else got[1]
+
+    def peek_new(self) -> Any | None:
+        """Newest item if unseen by this input, without marking it seen."""
+        got = self._buffer.peek_latest()
+        if got is None or got[0] <= self._last_seq:
+            return None
+        return got[1]
+
     def has_new(self) -> bool:
         return self._buffer.sequence > self._last_seq
 
@@ -347,6 +359,13 @@ class PortDict(Generic[P]):
 
     def get(self, name: str, default: P | None = None) -> P | None:
         return self._ports.get(name, default)
+
+    def pop(self, name: str) -> P:
+        """Remove and return port ``name`` (disconnect it first); PortError if absent."""
+        port = self[name]
+        del self._ports[name]
+        port._owner = None
+        return port
 
     def as_mapping(self) -> Mapping[str, P]:
         return dict(self._ports)

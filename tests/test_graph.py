@@ -390,3 +390,22 @@ def test_unknown_dispatcher_name_is_rejected() -> None:
     with Runtime():
         with pytest.raises(ValueError, match="dispatcher must be one of.*got 'gpux'"):
             Sink(dispatcher="gpux")  # type: ignore[arg-type]
+
+
+def test_actors_sharing_a_clock_all_see_tick_zero() -> None:
+    class SlowSetup(Source):
+        def setup(self) -> None:
+            gate.wait(10)  # the other source is set up long before this one
+
+    gate = threading.Event()
+    clock = VirtualClock(30, max_ticks=5)
+    with Runtime() as rt:
+        fast, slow = Source(clock=clock), SlowSetup(clock=clock)
+        s1, s2 = Sink(), Sink()
+        fast >> s1
+        slow >> s2
+        rt.start()
+        gate.set()
+        assert rt.wait(30)
+        assert [f.frame_number for f in s1.got] == [0, 1, 2, 3, 4]
+        assert [f.frame_number for f in s2.got] == [0, 1, 2, 3, 4]

@@ -106,7 +106,7 @@ def test_failing_actor_in_a_file_does_not_stop_the_rest(tmp_path: Path,
     out, err = capsys.readouterr()
     assert "boom             failed" in out
     stats_line = next(l for l in out.splitlines() if l.strip().startswith("stats"))
-    assert "processed     30" in stats_line
+    assert "out     30" in stats_line
     assert "RuntimeError: exploded at frame 5" in err
 
 

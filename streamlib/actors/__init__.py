@@ -1,10 +1,20 @@
 """Built-in actors."""
 
-from .patterns import PATTERNS, TestPatternActor, render_pattern
+from .audio import BACKENDS, WAVEFORMS, AudioGeneratorActor, AudioOutputActor
+from .compositor import CompositorActor, LayerSpec, composite_reference
+from .display import DisplayActor, letterbox_rect
+from .drawing import DrawingActor, DrawingContext, parse_color
+from .file_reader import FileReaderActor
+from .file_writer import FileWriterActor
+from .patterns import COLOR_RANGES, PATTERNS, TestPatternActor, render_pattern, smpte_regions
+from .shader import ShaderActor
 from .stats import StatsReport, StatsSink
-from .transform import TransformActor, invert
+from .transform import TRANSFORMS, TransformActor, invert
 
 __all__ = [
-    "PATTERNS", "StatsReport", "StatsSink", "TestPatternActor", "TransformActor",
-    "invert", "render_pattern",
+    "BACKENDS", "COLOR_RANGES", "CompositorActor", "LayerSpec", "composite_reference",
+    "smpte_regions", "PATTERNS", "TRANSFORMS", "WAVEFORMS", "AudioGeneratorActor",
+    "AudioOutputActor", "DisplayActor", "DrawingActor", "DrawingContext", "FileReaderActor",
+    "FileWriterActor", "ShaderActor", "StatsReport", "StatsSink", "TestPatternActor",
+    "TransformActor", "invert", "letterbox_rect", "parse_color", "render_pattern",
 ]

@@ -1,0 +1,577 @@
+"""``CompositorActor``: alpha-blend any number of video layers over a background.
+
+Rounding rule (shared bit-exactly by every backend and ``composite_reference``),
+all on 8-bit integers:
+
+* ``op = floor(opacity * 255 + 0.5)``: the layer's opacity as an 8-bit factor;
+* ``a = round(alpha * op / 255)``: RGBA layers use their alpha, RGB24 ones 255;
+* ``out = round((src * a + dst * (255 - a)) / 255)`` per channel.
+
+``x / 255`` of an integer ``x`` is never exactly halfway between integers, so
+``round`` needs no tie rule. The torch path computes it as
+``t = x + 128; (t + (t >> 8)) >> 8`` (exact for ``0 <= x <= 255 * 255``), the
+numba path as ``floor((x + 127.5) * float32(1/255))`` (also exact, see the
+kernels). Layers are applied in (z, insertion) order, each rounded to 8 bits
+before the next, as an 8-bit compositor does.
+
+Backends: ``numba`` (row kernels compiled with ``@njit(cache=True, nogil=True)``,
+auto-vectorised; picked automatically when numba is installed and the frames are
+on the CPU) and ``torch`` (int16 wrap-around arithmetic on the covered region
+only, in 64-row bands; any device). Both blend only the rectangle a layer covers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import threading
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..actor import Actor
+from ..clocks import Clock, SoftwareClock, TimedTick
+from ..frames import PixelFormat, VideoFrame
+from ..ports import StreamInput, StreamOutput
+
+Backend = Literal["auto", "numba", "torch"]
+Interpolation = Literal["nearest", "bilinear"]
+LAYER_FIELDS: tuple[str, ...] = ("x", "y", "scale", "opacity", "z")
+Placed = tuple[torch.Tensor, int, int, float]  # (HWC uint8 data, x, y, opacity)
+
+
+def numba_available() -> bool:
+    """True when numba can be imported (checked without importing it)."""
+    try:
+        return importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):  # e.g. sys.modules["numba"] = None blocks it
+        return False
+
+
+def parse_color(value: object, where: str = "color") -> tuple[int, int, int]:
+    """``(r, g, b)`` from a 3-sequence of ints 0..255 or ``"#rrggbb"``; ValueError otherwise."""
+    if isinstance(value, str):
+        text = value.strip().lstrip("#")
+        if len(text) == 6:
+            try:
+                return (int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16))
+            except ValueError:
+                pass
+    elif isinstance(value, Sequence) and len(value) == 3 and all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value):
+        return (int(value[0]), int(value[1]), int(value[2]))
+    raise ValueError(f"{where} must be (r, g, b) ints 0..255 or '#rrggbb', got {value!r}")
+
+
+def opacity_code(opacity: float) -> int:
+    """The 8-bit opacity factor ``floor(opacity * 255 + 0.5)``."""
+    return math.floor(opacity * 255 + 0.5)
+
+
+def _clip(x: int, y: int, w: int, h: int, width: int, height: int
+          ) -> tuple[int, int, int, int, int, int] | None:
+    """(dx, dy, sx, sy, cw, ch) of the visible part of a w x h layer at (x, y)."""
+    dx0, dy0 = max(x, 0), max(y, 0)
+    dx1, dy1 = min(x + w, width), min(y + h, height)
+    if dx1 <= dx0 or dy1 <= dy0:
+        return None
+    return dx0, dy0, dx0 - x, dy0 - y, dx1 - dx0, dy1 - dy0
+
+
+# -- reference ----------------------------------------------------------------
+
+def composite_reference(width: int, height: int, background: Sequence[int] = (0, 0, 0),
+                        layers: Sequence[Placed] = (), base: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """Straightforward float64 implementation of the module's rounding rule.
+
+    ``base`` (an optional RGB/RGBA image, alpha ignored) is placed at (0, 0)
+    over the ``background`` colour and clipped; ``layers`` are drawn in order.
+    Returns a new (height, width, 3) uint8 CPU tensor.
+    """
+    out = torch.tensor(list(background), dtype=torch.float64).expand(height, width, 3).clone()
+    if base is not None:
+        h, w = min(height, base.shape[0]), min(width, base.shape[1])
+        out[:h, :w] = base[:h, :w, :3].cpu().double()
+    for data, x, y, opacity in layers:
+        box = _clip(x, y, data.shape[1], data.shape[0], width, height)
+        if box is None:
+            continue
+        dx, dy, sx, sy, cw, ch = box
+        src = data[sy:sy + ch, sx:sx + cw].cpu().double()
+        alpha = src[..., 3:4] if data.shape[2] == 4 else torch.full((ch, cw, 1), 255.0,
+                                                                     dtype=torch.float64)
+        a = torch.round(alpha * opacity_code(opacity) / 255)
+        dst = out[dy:dy + ch, dx:dx + cw]
+        out[dy:dy + ch, dx:dx + cw] = torch.round((src[..., :3] * a + dst * (255 - a)) / 255)
+    return out.to(torch.uint8)
+
+
+# -- torch backend --------------------------------------------------------------
+
+def _div255_i16(t: torch.Tensor) -> torch.Tensor:
+    """round(x / 255) of ``t = x + 128`` held mod 2**16 in int16 (x <= 65025), in place."""
+    t += (t >> 8) & 255  # arithmetic shift + mask = the unsigned high byte
+    t >>= 8
+    t &= 255
+    return t
+
+
+def _torch_blend(dst: torch.Tensor, src: torch.Tensor, op: int) -> None:
+    """Blend ``src`` (h, w, 3|4) into ``dst`` (h, w, 3) in place, 64 rows at a time."""
+    for row in range(0, dst.shape[0], 64):
+        d, s = dst[row:row + 64], src[row:row + 64]
+        if s.shape[2] == 4:
+            a = s[..., 3:4].to(torch.int16)
+            if op != 255:
+                a *= op
+                a += 128
+                a = _div255_i16(a)
+            ia = 255 - a
+        else:
+            a, ia = torch.tensor(op, dtype=torch.int16), torch.tensor(255 - op, dtype=torch.int16)
+        # Products up to 65025 wrap in int16, but the low 16 bits are the
+        # unsigned value exactly, which is all _div255_i16 needs.
+        t = s[..., :3].to(torch.int16)
+        t *= a
+        u = d.to(torch.int16)
+        u *= ia
+        t += u
+        t += 128
+        d.copy_(_div255_i16(t))
+
+
+# -- numba backend ---------------------------------------------------------------
+# Plain functions, compiled on first use by _numba_kernels() so importing this
+# module never imports numba. Rows are taken as 1-D contiguous views so LLVM
+# vectorises the inner loop. float32, not integers: numba widens integer
+# arithmetic to 64-bit lanes, float32 keeps 16 lanes per AVX-512 register
+# (1.6 vs 2.4 ms per 1080p layer here). It is still exact: every product and
+# sum is an integer or half-integer below 2**24, and floor((x + 127.5) / 255)
+# is at least 0.5/255 from an integer, far more than float32's error on the
+# final multiply by 1/255 (checked for every x in 0..65025 by the tests).
+
+def _nb_blend_rgba(dst: Any, src: Any, op: int, dy: int, dx: int, sy: int, sx: int,
+                   h: int, w: int) -> None:  # pragma: no cover - compiled by numba
+    f32, inv = np.float32, np.float32(1.0 / 255.0)
+    o, half = f32(op), f32(127.5)
+    for y in range(h):
+        d = dst[dy + y].ravel()[dx * 3:(dx + w) * 3]
+        s = src[sy + y].ravel()[sx * 4:(sx + w) * 4]
+        for x in range(w):
+            a = f32(np.int32((f32(s[4 * x + 3]) * o + half) * inv))
+            ia = f32(255.0) - a
+            d[3 * x] = np.uint8(np.int32((f32(s[4 * x]) * a + f32(d[3 * x]) * ia + half) * inv))
+            d[3 * x + 1] = np.uint8(
+                np.int32((f32(s[4 * x + 1]) * a + f32(d[3 * x + 1]) * ia + half) * inv))
+            d[3 * x + 2] = np.uint8(
+                np.int32((f32(s[4 * x + 2]) * a + f32(d[3 * x + 2]) * ia + half) * inv))
+
+
+def _nb_blend_rgb(dst: Any, src: Any, op: int, dy: int, dx: int, sy: int, sx: int,
+                  h: int, w: int) -> None:  # pragma: no cover - compiled by numba
+    f32, inv = np.float32, np.float32(1.0 / 255.0)
+    a, half = f32(op), f32(127.5)
+    ia = f32(255.0) - a
+    for y in range(h):
+        d = dst[dy + y].ravel()[dx * 3:(dx + w) * 3]
+        s = src[sy + y].ravel()[sx * 3:(sx + w) * 3]
+        for i in range(3 * w):
+            d[i] = np.uint8(np.int32((f32(s[i]) * a + f32(d[i]) * ia + half) * inv))
+
+
+_kernels: dict[str, Callable[..., None]] = {}
+_kernels_lock = threading.Lock()
+
+
+def _numba_kernels() -> dict[str, Callable[..., None]]:
+    """Compile (or load from numba's cache) the kernels; ImportError without numba."""
+    with _kernels_lock:
+        if not _kernels:
+            import numba  # noqa: PLC0415 - optional dependency, imported on first use
+
+            jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+            kernels = {"rgba": jit(_nb_blend_rgba), "rgb": jit(_nb_blend_rgb)}
+            # Compile now on tiny arrays rather than during the first real frame.
+            d = np.zeros((2, 2, 3), np.uint8)
+            kernels["rgba"](d, np.zeros((2, 2, 4), np.uint8), 255, 0, 0, 0, 0, 2, 2)
+            kernels["rgb"](d, np.zeros((2, 2, 3), np.uint8), 128, 0, 0, 0, 0, 2, 2)
+            _kernels.update(kernels)
+        return _kernels
+
+
+def composite_into(out: torch.Tensor, layers: Sequence[Placed], backend: str = "auto") -> None:
+    """Blend ``layers`` (data, x, y, opacity), in order, into ``out`` (H, W, 3) in place.
+
+    ``backend``: ``"numba"``, ``"torch"`` or ``"auto"`` (numba if installed and
+    ``out`` is on the CPU). Layer data must be uint8 (h, w, 3|4) on ``out``'s
+    device. Raises ImportError for ``"numba"`` without numba.
+    """
+    height, width = out.shape[0], out.shape[1]
+    use_numba = out.device.type == "cpu" and (
+        backend == "numba" or (backend == "auto" and numba_available()))
+    kernels = _numba_kernels() if use_numba else {}
+    dst_np = out.numpy() if use_numba else None
+    for data, x, y, opacity in layers:
+        op = opacity_code(opacity)
+        box = _clip(x, y, data.shape[1], data.shape[0], width, height)
+        if box is None or op <= 0:
+            continue
+        dx, dy, sx, sy, cw, ch = box
+        rgba = data.shape[2] == 4
+        if not rgba and op >= 255:  # opaque RGB: a plain copy
+            out[dy:dy + ch, dx:dx + cw] = data[sy:sy + ch, sx:sx + cw]
+        elif use_numba:
+            src = data.contiguous().numpy()
+            kernels["rgba" if rgba else "rgb"](dst_np, src, op, dy, dx, sy, sx, ch, cw)
+        else:
+            _torch_blend(out[dy:dy + ch, dx:dx + cw], data[sy:sy + ch, sx:sx + cw], op)
+
+
+def resize_layer(data: torch.Tensor, scale: float, interpolation: str = "bilinear") -> torch.Tensor:
+    """``data`` (h, w, C) uint8 resized to ``w*scale`` x ``h*scale`` (halves up, at least 1).
+
+    Bilinear works on straight (not premultiplied) RGBA and antialiases when
+    shrinking. Returns a new contiguous (h', w', C) uint8 tensor.
+    """
+    h, w = data.shape[0], data.shape[1]
+    size = (max(1, math.floor(h * scale + 0.5)), max(1, math.floor(w * scale + 0.5)))
+    nchw = data.permute(2, 0, 1).unsqueeze(0)
+    kw: dict[str, Any] = {} if interpolation == "nearest" else {
+        "align_corners": False, "antialias": scale < 1}
+    if data.device.type == "cpu":  # native uint8 kernels on the CPU
+        resized = F.interpolate(nchw.contiguous(memory_format=torch.channels_last), size=size,
+                                mode=interpolation, **kw)
+    else:
+        resized = F.interpolate(nchw.float(), size=size, mode=interpolation, **kw)
+        resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+    return resized[0].permute(1, 2, 0).contiguous()
+
+
+# -- the actor -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Placement of one layer: top-left ``(x, y)`` after scaling, z-order, opacity."""
+
+    name: str
+    x: int = 0
+    y: int = 0
+    scale: float = 1.0
+    opacity: float = 1.0
+    z: int = 0
+    order: int = 0  # insertion counter: ties in z draw in insertion order
+
+
+@dataclass
+class _ScaleCacheEntry:
+    data: torch.Tensor  # the input tensor (held so its identity cannot be reused)
+    version: int
+    scale: float
+    resized: torch.Tensor
+
+
+class CompositorActor(Actor):
+    """Alpha-blends video layers (RGBA or RGB24) over a background into RGB24.
+
+    Inputs: ``background`` (optional full-frame RGB/RGBA video; alpha ignored;
+    placed at (0, 0) and clipped, the rest filled with the ``background``
+    colour) and one ``video`` input per layer, named after it. Output:
+    ``video`` (RGB24, ``width`` x ``height``), a new tensor every frame; input
+    tensors are never modified. See the module docstring for the exact rounding.
+
+    Layers are added with ``add_layer`` (also while the graph runs; it returns
+    the new input port, so ``src >> comp.add_layer("logo", x=10)`` works),
+    changed with ``update_layer`` and removed with ``remove_layer``. They draw
+    in (z, insertion) order; parts outside the frame are clipped; a layer
+    whose input has no frame yet is skipped.
+
+    Ticking: without ``fps``/``clock`` the compositor composites once per new
+    frame on the trigger input (reading the latest frame of every other input)
+    and stamps the output with the trigger frame's timestamp and frame number.
+    With ``fps`` (or ``clock=``) it composites on every clock tick instead.
+
+    Args:
+        width: output width in pixels (> 0).
+        height: output height in pixels (> 0).
+        background: background colour, ``(r, g, b)`` or ``"#rrggbb"``.
+        layers: ``{name: {x, y, scale, opacity, z}}`` added in order at
+            construction (for graph files).
+        trigger: input whose new frames cause a composite: ``"background"`` or
+            a layer from ``layers``. Default: ``background`` when it is
+            connected or fed, else the first layer still present.
+        fps: composite on an own ``SoftwareClock`` at this rate instead.
+        interpolation: ``"nearest"`` or ``"bilinear"`` for layers with
+            ``scale != 1`` (resized once per distinct input tensor).
+        backend: ``"auto"`` (numba when installed, else torch), ``"numba"``,
+            ``"torch"``. Frames on a GPU always use torch.
+        sync: hold a trigger frame until every layer whose upstream is running
+            has a frame at least as new (same timestamp or later), so layers
+            are frame-aligned. Default (None): only for frames on a virtual
+            clock (offline lock-step renders, where the wait always ends within
+            the tick); live streams composite the latest of each layer.
+        actor_id, clock, **kwargs: see ``Actor``.
+
+    Raises:
+        ValueError: bad size, colour, layer parameters, trigger, interpolation
+            or backend (``"numba"`` when numba is missing).
+    """
+
+    default_output_name = "video"
+
+    def __init__(self, width: int = 1280, height: int = 720,
+                 background: str | Sequence[int] = "#000000", *,
+                 layers: Mapping[str, Mapping[str, Any]] | None = None,
+                 trigger: str | None = None, fps: float | None = None,
+                 interpolation: Interpolation = "bilinear", backend: Backend = "auto",
+                 sync: bool | None = None,
+                 actor_id: str | None = None, clock: Clock | None = None,
+                 **kwargs: object) -> None:
+        where = f"CompositorActor{'' if actor_id is None else f' {actor_id!r}'}"
+        if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
+            raise ValueError(f"{where}: width and height must be ints > 0, got {width!r}x{height!r}")
+        color = parse_color(background, f"{where}: background")
+        if interpolation not in ("nearest", "bilinear"):
+            raise ValueError(f"{where}: interpolation must be 'nearest' or 'bilinear', "
+                             f"got {interpolation!r}")
+        if backend not in ("auto", "numba", "torch"):
+            raise ValueError(f"{where}: backend must be 'auto', 'numba' or 'torch', got {backend!r}")
+        if backend == "numba" and not numba_available():
+            raise ValueError(f"{where}: backend='numba' but numba is not installed "
+                             "(pip install numba, or use backend='auto')")
+        if fps is not None and clock is None:
+            try:
+                clock = SoftwareClock(fps)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}: fps: {exc}") from None
+        super().__init__(actor_id=actor_id, clock=clock, **kwargs)  # type: ignore[arg-type]
+        self.width, self.height = width, height
+        self.background = color
+        self.interpolation = interpolation
+        self.backend: str = "numba" if backend == "numba" or (
+            backend == "auto" and numba_available()) else "torch"
+        self._lock = threading.Lock()
+        self._order = itertools.count()
+        self._layers: tuple[LayerSpec, ...] = ()  # copy-on-write, sorted by (z, order)
+        self._ports: dict[str, StreamInput] = {}
+        self._cache: dict[str, _ScaleCacheEntry] = {}
+        self._bg_image = torch.tensor(color, dtype=torch.uint8).expand(height, width, 3).contiguous()
+        self._bg_on: dict[str, torch.Tensor] = {}
+        self.inputs["background"] = StreamInput("background", kind="video")
+        self.outputs["video"] = StreamOutput("video")
+        for name, params in (layers or {}).items():
+            if not isinstance(params, Mapping):
+                raise ValueError(f"{self._where()}: layers[{name!r}] must be a mapping of "
+                                 f"{', '.join(LAYER_FIELDS)}, got {params!r}")
+            self.add_layer(name, **params)
+        if trigger is not None and trigger != "background" and trigger not in self._ports:
+            raise ValueError(f"{self._where()}: trigger must be 'background' or a layer given in "
+                             f"layers ({', '.join(self._ports) or 'none'}), got {trigger!r}")
+        self.trigger = trigger
+        self.sync = sync
+
+    def _where(self) -> str:
+        return f"CompositorActor '{self.actor_id}'"
+
+    # -- layers ------------------------------------------------------------
+    def _check(self, name: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        where = f"{self._where()}: layer {name!r}"
+        out: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key not in LAYER_FIELDS:
+                raise ValueError(f"{where}: unknown field {key!r} (fields: {', '.join(LAYER_FIELDS)})")
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if key in ("x", "y", "z"):
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError(f"{where}: {key} must be an int, got {value!r}")
+            elif not number or not math.isfinite(value):
+                raise ValueError(f"{where}: {key} must be a finite number, got {value!r}")
+            elif key == "opacity" and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{where}: opacity must be in [0, 1], got {value!r}")
+            elif key == "scale" and not 0.0 < value <= 64.0:
+                raise ValueError(f"{where}: scale must be in (0, 64], got {value!r}")
+            out[key] = float(value) if key in ("scale", "opacity") else value
+        return out
+
+    def add_layer(self, name: str, *, x: int = 0, y: int = 0, scale: float = 1.0,
+                  opacity: float = 1.0, z: int = 0) -> StreamInput:
+        """Add layer ``name`` with a new video input of the same name; returns that input.
+
+        Safe while the graph runs. Raises ValueError for a bad or taken name
+        (``background`` is reserved) or bad parameters.
+        """
+        if not isinstance(name, str) or not name.isidentifier() or name == "background":
+            raise ValueError(f"{self._where()}: layer name must be an identifier other than "
+                             f"'background', got {name!r}")
+        fields = self._check(name, {"x": x, "y": y, "scale": scale, "opacity": opacity, "z": z})
+        port = StreamInput(name, kind="video")
+        with self._lock:
+            if name in self._ports or name in self.inputs:
+                raise ValueError(f"{self._where()}: layer {name!r} already exists")
+            spec = LayerSpec(name, order=next(self._order), **fields)
+            self.inputs[name] = port  # the one structure shared with the runtime
+            self._ports[name] = port
+            self._publish(self._layers + (spec,))
+        return port
+
+    def update_layer(self, name: str, **changes: Any) -> LayerSpec:
+        """Change fields (x, y, scale, opacity, z) of layer ``name``; returns the new spec.
+
+        Raises KeyError for an unknown layer, ValueError for bad fields.
+        """
+        fields = self._check(name, changes)
+        with self._lock:
+            old = self._find(name)
+            new = replace(old, **fields)
+            self._publish(tuple(new if s is old else s for s in self._layers))
+        return new
+
+    def remove_layer(self, name: str) -> None:
+        """Disconnect and remove layer ``name`` and its input; KeyError if unknown."""
+        with self._lock:
+            old = self._find(name)
+            port = self._ports.pop(name)
+            self._publish(tuple(s for s in self._layers if s is not old))
+            port.disconnect()
+            self.inputs.pop(name)
+            self._cache.pop(name, None)
+
+    def layers(self) -> list[LayerSpec]:
+        """The current layers in drawing order."""
+        return list(self._layers)
+
+    def _find(self, name: str) -> LayerSpec:
+        for spec in self._layers:
+            if spec.name == name:
+                return spec
+        known = ", ".join(s.name for s in self._layers) or "none"
+        raise KeyError(f"{self._where()}: no layer {name!r} (layers: {known})")
+
+    def _publish(self, layers: tuple[LayerSpec, ...]) -> None:
+        self._layers = tuple(sorted(layers, key=lambda s: (s.z, s.order)))
+
+    # -- compositing ---------------------------------------------------------
+    def _scaled(self, spec: LayerSpec, data: torch.Tensor) -> torch.Tensor:
+        if spec.scale == 1.0:
+            return data
+        hit = self._cache.get(spec.name)
+        if (hit is not None and hit.data is data and hit.version == data._version
+                and hit.scale == spec.scale):
+            return hit.resized
+        resized = resize_layer(data, spec.scale, self.interpolation)
+        self._cache[spec.name] = _ScaleCacheEntry(data, data._version, spec.scale, resized)
+        return resized
+
+    def render(self, background: VideoFrame | None = None,
+               layers: Mapping[str, VideoFrame | None] | None = None) -> torch.Tensor:
+        """Composite ``background`` and the named layer frames with the current
+        layer settings; returns a new (height, width, 3) uint8 tensor.
+
+        Layers missing from ``layers`` (or None) are skipped; names that are
+        not layers are ignored. Raises ValueError for a frame that is not
+        RGB24/RGBA.
+        """
+        frames = layers or {}
+        placed: list[Placed] = []
+        device = background.data.device if background is not None else None
+        for spec in self._layers:
+            frame = frames.get(spec.name)
+            if frame is None:
+                continue
+            self._check_format(frame, f"layer {spec.name!r}")
+            device = device or frame.data.device
+            data = self._scaled(spec, frame.data)
+            placed.append((data, spec.x, spec.y, spec.opacity))
+        device = device or torch.device("cpu")
+        out = torch.empty((self.height, self.width, 3), dtype=torch.uint8, device=device)
+        fill = self._bg_image
+        if fill.device != device:  # kept per device: no host copy every frame
+            fill = self._bg_on.setdefault(str(device), fill.to(device))
+        if background is None:
+            out.copy_(fill)
+        else:
+            self._check_format(background, "background")
+            bg = background.data
+            h, w = min(self.height, bg.shape[0]), min(self.width, bg.shape[1])
+            if h < self.height or w < self.width:
+                out.copy_(fill)
+            out[:h, :w] = bg[:h, :w, :3]
+        placed = [(d.to(device), x, y, o) for d, x, y, o in placed]
+        composite_into(out, placed, self.backend)
+        return out
+
+    def _check_format(self, frame: VideoFrame, what: str) -> None:
+        if frame.format not in (PixelFormat.RGB24, PixelFormat.RGBA):
+            raise ValueError(f"{self._where()}: {what} must be rgb24 or rgba, "
+                             f"got {frame.format.value}")
+
+    def _trigger_port(self) -> StreamInput | None:
+        if self.trigger is not None and self.trigger in self.inputs:
+            return self.inputs[self.trigger]
+        bg = self.inputs["background"]
+        if bg.is_connected or bg.sequence > 0:
+            return bg
+        first = min(self._layers, key=lambda s: s.order, default=None)
+        return None if first is None else self._ports.get(first.name)
+
+    def _layers_behind(self, trigger: StreamInput, stamp: VideoFrame) -> bool:
+        if not (self.sync if self.sync is not None else stamp.clock_id == "virtual"):
+            return False
+        ports = [self._ports.get(spec.name) for spec in self._layers]
+        ports.append(self.inputs["background"])
+        for port in ports:
+            if port is None or port is trigger or port.upstream is None:
+                continue
+            upstream = port.upstream.actor
+            if upstream is not None and upstream.status.value != "running":
+                continue  # a failed or stopped layer must not stall the composite
+            latest = port.peek_latest()
+            if latest is None or latest.timestamp_ns < stamp.timestamp_ns:
+                return True
+        return False
+
+    def setup(self) -> None:
+        if self.backend == "numba":
+            _numba_kernels()  # compile/load before the first frame, on the process thread
+
+    def process(self, tick: TimedTick) -> None:
+        stamp: VideoFrame | None = None
+        if self.clock is None:
+            trigger = self._trigger_port()
+            stamp = trigger.peek_new() if trigger is not None else None
+            if trigger is None or stamp is None or self._layers_behind(trigger, stamp):
+                return  # a later write (the lagging layer's) ticks us again
+            trigger.read_new()
+        frames: dict[str, VideoFrame | None] = {}
+        for spec in self._layers:
+            port = self._ports.get(spec.name)  # None if removed meanwhile
+            if port is not None:
+                frames[spec.name] = port.read_latest()
+        background = self.inputs["background"].read_latest()
+        data = self.render(background, frames)
+        if stamp is None:
+            out = VideoFrame(data, timestamp_ns=tick.timestamp_ns,
+                             frame_number=tick.frame_number, clock_id=tick.clock_id)
+        else:
+            out = VideoFrame(data, timestamp_ns=stamp.timestamp_ns,
+                             frame_number=stamp.frame_number, clock_id=stamp.clock_id)
+        self.outputs["video"].write(out)
+
+    # The lock cannot cross to a worker process; a fresh one is made there.
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_lock", None)
+        state.pop("_order", None)
+        state["_cache"] = {}
+        state["_next_order"] = max((s.order for s in self._layers), default=-1) + 1
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        start = state.pop("_next_order", 0)
+        super().__setstate__(state)
+        self._lock = threading.Lock()
+        self._order = itertools.count(start)

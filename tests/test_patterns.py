@@ -1,0 +1,249 @@
+"""TestPatternActor: SMPTE RP 219-1 bars (both ranges), patterns, moving box, timecode."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from streamlib import Actor, Runtime, StreamInput, TimedTick, VideoFrame, VirtualClock
+from streamlib.actors._font import GlyphSet, glyph_mask
+from streamlib.actors.patterns import (
+    PATTERNS, TestPatternActor, code_level, render_pattern, smpte_regions, timecode_text,
+)
+from streamlib.clocks import deadline_ns
+
+# Expected 8-bit RGB per element, worked out by hand from the R'G'B' levels:
+# limited = round(16 + 219 v), full = round(255 v), clipped to 0..255.
+EXPECTED = {
+    "limited": {
+        "grey40": (104, 104, 104), "white75": (180, 180, 180), "yellow75": (180, 180, 16),
+        "cyan75": (16, 180, 180), "green75": (16, 180, 16), "magenta75": (180, 16, 180),
+        "red75": (180, 16, 16), "blue75": (16, 16, 180), "cyan100": (16, 235, 235),
+        "blue100": (16, 16, 235), "yellow100": (235, 235, 16), "red100": (235, 16, 16),
+        "minus_i": (16, 70, 106), "plus_q": (71, 16, 119), "grey15": (49, 49, 49),
+        "black": (16, 16, 16), "white100": (235, 235, 235), "black_m2": (12, 12, 12),
+        "black_p2": (20, 20, 20), "black_p4": (25, 25, 25),
+    },
+    "full": {
+        "grey40": (102, 102, 102), "white75": (191, 191, 191), "yellow75": (191, 191, 0),
+        "cyan75": (0, 191, 191), "green75": (0, 191, 0), "magenta75": (191, 0, 191),
+        "red75": (191, 0, 0), "blue75": (0, 0, 191), "cyan100": (0, 255, 255),
+        "blue100": (0, 0, 255), "yellow100": (255, 255, 0), "red100": (255, 0, 0),
+        "minus_i": (0, 63, 105), "plus_q": (65, 0, 120), "grey15": (38, 38, 38),
+        "black": (0, 0, 0), "white100": (255, 255, 255), "black_m2": (0, 0, 0),
+        "black_p2": (5, 5, 5), "black_p4": (10, 10, 10),
+    },
+}
+
+# RP 219-1 sample counts per band at 1920 and 1280 (names, widths).
+RP219_1920 = [
+    [240, 206, 206, 206, 204, 206, 206, 206, 240],
+    [240, 206, 1234, 240],
+    [240, 206, 1234, 240],
+    [240, 308, 412, 170, 68, 70, 68, 70, 68, 206, 240],
+]
+RP219_1280 = [
+    [160, 136, 138, 138, 136, 138, 138, 136, 160],
+    [160, 136, 824, 160],
+    [160, 136, 824, 160],
+    [160, 206, 274, 114, 46, 46, 46, 46, 46, 136, 160],
+]
+
+
+def widths_by_band(width: int, height: int) -> list[list[int]]:
+    bands: dict[int, list[int]] = {}
+    for r in smpte_regions(width, height):
+        bands.setdefault(r.y0, []).append(r.x1 - r.x0)
+    return [bands[y] for y in sorted(bands)]
+
+
+def test_rp219_geometry_matches_the_standard_tables() -> None:
+    assert widths_by_band(1920, 1080) == RP219_1920
+    assert widths_by_band(1280, 720) == RP219_1280
+    rows = sorted({(r.y0, r.y1) for r in smpte_regions(1920, 1080)})
+    assert rows == [(0, 630), (630, 720), (720, 810), (810, 1080)]
+
+
+@pytest.mark.parametrize("color_range", ["limited", "full"])
+@pytest.mark.parametrize("size", [(1920, 1080), (1280, 720), (320, 180)])
+def test_smpte_bars_values_at_region_centres(color_range: str, size: tuple[int, int]) -> None:
+    width, height = size
+    img = render_pattern("smpte_bars", width, height, color_range=color_range)
+    assert img.shape == (height, width, 3) and img.dtype == torch.uint8
+    expected = EXPECTED[color_range]
+    checked = 0
+    for reg in smpte_regions(width, height):
+        if reg.name == "ramp":
+            continue
+        x, y = reg.center
+        assert tuple(img[y, x].tolist()) == expected[reg.name], (reg, color_range)
+        # the whole region is flat, edges included
+        area = img[reg.y0:reg.y1, reg.x0:reg.x1]
+        assert bool((area == torch.tensor(expected[reg.name], dtype=torch.uint8)).all()), reg
+        checked += 1
+    assert checked == 27
+
+
+@pytest.mark.parametrize("color_range, black, white", [("limited", 16, 235), ("full", 0, 255)])
+def test_smpte_ramp_runs_black_to_white(color_range: str, black: int, white: int) -> None:
+    img = render_pattern("smpte_bars", 1920, 1080, color_range=color_range)
+    ramp = next(r for r in smpte_regions(1920, 1080) if r.name == "ramp")
+    row = img[ramp.center[1], ramp.x0:ramp.x1, 0].tolist()
+    assert row[0] == black and row[-1] == white
+    assert all(b >= a for a, b in zip(row, row[1:]))
+    assert bool((img[ramp.y0:ramp.y1, ramp.x0:ramp.x1, 1] == img[ramp.y0, ramp.x0:ramp.x1, 0]).all())
+
+
+def test_code_level_rounding() -> None:
+    assert code_level(0.75) == 180 and code_level(0.75, "full") == 191  # 180.25, 191.25
+    assert code_level(1.0) == 235 and code_level(0.0) == 16
+    assert code_level(-0.02, "full") == 0  # clipped: full range has no sub-black
+    with pytest.raises(ValueError, match="color_range"):
+        code_level(0.5, "studio")
+
+
+@pytest.mark.parametrize("color_range, lo, hi", [("limited", 16, 235), ("full", 0, 255)])
+def test_simple_patterns_follow_the_range(color_range: str, lo: int, hi: int) -> None:
+    board = render_pattern("checkerboard", 64, 64, color_range=color_range)
+    assert board[0, 0].tolist() == [lo] * 3 and board[0, 32].tolist() == [hi] * 3
+    grad = render_pattern("gradient", 64, 48, color_range=color_range)
+    assert (grad[0, 0, 0].item(), grad[0, -1, 0].item()) == (lo, hi)
+    assert (grad[0, 0, 1].item(), grad[-1, 0, 1].item()) == (lo, hi)
+    assert render_pattern("solid", 8, 8, color_range=color_range)[4, 4].tolist() == [lo] * 3
+    assert render_pattern("solid", 8, 8, (1, 2, 3))[4, 4].tolist() == [1, 2, 3]
+
+
+def test_bad_configuration_names_actor_and_field() -> None:
+    with Runtime():
+        with pytest.raises(ValueError, match=r"TestPatternActor.*pattern.*smpte_bars.*'plaid'") as exc:
+            TestPatternActor(64, 48, pattern="plaid")  # type: ignore[arg-type]
+        assert all(p in str(exc.value) for p in PATTERNS)
+        with pytest.raises(ValueError, match="TestPatternActor 'x': color_range"):
+            TestPatternActor(64, 48, color_range="tv", actor_id="x")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="TestPatternActor: width and height"):
+            TestPatternActor(0, 48)
+        with pytest.raises(ValueError, match="TestPatternActor: color"):
+            TestPatternActor(64, 48, color=(1, 2, 300))
+        with pytest.raises(ValueError, match="TestPatternActor: pattern: smpte_bars needs"):
+            TestPatternActor(16, 8, pattern="smpte_bars")
+        with pytest.raises(ValueError, match="TestPatternActor: timecode needs"):
+            TestPatternActor(64, 16, timecode=True)
+        with pytest.raises(ValueError, match="TestPatternActor: fps"):
+            TestPatternActor(64, 48, fps=-1)
+
+
+class Collect(Actor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs["video"] = StreamInput("video")
+        self.frames: list[VideoFrame] = []
+
+    def process(self, tick: TimedTick) -> None:
+        frame = self.inputs["video"].read_new()
+        if frame is not None:
+            self.frames.append(frame)
+
+
+def run_pattern(n: int, **kw: object) -> tuple[TestPatternActor, list[VideoFrame]]:
+    with Runtime() as rt:
+        src = TestPatternActor(clock=VirtualClock(30, max_ticks=n), **kw)  # type: ignore[arg-type]
+        sink = Collect()
+        src >> sink
+        assert rt.run(30)
+    return src, sink.frames
+
+
+def test_static_pattern_is_rendered_once_and_shared() -> None:
+    _, frames = run_pattern(4, width=96, height=54, pattern="smpte_bars")
+    assert [f.frame_number for f in frames] == [0, 1, 2, 3]
+    assert len({f.data.data_ptr() for f in frames}) == 1  # one tensor, published every tick
+
+
+def test_moving_box_moves_and_frames_follow_the_tick() -> None:
+    src, frames = run_pattern(6, width=160, height=90, pattern="moving_box", box_size=16)
+    assert [f.frame_number for f in frames] == list(range(6))
+    assert [f.timestamp_ns for f in frames] == [deadline_ns(src.clock.rate, n, 0) for n in range(6)]  # type: ignore[union-attr]
+    positions = [src.box_position(n) for n in range(6)]
+    assert len(set(positions)) == 6  # it moves every frame
+    for frame, (x, y) in zip(frames, positions):
+        data = frame.data
+        assert bool((data[y:y + 16, x:x + 16] == 235).all())
+        assert int((data == 235).all(-1).sum()) == 16 * 16  # nothing else is white
+        assert data[(y + 40) % 90, (x + 60) % 160].tolist() == [16, 16, 16]
+    assert not torch.equal(frames[0].data, frames[1].data)
+
+
+def test_box_bounces_inside_the_frame() -> None:
+    with Runtime():
+        src = TestPatternActor(100, 60, pattern="moving_box", box_size=20)
+        for n in range(0, 400, 7):
+            x, y = src.box_position(n)
+            assert 0 <= x <= 80 and 0 <= y <= 40
+
+
+def test_timecode_text() -> None:
+    assert timecode_text(0, 30) == "00:00:00:00        0"
+    n = 30 * 3661 + 5  # 1 h 1 min 1 s 5 frames
+    assert timecode_text(n, 30) == f"01:01:01:05 {n:>8d}"
+    assert timecode_text(n, 30000 / 1001) == f"01:01:01:05 {n:>8d}"  # NDF counts nominal 30
+    assert timecode_text(25 * 86400 + 3, 25).startswith("00:00:00:03")  # wraps at 24 h
+    assert len(timecode_text(10**9 + 7, 60)) == 20
+
+
+def test_timecode_changes_only_the_text_box_and_draws_glyphs() -> None:
+    with Runtime():
+        src = TestPatternActor(640, 360, pattern="smpte_bars", timecode=True, fps=25)
+        bars = render_pattern("smpte_bars", 640, 360)
+        a, b = src.render(7), src.render(25 * 3600 + 25 * 62 + 24)
+    assert src.text_box is not None
+    x0, y0, x1, y1 = src.text_box
+    diff = (a != b).any(-1)
+    ys, xs = torch.nonzero(diff, as_tuple=True)
+    assert len(ys) > 0
+    assert x0 <= int(xs.min()) and int(xs.max()) < x1 and y0 <= int(ys.min()) and int(ys.max()) < y1
+    outside = torch.ones(360, 640, dtype=torch.bool)
+    outside[y0:y1, x0:x1] = False
+    assert torch.equal(a[outside], bars[outside])  # the pattern is untouched elsewhere
+    # "01:01:02:24    91574": compare each character cell with the glyph
+    glyphs = GlyphSet(1, (235,) * 3, (16,) * 3)
+    text = timecode_text(25 * 3600 + 25 * 62 + 24, 25)
+    tx, ty = x0 + 2, y0 + 2  # scale 1: padding 2 px
+    for i, char in enumerate(text):
+        cell = b[ty:ty + glyphs.cell_h, tx + i * glyphs.cell_w: tx + (i + 1) * glyphs.cell_w]
+        assert torch.equal(cell, glyphs.cells[char]), (i, char)
+    assert text[1] == "1"
+    ink = (b[ty:ty + 7, tx + 6 * 1: tx + 6 * 1 + 5, 0] == 235)  # 2nd char: "1"
+    assert torch.equal(ink, glyph_mask("1"))
+    assert not torch.equal(src._base, a) and src._base is not a  # base never drawn on
+
+
+def test_timecode_scales_with_height_and_survives_the_box() -> None:
+    with Runtime():
+        src = TestPatternActor(1920, 1080, pattern="moving_box", timecode=True,
+                               color_range="full", box_size=400)
+        assert src._glyphs is not None and src._glyphs.scale == 4
+        for n in range(0, 200, 9):  # the box crosses the text box; the box background stays black
+            img = src.render(n)
+            x0, y0, x1, y1 = src.text_box  # type: ignore[misc]
+            assert set(torch.unique(img[y0:y1, x0:x1]).tolist()) <= {0, 255}
+            assert img[y0, x0].tolist() == [0, 0, 0]
+
+
+def test_realtime_default_clock_still_works() -> None:
+    got = threading.Event()
+
+    class One(Collect):
+        def process(self, tick: TimedTick) -> None:
+            super().process(tick)
+            if len(self.frames) >= 2:
+                got.set()
+
+    with Runtime() as rt:
+        src = TestPatternActor(64, 48, fps=200, pattern="checkerboard", timecode=False)
+        sink = One()
+        src >> sink
+        rt.start()
+        assert got.wait(10), "no frames from the SoftwareClock within 10 s"
+    assert sink.frames[0].width == 64
