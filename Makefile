@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 # The pinned CPU wheel (already on the CI machines' disk); a plain `torch`
 # requirement would pull a multi-GB CUDA build on a machine without CUDA.
 TORCH_CPU ?= torch==2.13.0
-DEMO_ARGS ?=
+DEMO_ARGS ?= --seconds 10
 # Debian packages: ffmpeg/ffprobe (file checks), Xvfb (a real glfw window in
 # tests), Mesa EGL (headless OpenGL), GStreamer (the interop reference peer).
 SYSTEM_PKGS ?= ffmpeg xvfb xauth xdotool libegl1 libgl1-mesa-dri libportaudio2 fontconfig fonts-dejavu-core \
@@ -45,7 +45,7 @@ test: sysdeps venv
 	$(PY) -m pytest
 
 demo: sysdeps venv
-	$(PY) -m streamlib run examples/demo.yaml --seconds 10 $(DEMO_ARGS)
+	$(PY) -m streamlib run examples/demo.yaml $(DEMO_ARGS)
 
 bench: venv
 	$(PY) -m benchmarks --quick
