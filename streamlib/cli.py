@@ -76,8 +76,10 @@ def _actor_rows(graph: dict[str, Any], previous: dict[str, int], dt: float) -> l
     rows = []
     for a in graph["actors"]:
         c = a["counters"]
-        # Rate of what the actor produced (frames written); sinks: calls handled.
-        out = sum(o["written"] for o in a["outputs"]) if a["outputs"] else c["processed"]
+        # Rate of media produced (frames written); sinks and event-only actors:
+        # calls handled.
+        media = [o for o in a["outputs"] if o["kind"] != "event"]
+        out = sum(o["written"] for o in media) if media else c["processed"]
         fps = (out - previous.get(a["id"], 0)) / dt if dt > 0 else 0.0
         previous[a["id"]] = out
         rows.append({
