@@ -12,7 +12,7 @@ DEMO_ARGS ?= --seconds 10
 SYSTEM_PKGS ?= ffmpeg xvfb xauth xdotool libegl1 libgl1-mesa-dri libportaudio2 fontconfig fonts-dejavu-core \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 
-.PHONY: venv sysdeps test demo bench typecheck clean
+.PHONY: venv sysdeps test test-gpu demo bench typecheck clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ sysdeps:
 test: sysdeps venv
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# On a CUDA machine: GPU tests must run (and fail loudly), never skip.
+test-gpu: sysdeps venv
+	$(PIP) install -q -e ".[cuda,dev]"
+	STREAMLIB_REQUIRE_GPU=1 $(PY) -m pytest -m gpu
 
 demo: sysdeps venv
 	$(PY) -m streamlib run examples/demo.yaml $(DEMO_ARGS)

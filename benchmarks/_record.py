@@ -17,6 +17,25 @@ from pathlib import Path
 from typing import Any, Sequence
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# ``--quick`` runs write here by default, so a smoke run never overwrites the
+# full-run records that docs/benchmarks.md quotes.
+QUICK_DIR = RESULTS_DIR / "quick"
+
+
+def results_dir(out: Path | None, quick: bool) -> Path:
+    """Where a benchmark writes: ``out`` if given, else results/ or results/quick/."""
+    return out if out is not None else (QUICK_DIR if quick else RESULTS_DIR)
+
+
+def load() -> dict[str, Any]:
+    """Machine load now: 1/5/15-minute load averages and core count (shared machines)."""
+    try:
+        one, five, fifteen = (round(v, 2) for v in os.getloadavg())
+    except OSError:
+        return {"loadavg_1m": None, "loadavg_5m": None, "loadavg_15m": None,
+                "cores": os.cpu_count()}
+    return {"loadavg_1m": one, "loadavg_5m": five, "loadavg_15m": fifteen,
+            "cores": os.cpu_count()}
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -57,6 +76,18 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _git_dirty() -> bool | None:
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def _gpu_name() -> str | None:
     try:
         import torch
@@ -70,11 +101,14 @@ def _gpu_name() -> str | None:
 
 def machine_info() -> dict[str, Any]:
     versions: dict[str, str] = {"python": platform.python_version()}
-    for mod in ("torch", "numpy"):
+    for mod in ("torch", "numpy", "numba", "av", "streamlib"):
         try:
-            versions[mod] = __import__(mod).__version__
+            versions[mod] = str(__import__(mod).__version__)
         except Exception:  # noqa: BLE001
             versions[mod] = "missing"
+    from benchmarks._gst import gst_version
+
+    versions["gstreamer"] = gst_version() or "missing"
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -82,20 +116,29 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions,
         "git_commit": _git_commit(),
+        "git_dirty": _git_dirty(),  # uncommitted changes to tracked files
     }
 
 
 def write_record(name: str, parameters: dict[str, Any], figures: dict[str, Any],
-                 results_dir: Path | None = None) -> Path:
-    """Write ``<results_dir>/<name>.json`` and return its path."""
-    directory = results_dir or RESULTS_DIR
+                 results_dir: Path | None = None, load_at_start: dict[str, Any] | None = None,
+                 plots: list[str] | None = None) -> Path:
+    """Write ``<results_dir>/<name>.json`` and return its path.
+
+    ``results_dir`` defaults to results/ (results/quick/ when
+    ``parameters["quick"]``). The record holds the machine, the load at the
+    end (and at the start, when given) and the names of the plots written.
+    """
+    directory = results_dir or (QUICK_DIR if parameters.get("quick") else RESULTS_DIR)
     directory.mkdir(parents=True, exist_ok=True)
     record = {
         "name": name,
         "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "parameters": parameters,
         "machine": machine_info(),
+        "load": {"start": load_at_start, "end": load()},
         "figures": figures,
+        "plots": plots or [],
     }
     path = directory / f"{name}.json"
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -11,7 +11,9 @@ between wakes minus the scheduled interval, i.e. the change of lateness).
 The same measurement is then taken for an ``asyncio.sleep`` loop at 60 fps
 with identical absolute deadlines, to show why the clock sleeps on an Event
 and spins the last few hundred microseconds. Figures are in microseconds.
-Writes one JSON record ``clock_jitter`` via :func:`benchmarks._record.write_record`.
+Writes one JSON record ``clock_jitter`` via :func:`benchmarks._record.write_record`
+and, with plots on, ``clock_jitter_lateness.png`` (lateness histograms) and
+``clock_jitter_intervals.png`` (interval jitter over time).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks._record import percentiles, write_record
+from benchmarks import _plots
+from benchmarks._record import load, percentiles, results_dir, write_record
 from streamlib.clocks import FpsLike, SoftwareClock, deadline_ns, latest_frame_at, parse_rate
 
 QUICK_FPS = [60]
@@ -54,7 +57,8 @@ def _summarise(lateness_ns: Sequence[int], missed: int) -> dict[str, Any]:
 
 def measure_software_clock(fps: FpsLike, seconds: float,
                            spin_ns: int = 300_000) -> dict[str, Any]:
-    """Tick a SoftwareClock on its own thread for ``seconds``; return its figures."""
+    """Tick a SoftwareClock on its own thread for ``seconds``; return its figures
+    (the raw lateness samples, ns, under ``"_lateness_ns"``; not written)."""
     clock = SoftwareClock(fps, spin_ns=spin_ns, clock_id="bench")
     lateness: list[int] = []
 
@@ -70,7 +74,7 @@ def measure_software_clock(fps: FpsLike, seconds: float,
     thread.start()
     thread.join()
     clock.close()
-    return _summarise(lateness, clock.missed_deadlines)
+    return {**_summarise(lateness, clock.missed_deadlines), "_lateness_ns": lateness}
 
 
 async def _asyncio_loop(rate: Fraction, seconds: float) -> tuple[list[int], int]:
@@ -105,7 +109,7 @@ def measure_asyncio_sleep(fps: FpsLike, seconds: float) -> dict[str, Any]:
     thread.start()
     thread.join()
     lateness, missed = out[0]
-    return _summarise(lateness, missed)
+    return {**_summarise(lateness, missed), "_lateness_ns": lateness}
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -120,7 +124,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--spin-us", type=float, default=300.0,
                         help="SoftwareClock spin window in µs (default 300)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="results directory (default benchmarks/results)")
+                        help="results directory (default benchmarks/results, quick: results/quick)")
+    _plots.add_plot_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -130,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     fps_list: list[str] = args.fps or [str(f) for f in (QUICK_FPS if args.quick else FULL_FPS)]
     seconds: float = args.seconds or (QUICK_SECONDS if args.quick else FULL_SECONDS)
     spin_ns = int(args.spin_us * 1000)
+    plots = _plots.want_plots(args.plots)
+    out_dir = results_dir(args.out, args.quick)
+    load_at_start = load()
 
     software: dict[str, Any] = {}
     for fps in fps_list:
@@ -138,12 +146,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     baseline = measure_asyncio_sleep(ASYNCIO_FPS, seconds)
     _print_case(f"asyncio.sleep {ASYNCIO_FPS} fps", baseline)
 
+    raw = {f"SoftwareClock {fps} fps": software[fps].pop("_lateness_ns") for fps in fps_list}
+    raw[f"asyncio.sleep {ASYNCIO_FPS} fps"] = baseline.pop("_lateness_ns")
+    written = _plot(raw, out_dir) if plots else []
     parameters = {"fps": fps_list, "seconds": seconds, "spin_ns": spin_ns,
                   "quick": bool(args.quick), "asyncio_fps": ASYNCIO_FPS}
     figures = {"software_clock": software, "asyncio_sleep": baseline}
-    path = write_record("clock_jitter", parameters, figures, results_dir=args.out)
-    print(f"wrote {path}")
+    path = write_record("clock_jitter", parameters, figures, results_dir=out_dir,
+                        load_at_start=load_at_start, plots=written)
+    print(f"wrote {path}" + "".join(f", {p}" for p in written))
     return {"parameters": parameters, "figures": figures, "path": str(path)}
+
+
+def _plot(raw: dict[str, list[int]], out_dir: Path) -> list[str]:
+    """Lateness histograms and interval jitter over time; returns the file names."""
+    hist = _plots.histogram(
+        out_dir / "clock_jitter_lateness.png",
+        {label: [v / 1000 for v in values] for label, values in raw.items()},
+        title="Tick wake lateness (wake time - deadline)", xlabel="lateness (µs)",
+        bins=80, log_y=True)
+    series = {}
+    for label, values in raw.items():
+        jitter = [(b - a) / 1000 for a, b in zip(values, values[1:])]
+        series[label] = (list(range(1, len(values))), jitter)
+    over_time = _plots.lines(
+        out_dir / "clock_jitter_intervals.png", series,
+        title="Interval jitter per tick (actual - scheduled interval)",
+        xlabel="tick", ylabel="jitter (µs)", style=".")
+    return [hist.name, over_time.name]
 
 
 def _print_case(label: str, case: dict[str, Any]) -> None:

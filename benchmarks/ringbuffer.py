@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks._record import percentiles, write_record
+from benchmarks import _plots
+from benchmarks._record import load, percentiles, results_dir, write_record
 from streamlib.buffers import RingBuffer
 
 SLOTS = 3
@@ -146,7 +147,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes; finishes in seconds")
     parser.add_argument("--out", type=Path, default=None, help="results directory")
+    _plots.add_plot_flag(parser)
     args = parser.parse_args(argv)
+    plots = _plots.want_plots(args.plots)
+    out_dir = results_dir(args.out, args.quick)
+    load_at_start = load()
 
     if args.quick:
         n, repeats, thread_n, thread_repeats = 20_000, 5, 50_000, 3
@@ -194,7 +199,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _median("ring", "producer_items_per_s") / _median("queue", "producer_items_per_s")
         ),
     }
-    path = write_record("ringbuffer", params, figures, results_dir=args.out)
+    written = []
+    if plots:
+        written.append(_plots.bars(
+            out_dir / "ringbuffer.png",
+            {"write + read (one thread)": {"RingBuffer": ring_p["median"],
+                                           "queue.Queue": queue_p["median"],
+                                           "empty loop": figures["empty_loop_ns"]["median"]}},
+            title="ns per write+read pair (median; lower is better)", ylabel="ns").name)
+    path = write_record("ringbuffer", params, figures, results_dir=out_dir,
+                        load_at_start=load_at_start, plots=written)
 
     print(f"RingBuffer vs queue.Queue(maxsize={SLOTS}), {n} pairs x {repeats} repeats")
     print(f"  write+read_latest     median {ring_p['median']:7.1f} ns  "

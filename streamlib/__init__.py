@@ -7,8 +7,9 @@ Every public name is importable from here.
 
 from .actor import Actor, ActorCounters, ActorStatus
 from .actors import (
-    PATTERNS, AudioGeneratorActor, AudioOutputActor, CompositorActor, DisplayActor, DrawingActor, DrawingContext,
-    FileReaderActor, FileWriterActor, ShaderActor, StatsReport, StatsSink, TestPatternActor,
+    PATTERNS, AudioGeneratorActor, AudioNetworkReceiveActor, AudioNetworkSendActor, AudioOutputActor, CompositorActor, DisplayActor, DrawingActor, DrawingContext,
+    FileReaderActor, FileWriterActor, InferenceActor, NetworkReceiveActor, NetworkSendActor,
+    ShaderActor, StatsReport, StatsSink, TestPatternActor,
     TransformActor, invert, render_pattern,
 )
 from .buffers import RingBuffer, RingBufferStats
@@ -20,6 +21,9 @@ from .dispatchers import (
     AsyncioDispatcher, DedicatedThreadDispatcher, Dispatcher, GPUDispatcher, ProcessPoolDispatcher,
     ThreadPoolDispatcher,
 )
+from .device import cuda_available, resolve_device
+from .gpu_buffer import GPURingBuffer, GPURingStats, WouldBlock
+from .staging import StagingBridge
 from .errors import (
     ActorStateError, ClockClosedError, DispatcherShutdownError, EndOfStream,
     FrameValidationError, PortError, PortKindError, PortRangeExhaustedError, RegistryError,
@@ -27,6 +31,7 @@ from .errors import (
 )
 from .frames import AudioFrame, DataMessage, EventMessage, PixelFormat, VideoFrame, frame_kind
 from .graph import Runtime, current_runtime, default_runtime, run
+from .net.sdp import SDPStream, parse_sdp, write_sdp
 from .ports import PortKind, StreamInput, StreamOutput
 from .registry import (
     ActorRegistry, ActorURI, PortAllocator, default_registry, format_actor_uri, parse_actor_uri,
@@ -35,16 +40,20 @@ from .registry import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Actor", "ActorCounters", "AudioGeneratorActor", "AudioOutputActor", "CompositorActor",
+    "Actor", "ActorCounters", "AudioGeneratorActor", "AudioNetworkReceiveActor",
+    "AudioNetworkSendActor", "AudioOutputActor", "CompositorActor",
     "DisplayActor",
-    "DrawingActor", "DrawingContext", "FileReaderActor", "FileWriterActor", "ShaderActor", "ActorRegistry", "ActorStateError", "ActorStatus", "ActorURI",
+    "DrawingActor", "DrawingContext", "FileReaderActor", "FileWriterActor", "InferenceActor",
+    "NetworkReceiveActor", "NetworkSendActor",
+    "ShaderActor", "ActorRegistry", "ActorStateError", "ActorStatus", "ActorURI",
     "AsyncioDispatcher", "AudioFrame", "DedicatedThreadDispatcher", "Clock", "ClockClosedError", "DataMessage",
     "Dispatcher", "DispatcherShutdownError", "EndOfStream", "EventMessage",
-    "FrameValidationError", "GPUDispatcher", "GenlockClock", "ManualPulseSource", "PATTERNS",
+    "FrameValidationError", "GPUDispatcher", "GPURingBuffer", "GPURingStats", "StagingBridge",
+    "WouldBlock", "cuda_available", "resolve_device", "GenlockClock", "ManualPulseSource", "PATTERNS",
     "PTPClock", "PixelFormat", "PortAllocator", "PortError", "PortKind", "PortKindError",
     "PortRangeExhaustedError", "ProcessPoolDispatcher", "PulseSource", "RegistryError",
     "RingBuffer", "RingBufferStats", "Runtime", "ShutdownTimeoutError", "SoftwareClock",
-    "StatsReport", "StatsSink", "StreamInput", "StreamOutput", "StreamlibError",
+    "SDPStream", "parse_sdp", "write_sdp", "StatsReport", "StatsSink", "StreamInput", "StreamOutput", "StreamlibError",
     "SystemTAITimeSource", "TestPatternActor", "ThreadPoolDispatcher", "TimeSource",
     "TimedTick", "TransformActor", "VideoFrame", "VirtualClock", "WorkerError", "current_runtime",
     "default_registry", "default_runtime", "format_actor_uri", "frame_kind", "invert",

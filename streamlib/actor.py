@@ -13,10 +13,11 @@ runtime), so a subclass's ports exist before the first tick can arrive.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import threading
-from collections import deque
+import time
 from abc import ABCMeta, abstractmethod
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Literal, U
 
 from .clocks import Clock, TimedTick
 from .errors import PortError, PortKindError
+from .metrics import UNKNOWN, SampleWindow, summarize_ns, window_stats
 from .ports import PortDict, PortKind, StreamInput, StreamOutput
 from .registry import ActorURI
 
@@ -54,6 +56,13 @@ class ActorCounters:
     process_ns_last: int = 0
     process_ns_max: int = 0
     process_ns_total: int = 0
+    # Metrics (streamlib.metrics): CPU time inside process() on the thread that
+    # ran it, and tick-origin -> end-of-process latency, summed over the calls
+    # where each was measured (``*_samples`` of them).
+    cpu_ns_total: int = 0
+    cpu_samples: int = 0
+    latency_ns_total: int = 0
+    latency_samples: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -61,12 +70,8 @@ class ActorCounters:
 
 def latency_summary(samples: Iterable[int]) -> dict[str, float] | None:
     """P50/P99/max in ms of latency samples (ns), or None when there are none."""
-    ordered = sorted(samples)
-    if not ordered:
-        return None
-    p99 = ordered[min(len(ordered) - 1, max(0, round(0.99 * len(ordered)) - 1))]
-    return {"p50": ordered[len(ordered) // 2] / 1e6, "p99": p99 / 1e6,
-            "max": ordered[-1] / 1e6, "samples": float(len(ordered))}
+    summary = summarize_ns(samples)
+    return None if summary is None else summary.as_dict()
 
 
 class _ActorState:
@@ -74,7 +79,8 @@ class _ActorState:
 
     __slots__ = (
         "runtime", "status", "error", "busy", "pending", "current_tick",
-        "counters", "close_callbacks", "lock", "dispatcher", "inherits_ticks", "latencies",
+        "counters", "close_callbacks", "lock", "dispatcher", "inherits_ticks",
+        "window", "measure_cpu", "cpu_ns", "in_process",
     )
 
     def __init__(self) -> None:
@@ -89,8 +95,46 @@ class _ActorState:
         self.lock = threading.Lock()
         self.dispatcher: Dispatcher | None = None
         self.inherits_ticks = True
-        # Source tick -> end of this actor's process(), monotonic ticks only.
-        self.latencies: deque[int] = deque(maxlen=1024)
+        # Metrics (see streamlib.metrics): the last calls' (done, process,
+        # cpu, latency) samples; ``cpu_ns`` is handed from the process()
+        # wrapper (on the actor's thread) to the runtime loop after each call.
+        self.window = SampleWindow()
+        self.measure_cpu = True
+        self.cpu_ns = UNKNOWN
+        self.in_process = False
+
+
+_ProcessFn = Callable[["Actor", TimedTick], Union[Awaitable[None], None]]
+
+
+def _cpu_timed(fn: _ProcessFn) -> _ProcessFn:
+    """Wrap a sync ``process`` to measure the CPU time of its thread during the call.
+
+    Metrics: the runtime awaits ``process`` from its loop while the call runs
+    on a dispatcher thread, so only code on that thread can read that thread's
+    CPU clock; this wrapper is that code. Cost: two ``thread_time_ns`` calls.
+    The outermost call of an actor measures (a ``super().process`` call inside
+    is not counted twice); a call returning an awaitable is "unknown".
+    """
+
+    @functools.wraps(fn)
+    def process(self: Actor, tick: TimedTick) -> Awaitable[None] | None:
+        st = self._sl
+        if st.in_process or not st.measure_cpu:
+            return fn(self, tick)
+        st.in_process = True
+        started = time.thread_time_ns()
+        try:
+            result = fn(self, tick)
+        finally:
+            st.in_process = False
+            st.cpu_ns = time.thread_time_ns() - started
+        if result is not None:
+            st.cpu_ns = UNKNOWN  # the work happens when the awaitable runs, elsewhere
+        return result
+
+    process._sl_cpu_timed = True  # type: ignore[attr-defined]
+    return process
 
 
 _ids: dict[str, itertools.count[int]] = {}
@@ -133,6 +177,15 @@ class Actor(metaclass=_ActorMeta):
     """
 
     default_output_name: str | None = None  # else the first declared output
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Metrics: per-actor CPU time needs code on the thread running process().
+        fn = cls.__dict__.get("process")
+        if (inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn)
+                and not getattr(fn, "__isabstractmethod__", False)
+                and not getattr(fn, "_sl_cpu_timed", False)):
+            setattr(cls, "process", _cpu_timed(fn))
 
     def __init__(
         self,
@@ -227,7 +280,19 @@ class Actor(metaclass=_ActorMeta):
                 for p in self.outputs.values()
             ],
             "counters": self._sl.counters.as_dict(),
-            "latency_ms": latency_summary(self._sl.latencies),
+            **self._sl_window_description(),
+        }
+
+    def _sl_window_description(self) -> dict[str, Any]:
+        # Metrics over the last calls (streamlib.metrics.window_stats).
+        stats = window_stats(self._sl.window)
+        c = self._sl.counters
+        return {
+            "latency_ms": None if stats.latency_ms is None else stats.latency_ms.as_dict(),
+            "process_ms": None if stats.process_ms is None else stats.process_ms.as_dict(),
+            "fps": stats.fps,
+            "cpu_percent": stats.cpu_percent,
+            "cpu_s": c.cpu_ns_total / 1e9 if c.cpu_samples else None,
         }
 
     # -- connections -----------------------------------------------------

@@ -1,4 +1,4 @@
-"""``streamlib`` command line: ``run`` a pipeline file, list ``actors``, ``demo``."""
+"""``streamlib`` command line: ``run`` a pipeline file, list ``actors``, ``demo``, ``bench``."""
 
 from __future__ import annotations
 
@@ -88,6 +88,9 @@ def _actor_rows(graph: dict[str, Any], previous: dict[str, int], dt: float) -> l
             "drops": dropped_by_actor.get(a["id"], 0),  # frames overwritten unread
             "latency": a.get("latency_ms"),
             "process_ms": (c["process_ns_total"] / c["processed"] / 1e6) if c["processed"] else 0.0,
+            # Metrics window (streamlib.metrics): last-second CPU %, process P99.
+            "cpu": a.get("cpu_percent"),
+            "process_p99": (a.get("process_ms") or {}).get("p99"),
         })
     return rows
 
@@ -96,6 +99,8 @@ def _progress_line(rows: list[dict[str, Any]]) -> str:
     parts = []
     for r in rows:
         text = f"{r['id']} {r['fps']:.1f}fps"
+        if r.get("cpu") is not None:
+            text += f" cpu {r['cpu']:.0f}%"
         if r["drops"]:
             text += f" drop {r['drops']}"
         if r["latency"]:
@@ -184,8 +189,10 @@ def _run(args: argparse.Namespace) -> int:
     for r in rows:
         lat = (f" latency p50 {r['latency']['p50']:.2f} ms p99 {r['latency']['p99']:.2f} ms"
                if r["latency"] else "")
+        p99 = f" (p99 {r['process_p99']:.2f})" if r.get("process_p99") is not None else ""
         print(f"  {r['id']:<16} {r['status']:<8} out {r['out']:>6}  {r['fps']:7.1f} fps  "
-              f"drops {r['drops']:<4} calls {r['processed']:>6}  process {r['process_ms']:.2f} ms{lat}")
+              f"drops {r['drops']:<4} calls {r['processed']:>6}  "
+              f"process {r['process_ms']:.2f} ms{p99}{lat}")
     for w in writers:
         print(f"wrote {getattr(w, 'path', '?')}")
     failed = [r["id"] for r in rows if r["status"] == "failed"]
@@ -230,6 +237,48 @@ def _actors(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- streamlib bench -------------------------------------------------------------
+
+def _import_benchmarks() -> Any:
+    """``benchmarks.__main__`` from the source checkout, or None.
+
+    The suite lives in the repository (``benchmarks/``), not in the wheel. A
+    console script does not put the current directory on ``sys.path``, so
+    look next to this package (a clone or editable install) and in the
+    current directory.
+    """
+    import importlib
+    from pathlib import Path
+
+    candidates = [Path(__file__).resolve().parent.parent, Path.cwd()]
+    for root in candidates:
+        if (root / "benchmarks" / "__main__.py").is_file() and str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+            break
+    try:
+        return importlib.import_module("benchmarks.__main__")
+    except ImportError:
+        return None
+
+
+def _bench(args: argparse.Namespace) -> int:
+    module = _import_benchmarks()
+    if module is None:
+        print("error: the benchmark suite is not installed with the package; run "
+              "`streamlib bench` from a clone of the streamlib repository "
+              "(it needs the benchmarks/ folder)", file=sys.stderr)
+        return 2
+    argv = (["--quick"] if args.quick else []) + (["--out", args.out] if args.out else [])
+    argv += (["--only", *args.only] if args.only else [])
+    if args.plots is not None:
+        argv.append("--plots" if args.plots else "--no-plots")
+    try:
+        code: int = module.exit_code(module.main(argv, prog="streamlib bench"))
+    except SystemExit as exc:  # the suite rejected an option (e.g. an unknown --only name)
+        return exc.code if isinstance(exc.code, int) else 2
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamlib", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -265,6 +314,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--pattern", default="moving_box", choices=list(PATTERNS))
     demo.add_argument("--graph", action="store_true", help="print runtime.graph() JSON at the end")
     demo.set_defaults(func=_demo)
+
+    # The suite's own options (benchmarks/__main__.py), passed on as given.
+    bench = sub.add_parser(
+        "bench", help="run the benchmark suite (from a source checkout)",
+        description="Run the benchmarks in the repository's benchmarks/ folder; each writes "
+                    "a JSON record and PNG plots into benchmarks/results/ "
+                    "(benchmarks/results/quick/ with --quick).")
+    bench.add_argument("--quick", action="store_true", help="about a minute in all")
+    bench.add_argument("--out", default=None, metavar="DIR", help="results directory")
+    bench.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                       help="run only these benchmarks (see python -m benchmarks --help)")
+    bench.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None,
+                       help="render PNG plots (default: when matplotlib is installed)")
+    bench.set_defaults(func=_bench)
     return parser
 
 

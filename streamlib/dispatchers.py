@@ -8,45 +8,32 @@ both.
 * ``AsyncioDispatcher``: inline on the runtime's loop.
 * ``ThreadPoolDispatcher``: a named thread pool; ``async`` methods run on the
   worker thread inside a per-thread event loop.
-* ``GPUDispatcher``: a thread pool plus ``stream_for(actor)`` (a no-op for now).
-* ``ProcessPoolDispatcher``: one worker process per actor; tensors cross in
-  shared memory, everything else is pickled.
+* ``GPUDispatcher``: a thread pool that runs each actor on its own stream
+  (``stream_for(actor)``: a CUDA stream, or the no-op ``CPUStream`` twin).
+* ``ProcessPoolDispatcher`` (in ``streamlib.procpool``, re-exported here): one
+  worker process per actor; tensors cross in shared memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copyreg
 import functools
 import inspect
-import io
-import math
-import multiprocessing as mp
-import pickle
-import signal
 import threading
-import time
-import traceback
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor, wait as wait_futures
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from multiprocessing.shared_memory import SharedMemory
-from types import MappingProxyType
-from typing import (
-    TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ClassVar, Iterator, Self,
-)
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterator, Self
 
 import torch
 
-from .errors import ActorStateError, DispatcherShutdownError, ShutdownTimeoutError, WorkerError
-from .ports import PortDict
+from .device import CPUStream, DeviceLike, Stream, new_stream, resolve_device, stream_context, wait_ready
+from .errors import DispatcherShutdownError, ShutdownTimeoutError
 
 if TYPE_CHECKING:
     from .actor import Actor
     from .clocks import TimedTick
+    from .procpool import ProcessPoolDispatcher
 
 __all__ = [
     "AsyncioDispatcher", "Dispatcher", "GPUDispatcher", "ProcessPoolDispatcher",
@@ -283,569 +270,92 @@ class DedicatedThreadDispatcher(ThreadPoolDispatcher):
 
 
 class GPUDispatcher(ThreadPoolDispatcher):
-    """Thread-pool dispatcher for actors that use a GPU ``device``.
+    """Thread-pool dispatcher that gives each actor its own stream on ``device``.
 
-    ``stream_for(actor)`` returns the context ``process`` runs in; for now it is a
-    no-op everywhere (a later change gives each actor its own CUDA stream and
-    makes it current around ``setup``/``process``/``teardown``).
+    ``device``: ``"cuda"``, ``"cuda:1"``, ``"cpu"`` or a ``torch.device``; None
+    picks CUDA when available. An actor with a ``device`` attribute of its own
+    gets its stream on that device instead.
+
+    Around ``setup``/``process``/``teardown`` the actor's stream is current, and
+    before each call the stream waits (``wait_ready``) on the ready events of the
+    newest item of every input, so a GPU actor never reads a frame its upstream
+    is still writing, and no host sync happens. Events stand in for ticks
+    between GPU actors: ``StreamOutput.write`` records a ready event for every
+    CUDA frame and makes the streams of GPU readers wait on it at write time
+    (see ``streamlib.staging``), which also covers frames that arrive while
+    ``process`` runs. On the CPU the stream is a ``CPUStream`` and all of this
+    is a no-op.
     """
 
     name = "gpu"
 
-    def __init__(self, device: torch.device | str | None = None, max_workers: int | None = None,
-                 *, name_prefix: str = "streamlib-gpu") -> None:
+    def __init__(self, device: DeviceLike = None, max_workers: int | None = None,
+                 *, name_prefix: str = "streamlib-gpu", priority: int = 0) -> None:
+        self.device = resolve_device(device, where="GPUDispatcher: device")
         super().__init__(max_workers, name_prefix=name_prefix)
-        self.device = None if device is None else torch.device(device)
+        self.priority = priority
+        self._streams: dict[int, Stream] = {}
+        self._streams_lock = threading.Lock()
 
-    def stream_for(self, actor: Actor) -> contextlib.AbstractContextManager[None]:
-        """Context manager making ``actor``'s stream current; a no-op on CPU (and for now)."""
-        return contextlib.nullcontext()
-
-    def _context(self, actor: Actor) -> contextlib.AbstractContextManager[None]:
-        return self.stream_for(actor)
-
-
-# ---------------------------------------------------------------- process pool
-# Wire format: every message is pickle((kind, arena_name, body_bytes)). Tensors in
-# a body are replaced (pickle persistent ids) by (offset, shape, dtype, device)
-# references into a shared-memory arena, so only metadata goes through the pipe.
-# The parent creates and unlinks every segment; the worker only attaches, so a
-# killed worker can leak nothing.
-
-_ALIGN = 64  # tensor offsets in an arena; keeps any dtype view aligned
-_GROW = 1 << 20  # arenas are sized in whole MiB so slowly varying sizes rarely regrow
-
-
-def _reduce_mappingproxy(m: MappingProxyType[Any, Any]) -> tuple[Any, ...]:
-    return (MappingProxyType, (dict(m),))  # frames keep metadata in a mappingproxy
-
-
-class _Arena:
-    """One shared-memory segment, viewed as a flat uint8 tensor."""
-
-    def __init__(self, shm: SharedMemory, owner: bool) -> None:
-        self.shm, self.owner = shm, owner
-        self.view = torch.frombuffer(shm.buf, dtype=torch.uint8)
-
-    @classmethod
-    def create(cls, need: int) -> _Arena:
-        return cls(SharedMemory(create=True, size=-(-need // _GROW) * _GROW), owner=True)
-
-    @classmethod
-    def attach(cls, name: str) -> _Arena:
-        return cls(SharedMemory(name=name), owner=False)
-
-    @property
-    def name(self) -> str:
-        return self.shm.name
-
-    def close(self) -> None:
-        self.view = torch.empty(0, dtype=torch.uint8)  # drop the buffer export first
-        with contextlib.suppress(BufferError):
-            self.shm.close()
-        if self.owner:
-            with contextlib.suppress(FileNotFoundError):
-                self.shm.unlink()
-
-
-def _grown(arena: _Arena | None, need: int) -> _Arena:
-    """``arena`` if it holds ``need`` bytes, else a new (owned) one replacing it."""
-    if arena is not None and arena.shm.size >= need:
-        return arena
-    if arena is not None:
-        arena.close()  # the worker keeps its mapping until it sees the new name
-    return _Arena.create(need)
-
-
-class _Pickler(pickle.Pickler):
-    dispatch_table = {**copyreg.dispatch_table, MappingProxyType: _reduce_mappingproxy}
-
-    def __init__(self, file: io.BytesIO, tensors: list[tuple[int, torch.Tensor]] | None) -> None:
-        super().__init__(file, protocol=5)
-        self.tensors = tensors
-        self.size = 0
-
-    def persistent_id(self, obj: Any) -> Any:
-        if (self.tensors is None or not isinstance(obj, torch.Tensor)
-                or obj.layout != torch.strided or obj.is_quantized):
-            return None
-        self.tensors.append((self.size, obj))
-        ref = (self.size, tuple(obj.shape), obj.dtype, str(obj.device))
-        self.size += -(-(obj.numel() * obj.element_size()) // _ALIGN) * _ALIGN
-        return ref
-
-
-def _dumps(obj: Any, tensors: list[tuple[int, torch.Tensor]] | None = None) -> tuple[bytes, int]:
-    """Pickle ``obj``; with ``tensors`` given, collect them out of band (returns arena bytes)."""
-    buf = io.BytesIO()
-    pickler = _Pickler(buf, tensors)
-    pickler.dump(obj)
-    return buf.getvalue(), pickler.size
-
-
-def _fill(arena: _Arena, tensors: list[tuple[int, torch.Tensor]]) -> None:
-    for offset, t in tensors:
-        n = t.numel() * t.element_size()
-        if n:
-            arena.view[offset:offset + n].view(t.dtype).view(t.shape).copy_(t.detach())
-
-
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, arena: _Arena | None) -> None:
-        super().__init__(io.BytesIO(data))
-        self.arena = arena
-        self.size = 0  # tensor bytes copied out of the arena
-
-    def persistent_load(self, pid: Any) -> torch.Tensor:
-        offset, shape, dtype, device = pid
-        n = math.prod(shape) * dtype.itemsize
-        self.size += n
-        if n == 0 or self.arena is None:
-            t = torch.empty(shape, dtype=dtype)
-        else:  # the one copy: a frame handed to user code must never alias the arena
-            t = self.arena.view[offset:offset + n].view(dtype).view(shape).clone()
-        return t if device == "cpu" else t.to(device)
-
-
-def _send(conn: Connection, kind: str, arena: str | None, body: bytes) -> int:
-    data = pickle.dumps((kind, arena, body), protocol=5)
-    conn.send_bytes(data)
-    return len(data)
-
-
-def _worker_main(conn: Connection) -> None:
-    """Entry point of a worker process (module level so ``spawn`` can import it)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
-    worker = _WorkerLoop(conn)
-    try:
-        worker.serve()
-    finally:
-        worker.close()
-
-
-class _WorkerLoop:
-    """Worker side: holds the unpickled actor between ticks and answers the parent."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.actor: Any = None
-        self.loop: asyncio.AbstractEventLoop | None = None  # persistent, for async methods
-        self.arena_in: _Arena | None = None
-        self.arena_out: _Arena | None = None
-
-    def serve(self) -> None:
-        while True:
+    def device_for(self, actor: Actor) -> torch.device:
+        """The actor's own ``device`` attribute when it names one, else this dispatcher's."""
+        own = getattr(actor, "device", None)
+        if isinstance(own, (str, torch.device)):
             try:
-                kind, arena, body = pickle.loads(self.conn.recv_bytes())
-            except EOFError:  # the parent is gone
-                return
-            if kind == "stop":
-                return
-            try:
-                reply = self.handle(kind, arena, body)
-            except Exception as exc:  # noqa: BLE001 - reported to the parent
-                info = (type(exc).__qualname__, str(exc), traceback.format_exc())
-                reply = ("error", None, pickle.dumps(info))
-            _send(self.conn, *reply)
+                return resolve_device(own, where=f"actor '{actor.actor_id}': device")
+            except ValueError:
+                pass  # a device this machine lacks: the actor reports it itself
+        return self.device
 
-    def run(self, result: Awaitable[None] | None) -> None:
-        if inspect.isawaitable(result):
-            if self.loop is None:
-                self.loop = asyncio.new_event_loop()
-                asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(result)
+    def stream_for(self, actor: Actor) -> Stream:
+        """``actor``'s stream: created on first use, then the same object every call.
 
-    def handle(self, kind: str, arena: str | None, body: bytes) -> tuple[str, str | None, bytes]:
-        if kind == "setup":
-            self.actor = pickle.loads(body)
-            self.run(self.actor.setup())
-            return ("ok", None, b"")
-        if kind == "teardown":
-            self.run(self.actor.teardown())
-            return ("ok", None, b"")
-        if arena is not None and (self.arena_in is None or self.arena_in.name != arena):
-            if self.arena_in is not None:
-                self.arena_in.close()
-            self.arena_in = _Arena.attach(arena)
-        tick, inputs = _Unpickler(body, self.arena_in).load()
-        actor = self.actor
-        for name, items in inputs:
-            for item in items:
-                actor.inputs[name].feed(item)  # user reads see the usual ring-buffer semantics
-        captured: dict[str, list[Any]] = {}
-        for name, port in actor.outputs.items():
-            port._captured = captured[name] = []
-        try:
-            self.run(actor.process(tick))
-        finally:
-            for port in actor.outputs.values():
-                port._captured = None
-        tensors: list[tuple[int, torch.Tensor]] = []
-        out, size = _dumps([(n, items) for n, items in captured.items() if items], tensors)
-        if size > (0 if self.arena_out is None else self.arena_out.shm.size):
-            _send(self.conn, "grow", None, pickle.dumps(size))  # the parent owns segments
-            _, name, _ = pickle.loads(self.conn.recv_bytes())
-            if self.arena_out is not None:
-                self.arena_out.close()
-            self.arena_out = _Arena.attach(name)
-        if tensors:
-            assert self.arena_out is not None
-            _fill(self.arena_out, tensors)
-        return ("done", None if self.arena_out is None else self.arena_out.name, out)
-
-    def close(self) -> None:
-        if self.loop is not None:
-            self.loop.close()
-        for arena in (self.arena_in, self.arena_out):
-            if arena is not None:
-                arena.close()
-
-
-@dataclass(eq=False)
-class _Worker:
-    """Parent side of one actor's worker process."""
-
-    actor: Actor
-    process: BaseProcess
-    conn: Connection
-    arena_in: _Arena | None = None   # parent -> worker tensors
-    arena_out: _Arena | None = None  # worker -> parent tensors
-    busy: bool = False
-    pending: int = 0     # requests whose reply is unread (a cancelled await leaves one)
-    closed: bool = False
-    exit_text: str = ""
-    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("ticks", "sent_bytes_last", "received_bytes_last", "shm_bytes_last"), 0))
-
-    @property
-    def actor_id(self) -> str:
-        return self.actor.actor_id
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-
-
-class ProcessPoolDispatcher(Dispatcher):
-    """One worker process (``streamlib-<actor_id>``) per actor; its state lives there.
-
-    ``dispatch`` sends the items newly read from each input (``read_all_new``) with
-    the tick; the worker feeds them to its copy of the inputs, runs ``process``,
-    and returns what each output wrote, which the parent then writes (in order
-    per output) so downstream propagation happens in the parent. Tensors anywhere
-    in those items cross in per-actor shared-memory arenas and are copied out once
-    on arrival; the rest is pickled. Worker failures raise WorkerError with the
-    worker traceback. POSIX only (waits use ``loop.add_reader``). Workers are
-    daemonic: an actor running in one cannot start processes of its own.
-    """
-
-    name = "process"
-
-    def __init__(self, *, mp_context: str = "spawn", start_timeout: float = 60.0,
-                 stop_timeout: float = 5.0) -> None:
-        super().__init__()
-        self._ctx = mp.get_context(mp_context)  # ValueError for an unknown method
-        self._start_timeout = start_timeout
-        self._stop_timeout = stop_timeout
-        self._lock = threading.Lock()  # _workers is also read by shutdown() on another thread
-        self._workers: dict[int, _Worker] = {}
-
-    def stats(self, actor: Actor) -> dict[str, int]:
-        """Counters of ``actor``'s worker: ``ticks`` and, for the last tick, pickled control
-        bytes each way (``sent_bytes_last``/``received_bytes_last``) and tensor bytes that
-        crossed in shared memory (``shm_bytes_last``). Raises ActorStateError if not set up."""
-        return dict(self._get(actor).stats)
-
-    # -- public coroutines -------------------------------------------------
-    async def setup(self, actor: Actor) -> None:
-        """Start the worker and run ``setup`` in it.
-
-        Raises TypeError if the actor cannot be pickled, ActorStateError if already
-        set up, WorkerError if setup raised, the worker died or did not answer
-        within ``start_timeout``.
+        A ``torch.cuda.Stream`` on a CUDA device, else a ``CPUStream`` (whose
+        ``with`` block does nothing and binds None). Thread-safe.
         """
-        with self._work(actor, "set up"):
-            if id(actor) in self._workers:
-                raise ActorStateError(f"actor '{actor.actor_id}' is already set up on this dispatcher")
-            blob = self._pickle_actor(actor)
-            parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-            process = self._ctx.Process(  # type: ignore[attr-defined]
-                target=_worker_main, args=(child_conn,), name=f"streamlib-{actor.actor_id}",
-                daemon=True)
-            try:
-                process.start()  # spawn: fork+exec only, the child imports on its own
-            except BaseException:
-                parent_conn.close()
-                raise
-            finally:
-                child_conn.close()  # ours must go, or we never see EOF when the child dies
-            w = _Worker(actor, process, parent_conn, busy=True)  # busy: shutdown won't claim it
-            with self._lock:
-                self._workers[id(actor)] = w
-            try:
-                reply = await self._exchange(w, "setup", None, blob, self._start_timeout)
-                self._check(w, reply, "setup")
-            except BaseException as exc:
-                with self._lock:
-                    self._workers.pop(id(actor), None)
-                await self._stop(w, graceful=not w.pending)  # setup() raised: worker is idle
-                if isinstance(exc, TimeoutError):
-                    raise WorkerError(f"actor '{actor.actor_id}' worker did not finish setup "
-                                      f"within {self._start_timeout} s") from None
-                raise
-            finally:
-                w.busy = False
+        key = id(actor)
+        stream = self._streams.get(key)
+        if stream is None:
+            with self._streams_lock:
+                stream = self._streams.get(key)
+                if stream is None:
+                    stream = new_stream(self.device_for(actor), self.priority)
+                    self._streams[key] = stream
+        return stream
 
-    async def dispatch(self, actor: Actor, tick: TimedTick) -> None:
-        """Run ``process(tick)`` in the worker and write its outputs here.
-
-        Raises WorkerError (process raised, or the worker died), ActorStateError
-        (not set up, or a call for this actor is already running).
-        """
-        with self._work(actor, "dispatch to"):
-            w = self._get(actor)
-            async with self._exclusive(w):
-                inputs = [(name, items) for name, port in actor.inputs.items()
-                          if (items := port.read_all_new())]
-                tensors: list[tuple[int, torch.Tensor]] = []
-                body, size = _dumps((tick, inputs), tensors)
-                if size:
-                    w.arena_in = _grown(w.arena_in, size)
-                    _fill(w.arena_in, tensors)
-                arena = None if w.arena_in is None else w.arena_in.name
-                reply = await self._exchange(w, "tick", arena, body)
-                self._check(w, reply, "process")
-                unpickler = _Unpickler(reply[2], w.arena_out)
-                outputs: list[tuple[str, list[Any]]] = unpickler.load()
-                w.stats["ticks"] += 1
-                w.stats["shm_bytes_last"] = size + unpickler.size
-        for name, items in outputs:
-            port = actor.outputs[name]
-            for item in items:
-                port.write(item)
+    def forget(self, actor: Actor) -> None:
+        """Drop the cached stream of ``actor`` (called after its teardown)."""
+        with self._streams_lock:
+            self._streams.pop(id(actor), None)
 
     async def teardown(self, actor: Actor) -> None:
-        """Run ``teardown`` in the worker, stop it and free its shared memory.
-
-        A no-op for an actor whose setup failed. Raises WorkerError if teardown
-        raised or did not finish within ``stop_timeout`` (the worker is killed).
-        """
-        with self._work(actor, "tear down"):
-            w = self._workers.get(id(actor))
-            if w is None:
-                return
-            try:
-                if not w.closed:
-                    async with self._exclusive(w):
-                        reply = await self._exchange(w, "teardown", None, b"", self._stop_timeout)
-                        self._check(w, reply, "teardown")
-            except TimeoutError:
-                raise WorkerError(f"actor '{w.actor_id}' teardown did not finish within "
-                                  f"{self._stop_timeout} s; worker killed") from None
-            finally:
-                with self._lock:
-                    self._workers.pop(id(actor), None)
-                await self._stop(w, graceful=not w.pending)  # a timed-out worker is killed
-
-    # -- parent-side protocol ----------------------------------------------
-    def _get(self, actor: Actor) -> _Worker:
-        w = self._workers.get(id(actor))
-        if w is None:
-            raise ActorStateError(f"actor '{actor.actor_id}' is not set up on this process dispatcher")
-        return w
-
-    def _pickle_actor(self, actor: Actor) -> bytes:
         try:
-            return _dumps(actor)[0]
-        except Exception as exc:
-            where = "its state"
-            for key, value in actor.__getstate__().items():
-                if isinstance(value, PortDict):
-                    continue  # ports pickle as shells; a failure there is the owner's state
-                try:
-                    _dumps(value)
-                except Exception:  # noqa: BLE001 - this attribute is the culprit
-                    where = f"attribute {key!r}"
-                    break
-            raise TypeError(
-                f"actor '{actor.actor_id}' ({type(actor).__name__}) cannot be sent to a worker "
-                f"process: {where} is not picklable ({type(exc).__name__}: {exc}); create such "
-                "resources in setup() and define the class at module level") from exc
-
-    @contextlib.asynccontextmanager
-    async def _exclusive(self, w: _Worker) -> AsyncIterator[None]:
-        """Own the worker's pipe for one call (shutdown() claims idle workers the same way).
-
-        Raises ActorStateError if a call is running, WorkerError if the worker is gone.
-        """
-        with self._cond:
-            if w.busy:
-                raise ActorStateError(f"actor '{w.actor_id}': a call is already running in its worker")
-            if w.closed:
-                raise (self._refused(w.actor, "dispatch to") if self._closed else
-                       WorkerError(f"actor '{w.actor_id}' worker is not running ({w.exit_text})"))
-            w.busy = True
-        try:
-            yield
+            await super().teardown(actor)
         finally:
-            w.busy = False
+            self.forget(actor)
 
-    async def _exchange(self, w: _Worker, kind: str, arena: str | None, body: bytes,
-                        timeout: float | None = None) -> tuple[str, str | None, bytes]:
-        """Send one request and return its final reply (answering arena-grow requests).
-
-        Raises TimeoutError, WorkerError if the worker died.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while w.pending:  # an earlier await was cancelled: discard its reply first
-            await self._final_reply(w, deadline)
-        try:
-            w.stats["sent_bytes_last"] = _send(w.conn, kind, arena, body)
-        except OSError:
-            raise await self._died(w) from None
-        w.pending += 1
-        return await self._final_reply(w, deadline)
-
-    async def _final_reply(self, w: _Worker, deadline: float | None) -> tuple[str, str | None, bytes]:
-        while True:
-            kind, arena, body = await self._recv(w, deadline)
-            if kind != "grow":
-                w.pending -= 1
-                return kind, arena, body
-            w.arena_out = _grown(w.arena_out, pickle.loads(body))
-            _send(w.conn, "arena", w.arena_out.name, b"")
-
-    async def _recv(self, w: _Worker, deadline: float | None) -> tuple[str, str | None, bytes]:
-        if not w.conn.poll(0):
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            await _readable((w.conn.fileno(), w.process.sentinel), timeout)
-        if w.closed:  # shutdown() killed the worker under us
-            w.conn.close()
-            raise DispatcherShutdownError(f"actor '{w.actor_id}': dispatcher shut down mid-call")
-        try:
-            if not w.conn.poll(0):  # only the sentinel fired: the process exited
-                raise EOFError
-            data = w.conn.recv_bytes()
-        except (EOFError, OSError):
-            raise await self._died(w) from None
-        w.stats["received_bytes_last"] = len(data)
-        kind, arena, body = pickle.loads(data)
-        return kind, arena, body
-
-    def _check(self, w: _Worker, reply: tuple[str, str | None, bytes], phase: str) -> None:
-        if reply[0] == "error":
-            tname, message, tb = pickle.loads(reply[2])
-            raise WorkerError(f"actor '{w.actor_id}' {phase} raised {tname}: {message}", tb)
-
-    async def _died(self, w: _Worker) -> WorkerError:
-        for _ in range(100):  # the exit status can trail the closed pipe by a moment
-            if w.process.exitcode is not None:
-                break
-            await asyncio.sleep(0.01)
-        text = _exit_text(w.process.exitcode)
-        await self._stop(w, graceful=False)
-        w.exit_text = f"worker process died, {text}"
-        return WorkerError(f"actor '{w.actor_id}' worker process died ({text})")
-
-    async def _stop(self, w: _Worker, graceful: bool) -> None:
-        """Stop the worker (politely if ``graceful``, else terminate) and free everything."""
-        if w.closed:
+    @contextlib.contextmanager
+    def _on_stream(self, actor: Actor) -> Iterator[None]:
+        stream = self.stream_for(actor)
+        if isinstance(stream, CPUStream):
+            yield  # CPU: no streams, no events; nothing to wait for
             return
-        w.closed = True
-        if graceful:
-            with contextlib.suppress(OSError):
-                _send(w.conn, "stop", None, b"")
-        p = w.process
-        for wait_s, escalate in ((self._stop_timeout if graceful else 0.0, p.terminate),
-                                 (1.0, p.kill), (5.0, None)):
-            with contextlib.suppress(TimeoutError):
-                await _readable((p.sentinel,), wait_s)
-            p.join(0.1)  # reap; the exit status trails the sentinel by microseconds
-            if p.exitcode is not None or escalate is None:
-                break
-            escalate()
-        w.exit_text = w.exit_text or f"stopped, {_exit_text(p.exitcode)}"
-        self._dispose(w, fds=True)
+        with stream_context(stream):
+            for port in actor.inputs.values():
+                item = port.peek_latest()
+                if item is not None:
+                    wait_ready(item, stream)
+            yield
 
-    def _dispose(self, w: _Worker, fds: bool) -> None:
-        for arena in (w.arena_in, w.arena_out):
-            if arena is not None:
-                arena.close()
-        w.arena_in = w.arena_out = None
-        if fds:  # not while a coroutine may still have them registered with its loop
-            w.conn.close()
-            if w.process.exitcode is not None:
-                w.process.close()
-
-    def _shutdown(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            workers = [w for w in self._workers.values() if not w.closed]
-            self._workers.clear()
-        # Idle workers run teardown while we wait for the busy ones; once idle after
-        # the wait they follow; workers still mid-call are killed.
-        tearing = self._claim_idle(workers)
-        all_idle = self._wait_idle(timeout)
-        tearing += self._claim_idle([w for w in workers if w not in tearing])
-        errors: list[Exception] = []
-        for w in workers:
-            w.closed = True
-            p = w.process
-            if w in tearing:
-                try:
-                    if w.conn.poll(max(0.0, deadline - time.monotonic())):
-                        reply = pickle.loads(w.conn.recv_bytes())
-                        _send(w.conn, "stop", None, b"")
-                        self._check(w, reply, "teardown")
-                    else:
-                        errors.append(ShutdownTimeoutError(
-                            f"actor '{w.actor_id}' teardown did not finish within {timeout} s"))
-                except WorkerError as exc:
-                    errors.append(exc)
-                except (OSError, EOFError):
-                    pass  # it died: nothing left to tear down
-                p.join(max(0.0, deadline - time.monotonic()))
-            for escalate in (p.terminate, p.kill):
-                if p.exitcode is None:
-                    escalate()
-                    p.join(1.0)
-            # A coroutine still awaiting a killed worker wakes on EOF and closes the pipe.
-            self._dispose(w, fds=w in tearing)
-        if not all_idle:
-            raise ShutdownTimeoutError(
-                f"{self.name} dispatcher: calls still running after {timeout} s; workers killed")
-        if errors:
-            raise errors[0]
-
-    def _claim_idle(self, workers: list[_Worker]) -> list[_Worker]:
-        """Mark idle workers closed (no call can start on them) and send them teardown."""
-        claimed = []
-        for w in workers:
-            with self._cond:
-                if w.busy or w.pending or w.closed:
-                    continue
-                w.closed = True
-            with contextlib.suppress(OSError):
-                _send(w.conn, "teardown", None, b"")
-            claimed.append(w)
-        return claimed
+    def _context(self, actor: Actor) -> contextlib.AbstractContextManager[None]:
+        return self._on_stream(actor)
 
 
-async def _readable(fds: tuple[int, ...], timeout: float | None) -> None:
-    """Wait until any of ``fds`` is readable, without a thread. Raises TimeoutError."""
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
+def __getattr__(name: str) -> Any:
+    # The process pool lives in streamlib.procpool (it imports Dispatcher from here,
+    # so it is loaded on first use rather than at the top).
+    if name == "ProcessPoolDispatcher":
+        from .procpool import ProcessPoolDispatcher
 
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    for fd in fds:
-        loop.add_reader(fd, wake)
-    try:
-        await asyncio.wait_for(ready, timeout)
-    finally:
-        for fd in fds:
-            loop.remove_reader(fd)
+        return ProcessPoolDispatcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
@@ -38,6 +39,8 @@ from .errors import ActorStateError, ClockClosedError, EndOfStream
 
 if TYPE_CHECKING:
     from .dispatchers import Dispatcher
+    from .metrics import MetricsSnapshot
+    from .telemetry import Telemetry
 
 logger = logging.getLogger("streamlib")
 
@@ -95,6 +98,7 @@ class _ClockDriver:
                     return
                 except ClockClosedError:
                     return
+                self.runtime._note_origin(tick)
                 for actor in self.subscribers:
                     self.runtime._notify(actor, tick)
                 if not clock.realtime:
@@ -123,8 +127,15 @@ class Runtime:
     """
 
     def __init__(self, *, autostart: bool = False, name: str = "streamlib",
-                 max_workers: int | None = None) -> None:
+                 max_workers: int | None = None, collect_metrics: bool = True) -> None:
         self.name = name
+        # Metrics (streamlib.metrics): per-call sample windows, per-actor CPU
+        # time and tick-origin latency. On by default; False keeps only counters.
+        self.collect_metrics = collect_metrics
+        # id(tick) -> (tick, origin ns); ordered so the oldest is evicted in O(1)
+        self._origins: OrderedDict[int, tuple[TimedTick, int]] = OrderedDict()
+        self._origins_lock = threading.Lock()
+        self._telemetry: Telemetry | None = None
         self.autostart = autostart
         self._max_workers = max_workers
         self._lock = threading.RLock()
@@ -252,6 +263,8 @@ class Runtime:
             except Exception:  # noqa: BLE001
                 logger.exception("runtime %r: dispatcher %r shutdown failed",
                                  self.name, dispatcher.name)
+        if self._telemetry is not None:
+            self._telemetry.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
@@ -296,6 +309,61 @@ class Runtime:
             "links": links,
         }
 
+    def metrics(self, telemetry: bool = True) -> MetricsSnapshot:
+        """Frozen snapshot of every actor and link, totals and (``telemetry``)
+        the latest CPU/GPU sample; see ``streamlib.metrics``. Safe from any thread.
+
+        The first call with ``telemetry=True`` starts the runtime's telemetry
+        sampler (a background thread sampling once a second, stopped by
+        ``close()``); GPU figures are "not available" without an NVIDIA driver.
+        """
+        from .metrics import snapshot
+
+        sample = None
+        if telemetry and not self._closed:
+            with self._lock:
+                if self._telemetry is None:
+                    from .telemetry import Telemetry
+
+                    self._telemetry = Telemetry(interval=1.0).start()
+                sampler = self._telemetry
+            sample = sampler.latest()
+        return snapshot(self, sample)
+
+    # -- metrics -------------------------------------------------------------
+    _ORIGINS_KEPT = 4096  # ticks whose origin is remembered (about 68 s at 60 fps)
+
+    def _note_origin(self, tick: TimedTick) -> None:
+        """Clock thread: remember when ``tick`` was issued (non-monotonic clocks)."""
+        if not self.collect_metrics or tick.clock_id == "monotonic":
+            return  # a monotonic timestamp is its own origin
+        now = time.monotonic_ns()
+        with self._origins_lock:  # several clock threads insert and evict
+            origins = self._origins
+            origins[id(tick)] = (tick, now)  # the tick is held, so its id stays unique
+            if len(origins) > self._ORIGINS_KEPT:
+                origins.popitem(last=False)
+
+    def _record(self, actor: Actor, tick: TimedTick, elapsed_ns: int) -> None:
+        """Loop thread, after a successful process(): add one metrics sample."""
+        st = actor._sl
+        done = time.monotonic_ns()
+        if tick.clock_id == "monotonic":
+            origin = tick.timestamp_ns
+        else:
+            entry = self._origins.get(id(tick))  # atomic under the GIL
+            origin = entry[1] if entry is not None and entry[0] is tick else 0
+        latency = done - origin if origin > 0 else -1
+        cpu, st.cpu_ns = st.cpu_ns, -1
+        c = st.counters
+        if cpu >= 0:
+            c.cpu_ns_total += cpu
+            c.cpu_samples += 1
+        if latency >= 0:
+            c.latency_ns_total += latency
+            c.latency_samples += 1
+        st.window.add(done, elapsed_ns, cpu, latency)
+
     # -- attaching and starting actors ------------------------------------
     def _check_open(self) -> None:
         if self._closed:
@@ -311,6 +379,7 @@ class Runtime:
                 )
             actor._sl.dispatcher = self._resolve_dispatcher(actor)
             actor._sl.runtime = self
+            actor._sl.measure_cpu = self.collect_metrics
             self._actors[actor.actor_id] = actor
             start_now = self._started
         if start_now:
@@ -448,20 +517,21 @@ class Runtime:
         try:
             while tick is not None and st.status is ActorStatus.RUNNING:
                 st.current_tick = tick
+                st.cpu_ns = -1
                 started = time.perf_counter_ns()
                 try:
                     await dispatcher.dispatch(actor, tick)
                 except Exception:  # noqa: BLE001 - isolate the failure to this actor
                     self._fail(actor, "process")
                 else:
-                    if tick.clock_id == "monotonic":  # same timebase as the source tick
-                        st.latencies.append(time.monotonic_ns() - tick.timestamp_ns)
                     elapsed = time.perf_counter_ns() - started
                     c = st.counters
                     c.processed += 1
                     c.process_ns_last = elapsed
                     c.process_ns_total += elapsed
                     c.process_ns_max = max(c.process_ns_max, elapsed)
+                    if self.collect_metrics:
+                        self._record(actor, tick, elapsed)
                 finally:
                     st.current_tick = None
                     self._done()

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Generic, Iterator, Literal, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Literal, Mapping, TypeVar
 
+import torch
+
+from . import staging as _staging
 from .buffers import RingBuffer, RingBufferStats
 from .errors import PortError, PortKindError
 from .frames import frame_kind
 
 if TYPE_CHECKING:
     from .actor import Actor
+
+# Staging hook gate: True once CUDA is initialised in this process; never initialises it.
+_cuda_in_use: Callable[[], bool] = torch.cuda.is_initialized
 
 PortKind = Literal["video", "audio", "event", "data", "any"]
 PORT_KINDS: tuple[PortKind, ...] = ("video", "audio", "event", "data", "any")
@@ -218,8 +224,19 @@ class StreamOutput(_Port):
         """
         self._check_item(item)
         links = self._links
-        for inp in links:
-            inp._buffer.write(item)
+        if links and _cuda_in_use():
+            # Staging hook (streamlib/staging.py). Only once CUDA is initialised can a
+            # tensor be on a GPU; until then this branch costs one call. It gives CUDA
+            # frames a ready event that GPU readers' streams wait on, stages one host
+            # copy for CPU readers (published later, when the copy is done, so those
+            # links are left out here) and uploads CPU frames once for GPU readers.
+            pairs = _staging.route(self, item, links)
+            for inp, staged in pairs:
+                inp._buffer.write(staged)
+            links = tuple(inp for inp, _ in pairs)
+        else:
+            for inp in links:
+                inp._buffer.write(item)
         self.written += 1
         if self._captured is not None:
             self._captured.append(item)

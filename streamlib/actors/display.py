@@ -16,8 +16,11 @@ runtime loop (``close()`` run there only queues the stop), because a stop
 waits for the in-flight ``process`` call: calling it from inside ``process``
 and blocking on it would deadlock.
 
-Uploads are host uploads: CUDA frames are copied to host memory and written
-with ``glTexSubImage2D`` (a CUDA-GL interop path is future work).
+Uploads go through ``streamlib.gl_interop``: on CUDA with the NVIDIA GL driver
+a CUDA frame is copied device-to-device into a CUDA-registered pixel buffer
+(registered once) and from there into the texture on the GPU, with no host
+round trip; elsewhere (no CUDA, Mesa, CPU frames) it is a host upload.
+``describe()["display"]`` says which path the last frame took and why.
 """
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ import torch
 
 from ..actor import Actor
 from ..clocks import TimedTick
+from ..device import ready_event
 from ..errors import ActorStateError
 from ..frames import EventMessage, PixelFormat, VideoFrame
+from ..gl_interop import (
+    HOST, HostUploader, InteropError, TextureUploader, UploadPath, create_uploader,
+)
 from ..ports import StreamInput, StreamOutput
 
 if TYPE_CHECKING:
@@ -199,6 +206,9 @@ class DisplayActor(Actor):
         self._vbo: moderngl.Buffer | None = None
         self._tex: moderngl.Texture | None = None
         self._tex_key: tuple[int, int, PixelFormat] | None = None
+        self._uploader: TextureUploader | None = None
+        self.upload_path: UploadPath = HOST  # the path the last frame took (or will take)
+        self.upload_reason = "not set up"
         self._window: Any = None
         self._glfw_held = False
         self._closing = False
@@ -290,7 +300,8 @@ class DisplayActor(Actor):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["display"] = {
-            "mode": self.mode, "upload": "host", "width": self.width, "height": self.height,
+            "mode": self.mode, "upload": self.upload_path, "upload_reason": self.upload_reason,
+            "width": self.width, "height": self.height,
             "vsync": self.vsync, "frames_shown": self.frames_shown,
             "last_frame_shown": self.last_frame_shown,
         }
@@ -355,11 +366,14 @@ class DisplayActor(Actor):
             self._fbo = self._ctx.framebuffer(
                 color_attachments=[self._ctx.renderbuffer((self.width, self.height), 4)])
             self._fb_size = (self.width, self.height)
-        logger.info("display %r: %s mode (%s; %dx%d, %s)", self.actor_id, mode, why,
-                    self.width, self.height,
-                    "vsync" if self.vsync and mode == "window" else "no vsync")
         ctx = self._ctx
         assert ctx is not None and self._fbo is not None
+        self._uploader = create_uploader(ctx)  # decided once per context; never raises
+        self.upload_path, self.upload_reason = self._uploader.path, self._uploader.reason
+        logger.info("display %r: %s mode (%s; %dx%d, %s); %s upload (%s)", self.actor_id, mode,
+                    why, self.width, self.height,
+                    "vsync" if self.vsync and mode == "window" else "no vsync",
+                    self.upload_path, self.upload_reason)
         self._prog = ctx.program(vertex_shader=_VERTEX, fragment_shader=_FRAGMENT)
         self._vbo = ctx.buffer(_QUAD.tobytes())
         self._vao = ctx.vertex_array(self._prog, [(self._vbo, "2f 2f", "in_pos", "in_uv")])
@@ -412,10 +426,25 @@ class DisplayActor(Actor):
             self._tex.swizzle = swizzle
             self._tex_key = key
         self._frame_size = (w, h)
-        data = frame.data.detach()
-        if data.device.type != "cpu":
-            data = data.cpu()  # host upload; CUDA-GL interop is future work
-        self._tex.write(np.ascontiguousarray(data.numpy()))
+        self._write_texture(self._tex, frame)
+
+    def _write_texture(self, tex: moderngl.Texture, frame: VideoFrame) -> None:
+        uploader = self._uploader
+        assert uploader is not None
+        try:
+            path = uploader.upload(tex, frame.data.detach(), ready=ready_event(frame))
+        except InteropError as exc:
+            # e.g. registration refused (GL on another GPU): fall back for good, say why.
+            logger.warning("display %r: CUDA-GL interop failed, using host uploads: %s",
+                           self.actor_id, exc)
+            uploader.close()
+            self._uploader = uploader = HostUploader(f"interop failed: {exc}")
+            path = uploader.upload(tex, frame.data.detach())
+        if path != uploader.path:
+            reason = f"frame on {frame.data.device}; interop needs frames on the GL's GPU"
+        else:
+            reason = uploader.reason
+        self.upload_path, self.upload_reason = path, reason
 
     def _draw(self, present: bool = True) -> None:
         fbo, ctx, tex, vao = self._fbo, self._ctx, self._tex, self._vao
@@ -448,6 +477,9 @@ class DisplayActor(Actor):
         return torch.from_numpy(np.ascontiguousarray(rows[::-1]))  # GL rows are bottom-up
 
     def _gl_teardown(self) -> None:
+        uploader, self._uploader = self._uploader, None
+        if uploader is not None:
+            uploader.close()  # unregisters from CUDA while the context is still current
         owned_fbo = self._fbo if self._window is None else None  # glfw owns the window's
         for obj in (self._tex, self._vao, self._vbo, self._prog, owned_fbo):
             if obj is not None:

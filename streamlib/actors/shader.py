@@ -2,10 +2,15 @@
 
 The fragment shader runs over a full-screen triangle (``streamlib.gl``); input
 frames are bound as ``sampler2D`` textures named after the input ports, and the
-result is read back into a fresh CPU tensor per frame (frames are immutable;
-the staging buffer and textures are reused). The GPU issue replaces the
-readback with CUDA interop where available; this is the portable CPU path,
-which also runs headless on Mesa llvmpipe through EGL.
+result is read back into a fresh tensor per frame (frames are immutable; the
+staging buffer and textures are reused).
+
+Transfers go through ``streamlib.gl_interop``: with CUDA and the NVIDIA GL
+driver, CUDA input frames are copied into their textures through a
+CUDA-registered pixel buffer and the output texture is mapped and copied into
+a CUDA tensor, with no host round trip. Everywhere else (CPU frames, no CUDA,
+Mesa llvmpipe headless through EGL) the host path runs; ``describe()["shader"]``
+says which path each direction took and why.
 
 Orientation follows GL: ``uv`` and ``gl_FragCoord`` have y up (uv (0, 0) is the
 bottom-left of the image) and ``texture(input, uv)`` shows an input upright;
@@ -22,13 +27,19 @@ from typing import Any, Literal
 import moderngl
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from ..actor import Actor
 from ..clocks import Clock, SoftwareClock, TimedTick
+from ..device import ready_event, resolve_device
 from ..frames import PixelFormat, VideoFrame
 from ..gl import (
     FULLSCREEN_VERTEX_SHADER, GLContextError, ShaderCompileError, create_offscreen_context,
-    read_framebuffer, upload_texture,
+    upload_texture,
+)
+from ..gl_interop import (
+    HOST, CudaGLUploader, HostReader, HostUploader, InteropError, TextureReader,
+    TextureUploader, UploadPath, create_reader, create_uploader,
 )
 from ..ports import StreamInput, StreamOutput
 
@@ -114,7 +125,10 @@ class ShaderActor(Actor):
     first input has a new frame (other inputs: latest frame; an input that
     never received one samples as transparent black). The output keeps the
     first input's timestamp and frame number. The GL context lives on the
-    actor's own thread (default ``dispatcher="dedicated"``).
+    actor's own thread (default ``dispatcher="dedicated"``). Output frames are
+    on ``device``: by default the first input frame's device (a CUDA input
+    gives a CUDA output, read back through CUDA-GL interop where available),
+    the CPU for a shader without inputs.
 
     Args:
         fragment_source: GLSL fragment shader source (or use ``fragment_file``).
@@ -124,10 +138,12 @@ class ShaderActor(Actor):
         inputs: names of video input ports, bound as ``sampler2D`` in order.
         output_format: ``"rgba"`` (default) or ``"rgb24"``.
         fragment_file: path of a GLSL file (instead of ``fragment_source``).
+        device: output device (``"cpu"``, ``"cuda"``, ``"cuda:1"``); None
+            follows the first input frame (CPU without inputs).
         actor_id: unique id (default: auto).
 
     Raises:
-        ValueError: bad size, format, input names, neither or both sources.
+        ValueError: bad size, format, input names, device, neither or both sources.
         TypeError: ``inputs`` given as a str instead of a list.
         ShaderCompileError: (a ValueError) the shader fails to compile or link;
             the message names the actor and carries the GLSL log.
@@ -138,6 +154,7 @@ class ShaderActor(Actor):
     def __init__(self, fragment_source: str | None = None, width: int = 640, height: int = 360,
                  fps: float = 30, inputs: list[str] | tuple[str, ...] = (),
                  output_format: OutputFormat = "rgba", *, fragment_file: str | None = None,
+                 device: str | None = None,
                  actor_id: str | None = None, clock: Clock | None = None,
                  **kwargs: Any) -> None:
         if isinstance(inputs, str):  # list("video") would silently make five inputs
@@ -157,6 +174,7 @@ class ShaderActor(Actor):
         if bad or len(set(names)) != len(names):
             raise ValueError(f"{label}: inputs must be unique identifiers (GLSL sampler names, "
                              f"not starting with 'gl_'), got {names!r}")
+        self.device = None if device is None else resolve_device(device, where=f"{label}: device")
         if (fragment_source is None) == (fragment_file is None):
             raise ValueError(f"{label}: give exactly one of fragment_source and fragment_file")
         if fragment_file is not None:
@@ -182,6 +200,12 @@ class ShaderActor(Actor):
         self._textures: dict[str, moderngl.Texture] = {}
         self._staging: npt.NDArray[np.uint8] | None = None
         self._first_ns: int | None = None
+        self._uploader: TextureUploader | None = None
+        self._readers: dict[str, TextureReader] = {}  # by output device
+        self.upload_path: UploadPath = HOST  # path of the last input upload
+        self.upload_reason = "no input uploaded yet"
+        self.readback_path: UploadPath = HOST  # path of the last output readback
+        self.readback_reason = "nothing rendered yet"
 
     # -- GL lifecycle (on the dedicated thread) ----------------------------
     def setup(self) -> None:
@@ -202,8 +226,18 @@ class ShaderActor(Actor):
         _set_uniform(prog, "u_resolution", (float(self.width), float(self.height)))
         comps = 4 if self.output_format == "rgba" else 3
         self._staging = np.empty((self.height, self.width, comps), np.uint8)
+        uploader = self._uploader = create_uploader(ctx)  # decided once; never raises
+        self.upload_reason = uploader.reason
+        self._readers = {"cpu": HostReader(
+            uploader.reason if uploader.path == HOST else "output device is the CPU")}
 
     def teardown(self) -> None:
+        uploader, self._uploader = self._uploader, None
+        if uploader is not None:
+            uploader.close()  # unregister from CUDA while the context is current
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
         for tex in self._textures.values():
             tex.release()
         for obj in reversed(list(self._gl_objects.values())):
@@ -225,11 +259,76 @@ class ShaderActor(Actor):
             accepted = ", ".join(f.value for f in _INPUT_FORMATS)
             raise ValueError(f"ShaderActor '{self.actor_id}': input {name!r} got a "
                              f"{frame.format.value} frame; accepted formats: {accepted}")
-        tex = upload_texture(self._ctx, frame.data, self._textures.get(name))
+        tex = self._upload(name, frame)
         if tex.swizzle != swizzle:
             tex.swizzle = swizzle
         self._textures[name] = tex
         tex.use(location=unit)
+
+    def _upload(self, name: str, frame: VideoFrame) -> moderngl.Texture:
+        ctx, uploader, data = self._ctx, self._uploader, frame.data
+        assert ctx is not None and uploader is not None
+        old = self._textures.get(name)
+        if not isinstance(uploader, CudaGLUploader):
+            self.upload_path, self.upload_reason = HOST, uploader.reason
+            return upload_texture(ctx, data, old)
+        if data.device != uploader.device:
+            self.upload_path = HOST
+            self.upload_reason = f"frame on {data.device}; interop needs {uploader.device}"
+            return upload_texture(ctx, data, old)
+        height, width = int(data.shape[0]), int(data.shape[1])
+        comps = 1 if data.dim() == 2 else int(data.shape[2])
+        tex = old
+        if tex is None or tex.size != (width, height) or tex.components != comps:
+            if tex is not None:
+                tex.release()
+            tex = ctx.texture((width, height), comps, alignment=1)
+            tex.filter = (moderngl.NEAREST, moderngl.NEAREST)
+            tex.repeat_x = tex.repeat_y = False
+        try:
+            path = uploader.upload(tex, data, flip=True, ready=ready_event(frame))
+            reason = uploader.reason
+        except InteropError as exc:  # e.g. registration refused: host uploads from now on
+            uploader.close()
+            self._uploader = uploader = HostUploader(f"interop failed: {exc}")
+            path, reason = uploader.upload(tex, data, flip=True), uploader.reason
+        self.upload_path, self.upload_reason = path, reason
+        return tex
+
+    def _reader(self, device: torch.device) -> TextureReader:
+        key = str(device)
+        reader = self._readers.get(key)
+        if reader is None:
+            assert self._ctx is not None
+            reader = create_reader(self._ctx, self._gl_objects["target"], device)
+            self._readers[key] = reader
+        return reader
+
+    def _read_output(self, device: torch.device) -> torch.Tensor:
+        fbo = self._gl_objects["fbo"]
+        assert self._staging is not None
+        comps = int(self._staging.shape[2])
+        reader = self._reader(device)
+        try:
+            data = reader.read(fbo, comps, staging=self._staging)
+        except InteropError as exc:
+            reader.close()
+            reader = self._readers[str(device)] = HostReader(f"interop failed: {exc}")
+            data = reader.read(fbo, comps, staging=self._staging)
+        self.readback_path, self.readback_reason = reader.path, reader.reason
+        if data.device != device:
+            data = data.to(device)  # host readback, then one upload to the asked device
+        return data
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["shader"] = {
+            "width": self.width, "height": self.height, "output_format": self.output_format,
+            "device": None if self.device is None else str(self.device),
+            "upload": self.upload_path, "upload_reason": self.upload_reason,
+            "readback": self.readback_path, "readback_reason": self.readback_reason,
+        }
+        return info
 
     def process(self, tick: TimedTick) -> None:
         stamp = (tick.timestamp_ns, tick.frame_number, tick.clock_id)
@@ -255,8 +354,11 @@ class ShaderActor(Actor):
         fbo = self._gl_objects["fbo"]
         fbo.use()
         self._gl_objects["vao"].render(moderngl.TRIANGLES, vertices=3)
-        assert self._staging is not None
-        data = read_framebuffer(fbo, int(self._staging.shape[2]), staging=self._staging)
+        device = self.device
+        if device is None:
+            first_frame = frames[0] if frames else None
+            device = first_frame.data.device if first_frame is not None else torch.device("cpu")
+        data = self._read_output(device)
         self.outputs["video"].write(VideoFrame(
             data, timestamp_ns=stamp[0], frame_number=stamp[1],
             format=self.output_format, clock_id=stamp[2],

@@ -1,0 +1,239 @@
+"""GPU path costs: composite kernel, per-tick host overhead, allocations, staging bandwidth.
+
+Run from the repository root::
+
+    python -m benchmarks.gpu [--quick] [--out DIR]
+
+Cases (one JSON record, ``gpu.json``; a case that needs CUDA and finds none is
+recorded as ``{"skipped": "no CUDA"}``):
+
+* ``composite_1080p_4layers`` (CUDA + CuPy): GPU time per frame of
+  ``streamlib.kernels.composite``, 1920x1080 background + 4 full-frame RGBA
+  layers, timed with CUDA events around each launch (target < 0.5 ms on H100).
+* ``tick_overhead``: host time per ``GPUDispatcher`` tick of an actor whose
+  ``process`` writes one preallocated 1080p frame to a GPU reader:
+  ``context_only`` is the dispatcher's stream context with input waits alone;
+  ``in_thread`` adds the frame construction and the write (hook, event, the
+  reader's stream wait, the runtime notification) on the worker thread;
+  ``dispatch`` adds the thread-pool hop (target < 30 us). On a machine without
+  CUDA the same code runs with the CPU twins.
+* ``ring_allocations``: 1000 write/read cycles of a 3-slot 1080p
+  ``GPURingBuffer``; ring allocations and, on CUDA, the change of
+  ``torch.cuda.memory_allocated`` (target 0).
+* ``staging_bandwidth`` (CUDA): 1080p RGB frames copied device->host and
+  host->device the way ``streamlib.staging`` does (pinned memory, copy stream),
+  GB/s over a batch.
+* ``write_hook_cpu``: ns per ``StreamOutput.write`` to one link, and ns of the
+  staging gate alone (``torch.cuda.is_initialized``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks._record import percentiles, write_record
+from streamlib import kernels
+from streamlib.actor import Actor
+from streamlib.clocks import TimedTick
+from streamlib.device import cuda_available, new_stream, pinned_empty, resolve_device, stream_context
+from streamlib.dispatchers import GPUDispatcher
+from streamlib.frames import VideoFrame
+from streamlib.gpu_buffer import GPURingBuffer
+from streamlib.graph import Runtime
+from streamlib.ports import StreamInput, StreamOutput, _cuda_in_use
+
+W, H = 1920, 1080
+SKIP = {"skipped": "no CUDA"}
+
+
+def composite_case(frames: int) -> dict[str, Any]:
+    if not cuda_available():
+        return SKIP
+    if not kernels.cupy_available():
+        return {"skipped": "no CuPy (the [cuda] extra)"}
+    dev = resolve_device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    base = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, device=dev, generator=gen)
+    layers = [(torch.randint(0, 256, (H, W, 4), dtype=torch.uint8, device=dev, generator=gen),
+               0, 0, 0.8) for _ in range(4)]
+    out = torch.empty((H, W, 3), dtype=torch.uint8, device=dev)
+    kernels.composite(W, H, (0, 0, 0), layers, base, out=out, backend="cuda")  # compile
+    torch.cuda.synchronize()
+    samples, host = [], []
+    for _ in range(frames):
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        t0 = time.perf_counter()
+        start.record()
+        kernels.composite(W, H, (0, 0, 0), layers, base, out=out, backend="cuda")
+        end.record()
+        host.append((time.perf_counter() - t0) * 1e6)
+        end.synchronize()
+        samples.append(start.elapsed_time(end))
+    exact = torch.equal(out.cpu(), kernels.composite_ref(W, H, (0, 0, 0), layers, base).cpu())
+    return {"gpu_ms": percentiles(samples), "host_launch_us": percentiles(host),
+            "bit_exact": exact, "target_gpu_ms": 0.5}
+
+
+class _Writer(Actor):
+    def __init__(self, data: torch.Tensor, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.data = data
+        self.outputs["video"] = StreamOutput("video")
+
+    def process(self, tick: TimedTick) -> None:
+        self.outputs["video"].write(VideoFrame(self.data, timestamp_ns=tick.timestamp_ns,
+                                               frame_number=tick.frame_number))
+
+
+class _Reader(Actor):
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.inputs["video"] = StreamInput("video")
+
+    def process(self, tick: TimedTick) -> None:
+        pass
+
+
+def tick_overhead_case(ticks: int) -> dict[str, Any]:
+    dev = resolve_device()
+    data = torch.zeros((H, W, 3), dtype=torch.uint8, device=dev)
+    with Runtime() as rt, GPUDispatcher(dev, max_workers=1) as d:
+        writer, reader = _Writer(data, dispatcher=d), _Reader(dispatcher=d)
+        writer >> reader
+        in_thread: list[float] = []
+
+        def timed_process(tick: TimedTick) -> None:
+            t0 = time.perf_counter_ns()
+            with d._context(writer):
+                _Writer.process(writer, tick)
+            in_thread.append((time.perf_counter_ns() - t0) / 1e3)
+
+        writer.process = timed_process  # type: ignore[method-assign]
+
+        async def run() -> list[float]:
+            out = []
+            for n in range(ticks):
+                t0 = time.perf_counter_ns()
+                await d.dispatch(writer, TimedTick(n, n, "bench"))
+                out.append((time.perf_counter_ns() - t0) / 1e3)
+            return out
+
+        dispatch = asyncio.run(run())
+        context_only = []
+        for _ in range(ticks):
+            t0 = time.perf_counter_ns()
+            with d._context(writer):
+                pass
+            context_only.append((time.perf_counter_ns() - t0) / 1e3)
+        del rt
+    warm = ticks // 10
+    return {"device": str(dev), "context_only_us": percentiles(context_only[warm:]),
+            "in_thread_us": percentiles(in_thread[warm:]),
+            "dispatch_us": percentiles(dispatch[warm:]), "target_us": 30}
+
+
+def ring_case(cycles: int) -> dict[str, Any]:
+    dev = resolve_device()
+    ring = GPURingBuffer((H, W, 3), slots=3, device=dev)
+    cuda = dev.type == "cuda"
+
+    def cycle(n: int) -> None:
+        with ring.write(n) as t:
+            t.fill_(n % 256)
+        with ring.read_latest() as view:
+            view.tensor[0, 0, 0]
+
+    for n in range(10):
+        cycle(n)
+    if cuda:
+        torch.cuda.synchronize()
+    before_mem = torch.cuda.memory_allocated(dev) if cuda else 0
+    before = ring.stats().allocations
+    for n in range(cycles):
+        cycle(n)
+    if cuda:
+        torch.cuda.synchronize()
+    after_mem = torch.cuda.memory_allocated(dev) if cuda else 0
+    return {"device": str(dev), "cycles": cycles,
+            "ring_allocations_delta": ring.stats().allocations - before,
+            "cuda_memory_allocated_delta": after_mem - before_mem if cuda else None}
+
+
+def staging_case(frames: int) -> dict[str, Any]:
+    if not cuda_available():
+        return SKIP
+    dev = resolve_device("cuda")
+    copy = new_stream(dev)
+    src = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, device=dev)
+    nbytes = src.numel()
+    host = [pinned_empty(src.shape) for _ in range(frames)]
+    dst = [torch.empty_like(src) for _ in range(frames)]
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with stream_context(copy):
+        for h in host:
+            h.copy_(src, non_blocking=True)
+    copy.synchronize()
+    d2h = nbytes * frames / (time.perf_counter() - t0) / 1e9
+    t0 = time.perf_counter()
+    with stream_context(copy):
+        for h, d in zip(host, dst):
+            d.copy_(h, non_blocking=True)
+    copy.synchronize()
+    h2d = nbytes * frames / (time.perf_counter() - t0) / 1e9
+    ok = torch.equal(dst[-1], src)
+    return {"frame_bytes": nbytes, "frames": frames, "d2h_GBps": round(d2h, 2),
+            "h2d_GBps": round(h2d, 2), "d2h_fps": round(d2h * 1e9 / nbytes),
+            "h2d_fps": round(h2d * 1e9 / nbytes), "round_trip_exact": ok}
+
+
+def write_hook_case(writes: int) -> dict[str, Any]:
+    out, inp = StreamOutput("video"), StreamInput("video")
+    out.connect(inp)
+    f = VideoFrame(torch.zeros(2, 2, 3, dtype=torch.uint8), timestamp_ns=0)
+    runs, gates = [], []
+    for _ in range(5):
+        t0 = time.perf_counter_ns()
+        for _ in range(writes):
+            out.write(f)
+        runs.append((time.perf_counter_ns() - t0) / writes)
+        t0 = time.perf_counter_ns()
+        for _ in range(writes):
+            _cuda_in_use()
+        gates.append((time.perf_counter_ns() - t0) / writes)
+    return {"write_ns": statistics.median(runs), "gate_ns": statistics.median(gates),
+            "cuda_initialised": bool(_cuda_in_use())}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    q = args.quick
+    figures = {
+        "composite_1080p_4layers": composite_case(50 if q else 500),
+        "tick_overhead": tick_overhead_case(300 if q else 3000),
+        "ring_allocations": ring_case(200 if q else 1000),
+        "staging_bandwidth": staging_case(20 if q else 100),
+        "write_hook_cpu": write_hook_case(20000 if q else 200000),
+    }
+    params = {"width": W, "height": H, "quick": q, "cuda": cuda_available(),
+              "cupy": kernels.cupy_available()}
+    path = write_record("gpu", params, figures, args.out)
+    for name, fig in figures.items():
+        print(f"{name}: {fig}")
+    print(f"wrote {path}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""ST 2110-20 video over RTP/UDP: ``NetworkSendActor`` and ``NetworkReceiveActor``.
+
+The sender packs each RGB frame into pgroups (``streamlib.net.pgroup``, BT.709
+limited range), stamps it with the 90 kHz RTP time of the frame's own
+``timestamp_ns`` (ST 2110-10: streams from one clock line up; use a ``PTPClock``
+upstream for TAI-traceable times) and sends RFC 4175 packets paced over the frame
+period from a thread of its own (UDP GSO + sendmmsg). It describes the stream in
+SDP (``.sdp``, and ``sdp_path`` when given) that GStreamer, FFmpeg and ST 2110
+receivers accept, and ``NetworkReceiveActor(sdp=...)`` reads.
+
+The receiver binds one UDP port, reassembles frames on a thread of its own
+(``streamlib.net.jitter``: reordering within ``jitter_ms``, loss/late/duplicate/
+malformed counters, concealment or dropping of incomplete frames) and each tick
+outputs every frame finished since the last tick as an RGB24 ``VideoFrame`` whose
+metadata carries ``rtp_timestamp``, ``complete``, ``missing_lines``,
+``concealed`` and ``packets``.
+
+Destinations are loopback-only unless ``allow_remote=True`` (``streamlib.net.udp``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from typing import Any
+
+import torch
+
+from ..actor import Actor
+from ..clocks import SoftwareClock, TimedTick
+from ..frames import PixelFormat, VideoFrame
+from ..net.jitter import FrameAssembler, ReceiverStats, VideoStreamReceiver
+from ..net.pgroup import VideoFormat, format_from_fmtp, pack_rgb_fast, parse_format, \
+    unpack_to_rgb_fast
+from ..net.rfc4175 import VideoPacketizer, VideoStreamSender
+from ..net.rtp import media_timestamp
+from ..net.sdp import SDPStream, parse_rate, parse_sdp, video_stream, write_sdp
+from ..net.udp import check_destination, open_receiver, open_sender, parse_dest
+from ..ports import StreamInput, StreamOutput
+from ..registry import PortAllocator
+
+__all__ = ["NetworkSendActor", "NetworkReceiveActor", "VIDEO_PORTS"]
+
+logger = logging.getLogger("streamlib.network")
+
+# Ports handed out when no port is given: even ports, one per stream.
+VIDEO_PORTS = PortAllocator(6000, 6998)
+
+
+def _who(cls: str, actor_id: str | None) -> str:
+    return f"{cls}{f' {actor_id!r}' if actor_id else ''}"
+
+
+def _check_size(who: str, width: int | None, height: int | None, fmt: VideoFormat) -> None:
+    for name, v in (("width", width), ("height", height)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 16384):
+            raise ValueError(f"{who}: {name} must be an int in 1..16384 or None, got {v!r}")
+    if width is not None and width % fmt.pgroup_pixels:
+        raise ValueError(f"{who}: width must be a multiple of {fmt.pgroup_pixels} for "
+                         f"{fmt.name}, got {width}")
+
+
+class NetworkSendActor(Actor):
+    """Sends video as ST 2110-20 (RFC 4175 RTP over UDP), paced, and describes it in SDP.
+
+    Args:
+        dest: ``"host:port"`` to send to (``"127.0.0.1:5004"``, ``"[::1]:5004"``); a host
+            alone takes an even port from ``VIDEO_PORTS``.
+        format: ``"YCbCr-4:2:2/10"``, ``"YCbCr-4:2:2/8"`` or ``"RGB/8"``.
+        width: frame width (None: the first frame's; the SDP is written then).
+        height: frame height (None: the first frame's).
+        fps: frame rate: packets are spread over ``pacing`` / fps per frame, and the
+            SDP says ``exactframerate`` (59.94 is written 60000/1001).
+        payload_type: RTP payload type (96-127).
+        sdp_path: also write the SDP to this file (as soon as the size is known).
+        pacing: fraction of the frame period the packets are spread over (0: bursts).
+        gso: send with UDP GSO where the OS has it (about twice the packet rate).
+        allow_remote: allow destinations outside 127.0.0.0/8 and ::1.
+        block_s: how long ``process`` waits for a free send buffer before dropping the
+            frame (counted in ``stats()["frames_dropped"]``); default two frame periods.
+        ssrc: RTP SSRC (None: random).
+        ts_refclk: the SDP ``a=ts-refclk`` (``"ptp=IEEE1588-2008:traceable"`` when the
+            frames come from a ``PTPClock`` locked to PTP).
+    """
+
+    def __init__(self, dest: str = "127.0.0.1:5004", format: str = "YCbCr-4:2:2/10",
+                 width: int | None = None, height: int | None = None, fps: float = 60.0,
+                 payload_type: int = 96, sdp_path: str | None = None, pacing: float = 0.9,
+                 gso: bool = True, allow_remote: bool = False, block_s: float | None = None,
+                 ssrc: int | None = None, ts_refclk: str = "localmac=00-00-00-00-00-00", *,
+                 actor_id: str | None = None, **kwargs: Any) -> None:
+        who = _who("NetworkSendActor", actor_id)
+        try:
+            self.video_format = parse_format(format)
+        except ValueError as e:
+            raise ValueError(f"{who}: format: {e}") from None
+        _check_size(who, width, height, self.video_format)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+            raise ValueError(f"{who}: fps must be > 0, got {fps!r}")
+        if not isinstance(payload_type, int) or not 96 <= payload_type <= 127:
+            raise ValueError(f"{who}: payload_type must be a dynamic type 96-127, "
+                             f"got {payload_type!r}")
+        if not 0 <= pacing <= 1:
+            raise ValueError(f"{who}: pacing must be in 0..1, got {pacing!r}")
+        if not isinstance(dest, str):
+            raise TypeError(f"{who}: dest must be a 'host:port' str, got {type(dest).__name__}")
+        super().__init__(actor_id=actor_id, **kwargs)
+        try:
+            if dest.rsplit(":", 1)[-1].isdigit() and not dest.endswith("]"):
+                self.dest = parse_dest(dest, allow_remote=allow_remote)
+            else:
+                host = "127.0.0.1" if dest == "localhost" else dest.strip("[]")
+                check_destination(host, allow_remote=allow_remote)
+                self.dest = (host, VIDEO_PORTS.allocate(str(self.uri)))
+        except ValueError as e:
+            raise ValueError(f"{who}: dest: {e}") from None
+        self.width, self.height, self.fps = width, height, float(fps)
+        self.payload_type, self.sdp_path = payload_type, sdp_path
+        self.pacing, self.gso, self.allow_remote = pacing, gso, allow_remote
+        self.block_s = 2.0 / self.fps if block_s is None else float(block_s)
+        self.ssrc = random.getrandbits(32) if ssrc is None else ssrc & 0xFFFFFFFF
+        self.ts_refclk = ts_refclk
+        self.inputs["video"] = StreamInput("video")
+        self._sender: VideoStreamSender | None = None
+        self._sdp: str | None = None
+        self.frames_in = 0
+        self._done = {"frames_sent": 0, "frames_dropped": 0, "packets_sent": 0,
+                      "late_frames": 0}  # totals of senders already closed
+        if width is not None and height is not None:
+            self._write_sdp()
+
+    @property
+    def sdp(self) -> str | None:
+        """The stream's SDP text (None until the frame size is known)."""
+        return self._sdp
+
+    def sdp_stream(self) -> SDPStream | None:
+        """The stream as an ``SDPStream`` (None until the frame size is known)."""
+        if self.width is None or self.height is None:
+            return None
+        return video_stream(
+            self.dest[0], self.dest[1], width=self.width, height=self.height,
+            sampling=self.video_format.sampling, depth=self.video_format.depth, fps=self.fps,
+            payload_type=self.payload_type, ts_refclk=self.ts_refclk)
+
+    def _write_sdp(self) -> None:
+        stream = self.sdp_stream()
+        assert stream is not None
+        self._sdp = write_sdp([stream], session_name=f"streamlib {self.actor_id}")
+        if self.sdp_path:
+            tmp = f"{self.sdp_path}.tmp{os.getpid()}"
+            with open(tmp, "w", newline="") as f:
+                f.write(self._sdp)
+            os.replace(tmp, self.sdp_path)  # readers never see a half-written file
+
+    def _open(self, width: int, height: int) -> VideoStreamSender:
+        packetizer = VideoPacketizer(self.video_format, width, height,
+                                     payload_type=self.payload_type, ssrc=self.ssrc)
+        sock = open_sender(self.dest, allow_remote=self.allow_remote)
+        return VideoStreamSender(sock, packetizer, self.fps, pacing=self.pacing, gso=self.gso)
+
+    def process(self, tick: TimedTick) -> None:
+        for frame in self.inputs["video"].read_all_new():
+            self._send(frame)
+
+    def _send(self, frame: VideoFrame) -> None:
+        who = _who("NetworkSendActor", self.actor_id)
+        if frame.format not in (PixelFormat.RGB24, PixelFormat.RGBA):
+            raise ValueError(f"{who}: needs rgb24 or rgba frames, got {frame.format.value}")
+        if self._sender is None:
+            if self.width is None or self.height is None:
+                self.width, self.height = frame.width, frame.height
+                _check_size(who, self.width, self.height, self.video_format)
+                self._write_sdp()
+            self._sender = self._open(self.width, self.height)
+        if (frame.width, frame.height) != (self.width, self.height):
+            raise ValueError(f"{who}: frame is {frame.width}x{frame.height}, the stream is "
+                             f"{self.width}x{self.height}")
+        self.frames_in += 1
+        buf = self._sender.acquire(timeout=self.block_s)
+        if buf is None:
+            return
+        try:
+            pack_rgb_fast(frame.data, self.video_format, out=buf)
+        except BaseException:
+            self._sender.release(buf)
+            raise
+        self._sender.submit(buf, media_timestamp(frame.timestamp_ns, 90000))
+
+    def stats(self) -> dict[str, Any]:
+        """Frames in/sent/dropped, packets sent, frames sent late, whether GSO is on."""
+        s = self._sender
+        out: dict[str, Any] = {"frames_in": self.frames_in}
+        for k, v in self._done.items():
+            out[k] = v + (getattr(s, k) if s else 0)
+        out["gso"] = s.gso if s else None
+        return out
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Send everything queued and stop the sender (the next frame reopens it)."""
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.close(timeout)
+            for k in self._done:
+                self._done[k] += getattr(sender, k)
+
+    def teardown(self) -> None:
+        self.flush()
+        VIDEO_PORTS.release(str(self.uri))
+
+
+class NetworkReceiveActor(Actor):
+    """Receives ST 2110-20 video (RFC 4175 over RTP/UDP) and outputs RGB24 frames.
+
+    Args:
+        sdp: SDP text, or the path of an ``.sdp`` file; its first video stream sets the
+            address, port, format, size, rate and payload type (other arguments that
+            say the same are ignored).
+        dest: ``"host:port"`` to listen on without an SDP (port 0: any free port; a
+            host alone: an even port from ``VIDEO_PORTS``; either way see ``.port``).
+        format: ``"YCbCr-4:2:2/10"``, ``"YCbCr-4:2:2/8"`` or ``"RGB/8"`` (without SDP).
+        width: frame width (without SDP).
+        height: frame height (without SDP).
+        fps: tick rate of the default clock (without SDP: also the stream's rate).
+        payload_type: accept only this RTP payload type (without SDP).
+        jitter_ms: how long an incomplete frame waits for reordered packets once the
+            next frame has started arriving.
+        policy: ``"conceal"`` (missing lines repeat the previous frame; metadata says
+            so) or ``"drop"`` for incomplete frames.
+        max_frames: end the stream (close the clock) after this many frames.
+        timeout_s: end the stream when no frame has arrived for this long.
+        wait_s: when a tick finds no new frame, wait up to this long for one (with a
+            ``VirtualClock``: one frame per tick, as fast as they arrive; note that a
+            lock-step runtime holds every other virtual clock while this waits, so do
+            not feed the sender from the same lock-step runtime).
+        rcvbuf: socket receive buffer in bytes (SO_RCVBUFFORCE is tried past rmem_max).
+
+    Raises ValueError (naming the field) for a bad SDP or argument, OSError if the
+    port cannot be bound.
+    """
+
+    def __init__(self, sdp: str | None = None, dest: str | None = None,
+                 format: str = "YCbCr-4:2:2/10", width: int | None = None,
+                 height: int | None = None, fps: float = 60.0, payload_type: int = 96,
+                 jitter_ms: float = 5.0, policy: str = "conceal",
+                 max_frames: int | None = None, timeout_s: float | None = None,
+                 wait_s: float = 0.0, rcvbuf: int = 64 << 20, *,
+                 actor_id: str | None = None, **kwargs: Any) -> None:
+        who = _who("NetworkReceiveActor", actor_id)
+        if sdp is not None:
+            host, port, fmt, width, height, fps_s, payload_type = self._from_sdp(who, sdp)
+            fps = float(fps_s) if fps_s is not None else fps
+        else:
+            if dest is None:
+                raise ValueError(f"{who}: give sdp= or dest= (and format/width/height)")
+            try:
+                fmt = parse_format(format)
+                if ":" in dest and dest.rsplit(":", 1)[-1].isdigit() and not dest.endswith("]"):
+                    host, port = parse_dest(dest, allow_zero=True, allow_remote=True)
+                else:  # a host alone: a port from VIDEO_PORTS (see .port)
+                    host, port = ("127.0.0.1" if dest == "localhost" else dest.strip("[]")), -1
+            except ValueError as e:
+                raise ValueError(f"{who}: {e}") from None
+        if width is None or height is None:
+            raise ValueError(f"{who}: width and height are required without an SDP")
+        _check_size(who, width, height, fmt)
+        self.width: int = width
+        self.height: int = height
+        if policy not in ("conceal", "drop"):
+            raise ValueError(f"{who}: policy must be 'conceal' or 'drop', got {policy!r}")
+        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
+            raise ValueError(f"{who}: max_frames must be a positive int or None, "
+                             f"got {max_frames!r}")
+        if not jitter_ms >= 0 or wait_s < 0 or (timeout_s is not None and not timeout_s > 0):
+            raise ValueError(f"{who}: jitter_ms and wait_s must be >= 0 and timeout_s > 0, "
+                             f"got {jitter_ms!r}, {wait_s!r}, {timeout_s!r}")
+        if kwargs.get("clock") is None:
+            kwargs["clock"] = SoftwareClock(fps)
+        super().__init__(actor_id=actor_id, **kwargs)
+        self.video_format, self.fps = fmt, fps
+        self.payload_type, self.policy = payload_type, policy
+        self.jitter_ms, self.max_frames, self.timeout_s, self.wait_s = (
+            jitter_ms, max_frames, timeout_s, wait_s)
+        self.outputs["video"] = StreamOutput("video")
+        # Bound now: a bad or busy port fails at construction, and packets that arrive
+        # before the graph starts wait in the socket buffer.
+        self._port_key: str | None = None
+        if port < 0:
+            self._port_key = f"{self.uri}#rx"
+            port = VIDEO_PORTS.allocate(self._port_key)
+        self._sock = open_receiver((host, port), rcvbuf=rcvbuf)
+        self.host, self.port = host, int(self._sock.getsockname()[1])
+        self._rx: VideoStreamReceiver | None = None
+        self.frames_out = 0
+        self._last_frame_ns = 0
+        self._finished = False
+
+    @staticmethod
+    def _from_sdp(who: str, sdp: str) -> tuple[str, int, VideoFormat, int, int, str | None,
+                                                int]:
+        text = sdp
+        if "\n" not in sdp and "v=0" not in sdp:
+            try:
+                with open(sdp) as f:
+                    text = f.read()
+            except OSError as e:
+                raise ValueError(f"{who}: sdp: cannot read {sdp!r}: {e}") from None
+        try:
+            streams = [s for s in parse_sdp(text) if s.media == "video" and s.encoding == "raw"]
+            if not streams:
+                raise ValueError("no raw (ST 2110-20) video stream in the SDP")
+            s = streams[0]
+            fmt = format_from_fmtp(s.fmtp.get("sampling", "?"), s.fmtp_int("depth"))
+            rate = s.fmtp.get("exactframerate")
+            fps = str(float(parse_rate(rate))) if rate else None
+            return (s.address, s.port, fmt, s.fmtp_int("width"), s.fmtp_int("height"), fps,
+                    s.payload_type)
+        except ValueError as e:
+            raise ValueError(f"{who}: sdp: {e}") from None
+
+    def setup(self) -> None:
+        assembler = FrameAssembler(self.video_format, self.width, self.height,
+                                   payload_type=self.payload_type, jitter_ms=self.jitter_ms,
+                                   policy="drop" if self.policy == "drop" else "conceal")
+        self._rx = VideoStreamReceiver(self._sock, assembler)
+        self._last_frame_ns = time.monotonic_ns()
+
+    def process(self, tick: TimedTick) -> None:
+        rx = self._rx
+        if rx is None or self._finished:
+            return
+        got = rx.get(self.wait_s)
+        while got is not None:
+            self._emit(got, tick)
+            if self._finished:
+                return
+            got = rx.get()
+        if self.timeout_s is not None and \
+                time.monotonic_ns() - self._last_frame_ns > self.timeout_s * 1e9:
+            logger.info("%s: no frame for %.1f s, ending the stream", self.actor_id,
+                        self.timeout_s)
+            self._finish()
+
+    def _emit(self, got: Any, tick: TimedTick) -> None:
+        rgb = unpack_to_rgb_fast(got.data, self.video_format, self.width, self.height)
+        self.outputs["video"].write(VideoFrame(
+            torch.from_numpy(rgb), timestamp_ns=tick.timestamp_ns,
+            frame_number=self.frames_out, clock_id=tick.clock_id,
+            metadata={"rtp_timestamp": got.rtp_timestamp, "complete": got.complete,
+                      "missing_lines": got.missing_lines, "concealed": got.concealed,
+                      "packets": got.packets}))
+        self.frames_out += 1
+        self._last_frame_ns = time.monotonic_ns()
+        if self.max_frames is not None and self.frames_out >= self.max_frames:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._finished = True
+        if self.clock is not None:
+            self.clock.close()
+
+    def stats(self) -> ReceiverStats:
+        """Packet/frame counters (``ReceiverStats``); zeros before the graph starts."""
+        return self._rx.stats() if self._rx is not None else ReceiverStats()
+
+    def teardown(self) -> None:
+        rx, self._rx = self._rx, None
+        if rx is not None:
+            rx.close()
+        self._sock.close()
+        if self._port_key is not None:
+            VIDEO_PORTS.release(self._port_key)
+

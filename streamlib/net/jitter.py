@@ -1,0 +1,567 @@
+"""ST 2110-20 receiver core: reassembles RFC 4175 packets into frames.
+
+Packets are placed by their own coordinates (SRD line + pixel offset), so order
+within a frame never matters; a frame is identified by its RTP timestamp and held
+in one of ``max_pending`` slots until it is complete (every pgroup covered), or
+the jitter window runs out. Incomplete frames are never passed off as complete:
+``policy="conceal"`` repeats the previous frame's data for each missing line and
+flags the frame (``complete=False``, ``missing_lines``), ``policy="drop"`` drops it.
+
+Counting (``ReceiverStats``), RFC 3550 style on the 16-bit sequence number (the
+RFC 4175 extended sequence number is ignored: FFmpeg and GStreamer send 0):
+``received`` unique packets with a valid header (late ones included); ``lost`` =
+expected (highest - first + 1) - received, never below 0; ``late``: arrived
+after their frame was output; ``duplicate``: sequence number seen before;
+``malformed``: too short, RTP version != 2, bad CSRC/extension/padding, wrong
+payload type, interlaced (F=1), SRDs outside the frame, off the pgroup grid, or
+lengths past the packet end. Malformed packets are dropped whole before any byte
+is written, and every write is bounds-checked against the frame, so no packet
+can write outside the frame buffer (the fuzz tests check guard bytes around it).
+
+The per-packet work runs in one numba kernel (``nogil``: the receive thread
+does not hold the GIL while it runs); without numba the same function runs as
+plain Python (slow, correct).
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from .pgroup import VideoFormat, parse_format
+from .udp import BatchReceiver
+
+__all__ = ["FrameAssembler", "AssembledFrame", "ReceiverStats", "Policy", "VideoStreamReceiver"]
+
+Policy = Literal["conceal", "drop"]
+GUARD = 64  # guard bytes either side of each frame slot, checked by tests
+
+# indices into the kernel's int64 state vector
+_HAVE_SEQ, _HIGHEST, _BASE, _RECEIVED, _DUP, _MALFORMED, _LATE = 0, 1, 2, 3, 4, 5, 6
+_HAVE_EMITTED, _LAST_TS, _BYTES, _PENDING_TS, _WRONG_PT = 7, 8, 9, 10, 11
+_NSTATE = 16
+# per-slot metadata
+_COVERED, _PACKETS, _MARKER = 0, 1, 2
+
+
+def _assemble(flat: Any, offsets: Any, lengths: Any, start: int, n: int, pt: int, st: Any,
+              seen: Any,
+              slot_ts: Any, slot_buf: Any, slot_cov: Any, slot_meta: Any, width: int,
+              height: int, pg_bytes: int, pg_px: int, max_late: int,
+              guard: int) -> int:  # pragma: no cover - compiled by numba (tested both ways)
+    """Place packets ``start..n-1``; return the index of the first one whose RTP
+    timestamp has no slot (its timestamp in ``st[_PENDING_TS]``), or ``n``."""
+    line_bytes = width // pg_px * pg_bytes
+    npg_line = width // pg_px
+    cap = flat.shape[0]
+    n_slots = slot_ts.shape[0]
+    i = start
+    while i < n:
+        o0 = int(offsets[i])
+        ln = int(lengths[i])
+        i += 1
+        if ln < 20 or o0 < 0 or o0 + ln > cap:
+            st[_MALFORMED] += 1
+            continue
+        p = flat[o0:o0 + ln]
+        b0 = int(p[0])
+        if (b0 >> 6) != 2:
+            st[_MALFORMED] += 1
+            continue
+        off = 12 + 4 * (b0 & 15)
+        if b0 & 0x10:
+            if off + 4 > ln:
+                st[_MALFORMED] += 1
+                continue
+            off += 4 + 4 * ((int(p[off + 2]) << 8) | int(p[off + 3]))
+        end = ln
+        if b0 & 0x20:
+            pad = int(p[ln - 1])
+            if pad == 0 or pad > ln - off:
+                st[_MALFORMED] += 1
+                continue
+            end = ln - pad
+        if off + 8 > end:
+            st[_MALFORMED] += 1
+            continue
+        b1 = int(p[1])
+        if pt >= 0 and (b1 & 0x7F) != pt:
+            st[_MALFORMED] += 1
+            st[_WRONG_PT] += 1
+            continue
+        # Validate every SRD before writing anything.
+        h = off + 2
+        nsrd = 0
+        total = 0
+        ok = True
+        while True:
+            if h + 6 > end or nsrd >= 32:
+                ok = False
+                break
+            length = (int(p[h]) << 8) | int(p[h + 1])
+            fl = (int(p[h + 2]) << 8) | int(p[h + 3])
+            co = (int(p[h + 4]) << 8) | int(p[h + 5])
+            line, offs = fl & 0x7FFF, co & 0x7FFF
+            if (fl >> 15) != 0 or line >= height or offs % pg_px != 0 or length == 0 \
+                    or length % pg_bytes != 0 or offs // pg_px * pg_bytes + length > line_bytes:
+                ok = False
+                break
+            total += length
+            nsrd += 1
+            h += 6
+            if (co >> 15) == 0:
+                break
+        if not ok or h + total > end:
+            st[_MALFORMED] += 1
+            continue
+        seq = (int(p[2]) << 8) | int(p[3])
+        ts = (int(p[4]) << 24) | (int(p[5]) << 16) | (int(p[6]) << 8) | int(p[7])
+        if st[_HAVE_SEQ] == 0:
+            ext = (1 << 32) + seq
+        else:
+            ext = st[_HIGHEST] + ((((seq - (st[_HIGHEST] & 0xFFFF)) + 0x8000) & 0xFFFF) - 0x8000)
+        if st[_HAVE_SEQ] != 0 and seen[seq] == ext:
+            st[_DUP] += 1
+            continue
+        late = False
+        if st[_HAVE_EMITTED] != 0:
+            dts = ((ts - st[_LAST_TS] + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            late = -max_late <= dts <= 0
+        k = -1
+        if not late:
+            for j in range(n_slots):
+                if slot_ts[j] == ts:
+                    k = j
+            if k < 0:
+                st[_PENDING_TS] = ts
+                return i - 1
+        # Counted as received from here on (late ones too).
+        if st[_HAVE_SEQ] == 0:
+            st[_HAVE_SEQ] = 1
+            st[_HIGHEST] = ext
+            st[_BASE] = ext
+        elif ext > st[_HIGHEST]:
+            st[_HIGHEST] = ext
+        elif ext < st[_BASE]:
+            st[_BASE] = ext
+        seen[seq] = ext
+        st[_RECEIVED] += 1
+        st[_BYTES] += ln
+        if late:
+            st[_LATE] += 1
+            continue
+        d = h
+        h = off + 2
+        for _ in range(nsrd):
+            length = (int(p[h]) << 8) | int(p[h + 1])
+            line = ((int(p[h + 2]) << 8) | int(p[h + 3])) & 0x7FFF
+            offs = ((int(p[h + 4]) << 8) | int(p[h + 5])) & 0x7FFF
+            dst = guard + line * line_bytes + offs // pg_px * pg_bytes
+            slot_buf[k, dst:dst + length] = p[d:d + length]
+            g0 = line * npg_line + offs // pg_px
+            # pgroups covered for the first time (overlapping SRDs never count twice);
+            # branch-free so LLVM vectorises it
+            newly = 0
+            for g in range(g0, g0 + length // pg_bytes):
+                newly += 1 - int(slot_cov[k, g])
+                slot_cov[k, g] = 1
+            slot_meta[k, _COVERED] += newly
+            d += length
+            h += 6
+        slot_meta[k, _PACKETS] += 1
+        if b1 & 0x80:
+            slot_meta[k, _MARKER] = 1
+    return n
+
+
+_kernel: list[Callable[..., int]] = []
+_kernel_lock = threading.Lock()
+
+
+def assemble_kernel(compiled: bool = True) -> Callable[..., int]:
+    """The numba-compiled kernel (``compiled=False`` or no numba: the plain function)."""
+    if not compiled or os.environ.get("STREAMLIB_NO_NUMBA") or \
+            importlib.util.find_spec("numba") is None:
+        return _assemble
+    with _kernel_lock:
+        if not _kernel:
+            import numba  # noqa: PLC0415 - optional, imported on first use
+
+            _kernel.append(numba.njit(cache=True, nogil=True, boundscheck=False)(_assemble))
+        return _kernel[0]
+
+
+@dataclass(frozen=True)
+class AssembledFrame:
+    """A reassembled frame: ``data`` is its pgroup buffer (owned by the frame)."""
+
+    rtp_timestamp: int
+    data: npt.NDArray[np.uint8]
+    complete: bool
+    missing_lines: int        # lines that were incomplete (concealed ones included)
+    concealed: bool           # missing lines were filled from the previous frame (or black)
+    packets: int
+    marker: bool
+    first_arrival_ns: int
+
+
+@dataclass
+class ReceiverStats:
+    """Packet and frame counters (see the module docstring for the definitions)."""
+
+    received: int = 0
+    lost: int = 0
+    late: int = 0
+    duplicate: int = 0
+    malformed: int = 0
+    wrong_payload_type: int = 0
+    bytes: int = 0
+    frames_complete: int = 0
+    frames_concealed: int = 0
+    frames_dropped: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int]:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        d.update(self.extra)
+        return d
+
+
+@dataclass
+class _Slot:
+    ts: int = -1
+    first_ns: int = 0
+    last_ns: int = 0
+    newest_seen_ns: int = 0
+
+
+def _black_line(fmt: VideoFormat, width: int) -> npt.NDArray[np.uint8]:
+    """One line of black pgroups (Y at its floor, Cb/Cr mid-scale; RGB 0)."""
+    from .pgroup import planes_to_ycbcr422_10  # noqa: PLC0415 - avoid an import cycle at load
+
+    half = width // fmt.pgroup_pixels
+    if fmt.sampling == "RGB":
+        return np.zeros(fmt.line_bytes(width), np.uint8)
+    if fmt.depth == 10:
+        c, y = np.full((1, half), 512, np.int32), np.full((1, half), 64, np.int32)
+        return planes_to_ycbcr422_10(c, y, c, y)
+    return np.tile(np.array([128, 16, 128, 16], np.uint8), half)
+
+
+class FrameAssembler:
+    """Turns RFC 4175 datagrams into frames (see the module docstring).
+
+    Args:
+        fmt: ``"YCbCr-4:2:2/10"``, ``"YCbCr-4:2:2/8"`` or ``"RGB/8"``.
+        width, height: frame size in pixels.
+        payload_type: accept only this RTP payload type (None: any).
+        jitter_ms: how long an incomplete frame waits for reordered packets once a
+            newer frame has started arriving.
+        idle_timeout_ms: an incomplete frame with no newer frame is finalised after
+            this long without packets.
+        policy: ``"conceal"`` or ``"drop"`` for incomplete frames.
+        max_pending: frames assembled at once (older ones are finalised to make room).
+        compiled: use the numba kernel when available.
+
+    Raises ValueError for a bad format/size/policy/window.
+    """
+
+    def __init__(self, fmt: str | VideoFormat, width: int, height: int, *,
+                 payload_type: int | None = 96, jitter_ms: float = 5.0,
+                 idle_timeout_ms: float = 100.0, policy: Policy = "conceal",
+                 max_pending: int = 3, compiled: bool = True) -> None:
+        self.format = parse_format(fmt)
+        if not 1 <= height <= 0x7FFF or not 1 <= width <= 0x7FFF:
+            raise ValueError(f"FrameAssembler: {width}x{height} is outside 1..32767")
+        self.line_bytes = self.format.line_bytes(width)
+        if policy not in ("conceal", "drop"):
+            raise ValueError(f"FrameAssembler: policy must be 'conceal' or 'drop', got {policy!r}")
+        if jitter_ms < 0 or idle_timeout_ms <= 0:
+            raise ValueError(f"FrameAssembler: jitter_ms must be >= 0 and idle_timeout_ms > 0, "
+                             f"got {jitter_ms}, {idle_timeout_ms}")
+        if max_pending < 1:
+            raise ValueError(f"FrameAssembler: max_pending must be >= 1, got {max_pending}")
+        self.width, self.height, self.policy = width, height, policy
+        self.payload_type = -1 if payload_type is None else payload_type
+        self.jitter_ns = int(jitter_ms * 1e6)
+        self.idle_ns = int(idle_timeout_ms * 1e6)
+        self.frame_bytes = self.line_bytes * height
+        self.npg = width // self.format.pgroup_pixels * height
+        self._kernel = assemble_kernel(compiled)
+        self._st = np.zeros(_NSTATE, np.int64)
+        self._seen = np.full(65536, -1, np.int64)
+        k = max_pending
+        self._slot_ts = np.full(k, -1, np.int64)
+        self.slot_buf = np.zeros((k, self.frame_bytes + 2 * GUARD), np.uint8)
+        self.slot_buf[:, :GUARD] = 0xA5
+        self.slot_buf[:, GUARD + self.frame_bytes:] = 0xA5
+        self._cov = np.zeros((k, self.npg), np.uint8)
+        self._meta = np.zeros((k, 4), np.int64)
+        self._slots = [_Slot() for _ in range(k)]
+        self._previous: npt.NDArray[np.uint8] | None = None
+        self._frames_complete = self._frames_concealed = self._frames_dropped = 0
+        self.max_late_ticks = 90000  # 1 s of 90 kHz: older timestamps mean a new stream
+
+    # -- feeding ----------------------------------------------------------------------
+    def push_batch(self, bufs: npt.NDArray[np.uint8], lengths: npt.NDArray[np.int64],
+                   n: int, now_ns: int) -> list[AssembledFrame]:
+        """Take datagrams ``bufs[:n]`` (rows, sizes in ``lengths``) arrived at ``now_ns``;
+        return the frames that finished, oldest first. A size equal to the row length
+        counts as truncated (malformed)."""
+        rows = np.ascontiguousarray(bufs)
+        width = rows.shape[1]
+        lens = np.where(np.asarray(lengths[:n]) >= width, 0, lengths[:n]).astype(np.int64)
+        offs = np.arange(n, dtype=np.int64) * width
+        return self.push_segments(rows.reshape(-1), offs, lens, n, now_ns)
+
+    def push_segments(self, flat: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64],
+                      lengths: npt.NDArray[np.int64], n: int,
+                      now_ns: int) -> list[AssembledFrame]:
+        """Take datagrams ``flat[offsets[i] : offsets[i] + lengths[i]]`` for i < n,
+        arrived at ``now_ns``; return the frames that finished, oldest first."""
+        out: list[AssembledFrame] = []
+        i = 0
+        touched_before = self._meta[:, _PACKETS].copy()
+        while True:
+            i = int(self._kernel(flat, offsets, lengths, i, n, self.payload_type, self._st,
+                                 self._seen,
+                                 self._slot_ts, self.slot_buf, self._cov, self._meta,
+                                 self.width, self.height, self.format.pgroup_bytes,
+                                 self.format.pgroup_pixels, self.max_late_ticks, GUARD))
+            self._note_arrivals(touched_before, now_ns)
+            out.extend(self._emit_complete())
+            if i >= n:
+                break
+            out.extend(self._open_slot(int(self._st[_PENDING_TS]), now_ns))
+            touched_before = self._meta[:, _PACKETS].copy()
+        out.extend(self.poll(now_ns))
+        return out
+
+    def push(self, packet: bytes | bytearray | memoryview, now_ns: int) -> list[AssembledFrame]:
+        """One datagram (convenience for tests and slow paths)."""
+        data = np.frombuffer(bytes(packet), np.uint8)
+        return self.push_segments(data, np.zeros(1, np.int64),
+                                  np.array([data.size], np.int64), 1, now_ns)
+
+    def poll(self, now_ns: int) -> list[AssembledFrame]:
+        """Finalise frames whose window has run out (call when no packets arrive)."""
+        out: list[AssembledFrame] = []
+        while True:
+            order = self._pending_order()
+            if not order:
+                return out
+            oldest = order[0]
+            s = self._slots[oldest]
+            newer_started = [self._slots[j].first_ns for j in order[1:]]
+            quiet = now_ns - s.last_ns
+            # After the marker (the frame's last packet) only reordering can still bring
+            # packets: the jitter window applies; without it, the idle timeout.
+            expired = (bool(newer_started) and now_ns - min(newer_started) >= self.jitter_ns) \
+                or quiet >= self.idle_ns or (bool(self._meta[oldest, _MARKER])
+                                              and quiet >= self.jitter_ns)
+            if not expired:
+                return out
+            out.extend(self._finalize(oldest))
+
+    def flush(self) -> list[AssembledFrame]:
+        """Finalise every pending frame (end of stream), oldest first."""
+        out: list[AssembledFrame] = []
+        for k in self._pending_order():
+            out.extend(self._finalize(k))
+        return out
+
+    # -- slots ------------------------------------------------------------------------
+    def _ts_key(self, ts: int, ref: int) -> int:
+        return ((ts - ref + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+
+    def _pending_order(self) -> list[int]:
+        live = [k for k in range(len(self._slots)) if self._slot_ts[k] >= 0]
+        if not live:
+            return []
+        ref = int(self._slot_ts[live[0]])
+        return sorted(live, key=lambda k: self._ts_key(int(self._slot_ts[k]), ref))
+
+    def _note_arrivals(self, before: npt.NDArray[np.int64], now_ns: int) -> None:
+        for k in np.nonzero(self._meta[:, _PACKETS] != before)[0]:
+            s = self._slots[int(k)]
+            if s.first_ns == 0:
+                s.first_ns = now_ns
+            s.last_ns = now_ns
+
+    def _open_slot(self, ts: int, now_ns: int) -> list[AssembledFrame]:
+        out: list[AssembledFrame] = []
+        free = [k for k in range(len(self._slots)) if self._slot_ts[k] < 0]
+        if not free:
+            order = self._pending_order()
+            # Full: the oldest pending frame is finalised (incomplete) to make room.
+            out.extend(self._finalize(order[0]))
+            free = [order[0]]
+        k = free[0]
+        self._slot_ts[k] = ts
+        self._cov[k] = 0
+        self._meta[k] = 0
+        self._slots[k] = _Slot(ts, 0, now_ns)
+        return out
+
+    def _emit_complete(self) -> list[AssembledFrame]:
+        out: list[AssembledFrame] = []
+        order = self._pending_order()
+        for idx, k in enumerate(order):
+            if self._meta[k, _COVERED] == self.npg:
+                # Everything older is overdue: a newer frame has fully arrived.
+                for older in order[:idx]:
+                    if self._slot_ts[older] >= 0:
+                        out.extend(self._finalize(older))
+                out.extend(self._finalize(k))
+        return out
+
+    def _finalize(self, k: int) -> list[AssembledFrame]:
+        ts = int(self._slot_ts[k])
+        meta = self._meta[k]
+        complete = bool(meta[_COVERED] == self.npg)
+        s = self._slots[k]
+        self._slot_ts[k] = -1
+        self._st[_HAVE_EMITTED] = 1
+        self._st[_LAST_TS] = ts
+        data = self.slot_buf[k, GUARD:GUARD + self.frame_bytes].copy()
+        missing = 0
+        if not complete:
+            rows = self._cov[k].reshape(self.height, -1).all(axis=1)
+            missing_idx = np.nonzero(~rows)[0]
+            missing = int(missing_idx.size)
+            if self.policy == "drop":
+                self._frames_dropped += 1
+                return []
+            lines = data.reshape(self.height, self.line_bytes)
+            if self._previous is not None:
+                lines[missing_idx] = self._previous.reshape(self.height, -1)[missing_idx]
+            else:
+                lines[missing_idx] = _black_line(self.format, self.width)
+            self._frames_concealed += 1
+        else:
+            self._frames_complete += 1
+        self._previous = data
+        return [AssembledFrame(ts, data, complete, missing, not complete, int(meta[_PACKETS]),
+                               bool(meta[_MARKER]), s.first_ns)]
+
+    # -- introspection ----------------------------------------------------------------
+    @property
+    def stats(self) -> ReceiverStats:
+        st = self._st
+        expected = int(st[_HIGHEST] - st[_BASE] + 1) if st[_HAVE_SEQ] else 0
+        return ReceiverStats(
+            received=int(st[_RECEIVED]), lost=max(0, expected - int(st[_RECEIVED])),
+            late=int(st[_LATE]), duplicate=int(st[_DUP]), malformed=int(st[_MALFORMED]),
+            wrong_payload_type=int(st[_WRONG_PT]), bytes=int(st[_BYTES]),
+            frames_complete=self._frames_complete, frames_concealed=self._frames_concealed,
+            frames_dropped=self._frames_dropped)
+
+    def guards_intact(self) -> bool:
+        """True when no write ever touched the guard bytes around the frame slots."""
+        g = self.slot_buf
+        return bool((g[:, :GUARD] == 0xA5).all() and (g[:, GUARD + self.frame_bytes:] == 0xA5).all())
+
+    @property
+    def pending(self) -> int:
+        """Frames being assembled."""
+        return int((self._slot_ts >= 0).sum())
+
+
+class VideoStreamReceiver:
+    """A thread that receives RFC 4175 datagrams (recvmmsg batches into preallocated
+    buffers) and assembles them; finished frames wait in a queue of ``max_queue``
+    (the oldest is dropped, and counted in ``frames_overflow``, when nobody reads).
+
+    Args:
+        sock: a bound UDP socket (``udp.open_receiver``); closed by ``close``.
+        assembler: the stream's ``FrameAssembler`` (owned by the thread from now on).
+        batch: messages per recvmmsg call.
+        gro: ask for UDP_GRO (runs of GSO datagrams arrive unsplit: far fewer syscalls
+            and kernel work on loopback); single datagrams work the same either way.
+        max_queue: finished frames kept for ``get``.
+    """
+
+    def __init__(self, sock: socket.socket, assembler: FrameAssembler, *, batch: int = 64,
+                 max_queue: int = 8, gro: bool = True) -> None:
+        self.sock, self.assembler = sock, assembler
+        self._rx = BatchReceiver(sock, batch=batch, gro=gro)
+        self._frames: collections.deque[AssembledFrame] = collections.deque()
+        self._cond = threading.Condition()
+        self.max_queue = max_queue
+        self.frames_overflow = 0
+        self.frames_total = 0
+        self.last_packet_ns = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="streamlib-rfc4175-recv",
+                                        daemon=True)
+        self._thread.start()
+
+    def _deliver(self, frames: list[AssembledFrame]) -> None:
+        if not frames:
+            return
+        with self._cond:
+            for f in frames:
+                if len(self._frames) >= self.max_queue:
+                    self._frames.popleft()
+                    self.frames_overflow += 1
+                self._frames.append(f)
+                self.frames_total += 1
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        rx, asm = self._rx, self.assembler
+        try:
+            while not self._stop.is_set():
+                n = rx.recv_segments(timeout=0.005)
+                now = time.monotonic_ns()
+                if n:
+                    self.last_packet_ns = now
+                    self._deliver(asm.push_segments(rx.flat, rx.seg_offsets, rx.seg_lengths,
+                                                    n, now))
+                else:
+                    self._deliver(asm.poll(now))
+        except OSError as e:
+            if not self._stop.is_set():
+                self.error = e
+        except BaseException as e:  # noqa: BLE001 - reported to the reading thread
+            self.error = e
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+
+    def get(self, timeout: float = 0.0) -> AssembledFrame | None:
+        """The oldest finished frame, waiting up to ``timeout`` s; None if none came.
+        Raises the receive thread's error, if it died."""
+        with self._cond:
+            if not self._frames and timeout > 0:
+                self._cond.wait_for(lambda: bool(self._frames) or self.error is not None
+                                    or self._stop.is_set(), timeout)
+            if self._frames:
+                return self._frames.popleft()
+        if self.error is not None:
+            raise self.error
+        return None
+
+    def stats(self) -> ReceiverStats:
+        """Counters so far (read while the thread runs: a consistent-enough snapshot)."""
+        s = self.assembler.stats
+        s.extra = {"frames_overflow": self.frames_overflow, "syscalls": self._rx.syscalls}
+        return s
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread and close the socket. Idempotent."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout)
+        self.sock.close()
