@@ -12,7 +12,7 @@ DEMO_ARGS ?= --seconds 10
 SYSTEM_PKGS ?= ffmpeg xvfb xauth xdotool libegl1 libgl1-mesa-dri libportaudio2 fontconfig fonts-dejavu-core \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 
-.PHONY: venv sysdeps test test-gpu demo bench typecheck clean
+.PHONY: venv sysdeps test test-gpu demo bench bench-full typecheck clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	else \
 		$(PIP) install -q "$(TORCH_CPU)"; \
 	fi
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,bench]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -52,8 +52,11 @@ test-gpu: sysdeps venv
 demo: sysdeps venv
 	$(PY) -m streamlib run examples/demo.yaml $(DEMO_ARGS)
 
-bench: venv
+bench: sysdeps venv
 	$(PY) -m benchmarks --quick
+
+bench-full: sysdeps venv
+	$(PY) -m benchmarks
 
 typecheck: venv
 	$(PY) -m mypy

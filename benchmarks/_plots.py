@@ -99,7 +99,8 @@ def lines(path: Path, series: Mapping[str, tuple[Sequence[float], Sequence[float
     return path
 
 
-def bars(path: Path, groups: Mapping[str, Mapping[str, float]], *, title: str, ylabel: str) -> Path:
+def bars(path: Path, groups: Mapping[str, Mapping[str, float]], *, title: str, ylabel: str,
+         log_y: bool = False) -> Path:
     """Grouped bars: ``groups`` maps a case to {method: value}."""
     plt = _pyplot()
     cases = list(groups)
@@ -117,6 +118,8 @@ def bars(path: Path, groups: Mapping[str, Mapping[str, float]], *, title: str, y
                 ax.annotate(f"{y:.3g}", (x, y), ha="center", va="bottom", fontsize=7)
     ax.set_xticks([c + width * (len(methods) - 1) / 2 for c in range(len(cases))])
     ax.set_xticklabels(cases)
+    if log_y:
+        ax.set_yscale("log")
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.legend()

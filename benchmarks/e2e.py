@@ -65,9 +65,13 @@ class LatencySink(Actor):
                 self.samples.append((now, now - f.timestamp_ns, f.frame_number))
 
 
-def run_pipeline(seconds: float, fps: float) -> dict[str, Any]:
-    """Run the pipeline for ``WARMUP_S + seconds``; return the raw measurements."""
-    with Runtime(name="bench-e2e") as rt:
+def run_pipeline(seconds: float, fps: float, collect_metrics: bool = True) -> dict[str, Any]:
+    """Run the pipeline for ``WARMUP_S + seconds``; return the raw measurements.
+
+    ``collect_metrics=False`` (used by ``metrics_overhead``) leaves per-actor
+    CPU and process-time figures empty; the sink's latencies are still taken.
+    """
+    with Runtime(name="bench-e2e", collect_metrics=collect_metrics) as rt:
         clock = SoftwareClock(fps)
         pattern = TestPatternActor(WIDTH, HEIGHT, pattern="smpte_bars", timecode=True,
                                    clock=clock, actor_id="pattern", runtime=rt)

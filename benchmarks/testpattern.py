@@ -139,8 +139,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "skipped" not in f:
                 groups[f"gst {case}"] = {"gst videotestsrc": f["fps"]}
         written.append(_plots.bars(out_dir / "testpattern.png", groups,
-                                   title="1080p RGB test pattern, frames per second (higher is better)",
-                                   ylabel="fps").name)
+                                   title="1080p RGB test pattern, frames per second "
+                                         "(log scale; higher is better)",
+                                   ylabel="fps", log_y=True).name)
     params = {"width": WIDTH, "height": HEIGHT, "render_frames": frames, "render_repeats": repeats,
               "graph_frames": graph_frames, "quick": args.quick,
               "gstreamer": {"frames": gst_frames, "repeats": gst_repeats, "skipped": skip,

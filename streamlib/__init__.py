@@ -31,6 +31,9 @@ from .errors import (
 )
 from .frames import AudioFrame, DataMessage, EventMessage, PixelFormat, VideoFrame, frame_kind
 from .graph import Runtime, current_runtime, default_runtime, run
+from .metrics import ActorMetrics, LinkMetrics, MetricsSnapshot
+from .prometheus import MetricsServer, serve_metrics
+from .telemetry import Telemetry, TelemetrySample, gpu_status
 from .net.sdp import SDPStream, parse_sdp, write_sdp
 from .ports import PortKind, StreamInput, StreamOutput
 from .registry import (
@@ -53,7 +56,8 @@ __all__ = [
     "PTPClock", "PixelFormat", "PortAllocator", "PortError", "PortKind", "PortKindError",
     "PortRangeExhaustedError", "ProcessPoolDispatcher", "PulseSource", "RegistryError",
     "RingBuffer", "RingBufferStats", "Runtime", "ShutdownTimeoutError", "SoftwareClock",
-    "SDPStream", "parse_sdp", "write_sdp", "StatsReport", "StatsSink", "StreamInput", "StreamOutput", "StreamlibError",
+    "SDPStream", "parse_sdp", "write_sdp", "ActorMetrics", "LinkMetrics", "MetricsSnapshot",
+    "MetricsServer", "serve_metrics", "Telemetry", "TelemetrySample", "gpu_status", "StatsReport", "StatsSink", "StreamInput", "StreamOutput", "StreamlibError",
     "SystemTAITimeSource", "TestPatternActor", "ThreadPoolDispatcher", "TimeSource",
     "TimedTick", "TransformActor", "VideoFrame", "VirtualClock", "WorkerError", "current_runtime",
     "default_registry", "default_runtime", "format_actor_uri", "frame_kind", "invert",

@@ -555,6 +555,17 @@ class Runtime:
             actor._sl.pending = None
             self._done()
 
+    def hold(self) -> None:
+        """Count one unit of work in flight (a bridge copying a frame, a network
+        receive being assembled...), so lock-step clocks and ``wait_idle`` wait
+        for it. Pair every call with ``release()``."""
+        with self._cond:
+            self._inflight += 1
+
+    def release(self) -> None:
+        """End one unit of work counted by ``hold()``."""
+        self._done()
+
     def _done(self, n: int = 1) -> None:
         with self._cond:
             self._inflight -= n

@@ -118,15 +118,14 @@ class _Pending:
 
 def _hold(runtime: Runtime | None) -> None:
     # The runtime's in-flight count is what lock-step clocks wait on; a staged frame
-    # not yet published is work in flight. (Runtime has no public hold/release.)
+    # not yet published is work in flight.
     if runtime is not None:
-        with runtime._cond:
-            runtime._inflight += 1
+        runtime.hold()
 
 
 def _release(runtime: Runtime | None) -> None:
     if runtime is not None:
-        runtime._done()
+        runtime.release()
 
 
 class StagingBridge:

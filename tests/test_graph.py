@@ -409,3 +409,13 @@ def test_actors_sharing_a_clock_all_see_tick_zero() -> None:
         assert rt.wait(30)
         assert [f.frame_number for f in s1.got] == [0, 1, 2, 3, 4]
         assert [f.frame_number for f in s2.got] == [0, 1, 2, 3, 4]
+
+
+def test_hold_and_release_count_as_work_in_flight() -> None:
+    with Runtime() as rt:
+        rt.start()
+        assert rt.wait_idle(5)
+        rt.hold()
+        assert rt.wait_idle(0.05) is False  # held work keeps the runtime busy
+        rt.release()
+        assert rt.wait_idle(5)

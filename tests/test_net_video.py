@@ -642,3 +642,24 @@ def test_socket_helpers_close_cleanly() -> None:
     assert s.type == socket.SOCK_DGRAM
     s.close()
     assert jitter.GUARD > 0
+
+
+def test_cpu_packing_matches_the_cuda_kernels_reference() -> None:
+    """The GPU sender path packs with streamlib.kernels; its torch reference (the
+    oracle the CUDA kernel is tested against) is byte-identical to the CPU packer."""
+    from streamlib.kernels import rgb_to_pgroup422_10_ref
+    from streamlib.net.pgroup import pack_rgb_fast
+
+    rgb = torch.randint(0, 256, (6, 10, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    cpu = pack_rgb_fast(rgb, "YCbCr-4:2:2/10")
+    ref = rgb_to_pgroup422_10_ref(rgb).reshape(-1).numpy()
+    assert bytes(cpu) == bytes(ref)
+
+
+def test_sender_device_cpu_and_bad_device() -> None:
+    from streamlib import NetworkSendActor, Runtime
+
+    with Runtime():
+        assert NetworkSendActor("127.0.0.1:40990", device="cpu").device == torch.device("cpu")
+        with pytest.raises(ValueError, match="NetworkSendActor.*device"):
+            NetworkSendActor("127.0.0.1:40992", device="cuda:7")

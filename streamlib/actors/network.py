@@ -83,15 +83,24 @@ class NetworkSendActor(Actor):
         ssrc: RTP SSRC (None: random).
         ts_refclk: the SDP ``a=ts-refclk`` (``"ptp=IEEE1588-2008:traceable"`` when the
             frames come from a ``PTPClock`` locked to PTP).
+        device: ``"cuda"`` makes the sender GPU-resident: CUDA frames reach it
+            without staging, and YCbCr-4:2:2/10 frames are packed into pgroups by
+            the CUDA kernel (``streamlib.kernels``); only the packed bytes cross
+            to the host. Default: the CPU path (numba/numpy packing).
     """
 
     def __init__(self, dest: str = "127.0.0.1:5004", format: str = "YCbCr-4:2:2/10",
                  width: int | None = None, height: int | None = None, fps: float = 60.0,
                  payload_type: int = 96, sdp_path: str | None = None, pacing: float = 0.9,
                  gso: bool = True, allow_remote: bool = False, block_s: float | None = None,
-                 ssrc: int | None = None, ts_refclk: str = "localmac=00-00-00-00-00-00", *,
+                 ssrc: int | None = None, ts_refclk: str = "localmac=00-00-00-00-00-00",
+                 device: str | None = None, *,
                  actor_id: str | None = None, **kwargs: Any) -> None:
         who = _who("NetworkSendActor", actor_id)
+        from ..device import resolve_device
+
+        # The staging bridge reads ``self.device``: a CUDA sender gets CUDA frames.
+        self.device = None if device is None else resolve_device(device, where=f"{who}: device")
         try:
             self.video_format = parse_format(format)
         except ValueError as e:
@@ -183,7 +192,15 @@ class NetworkSendActor(Actor):
         if buf is None:
             return
         try:
-            pack_rgb_fast(frame.data, self.video_format, out=buf)
+            data = frame.data
+            fmt = self.video_format
+            if data.is_cuda and fmt.sampling == "YCbCr-4:2:2" and fmt.depth == 10:
+                from ..kernels import rgb_to_pgroup422_10
+
+                packed = rgb_to_pgroup422_10(data).reshape(-1).cpu()  # waits for the kernel
+                buf[: packed.numel()] = packed.numpy()
+            else:
+                pack_rgb_fast(data, fmt, out=buf)
         except BaseException:
             self._sender.release(buf)
             raise
