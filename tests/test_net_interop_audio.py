@@ -49,11 +49,18 @@ def free_port() -> int:
 
 
 def port_bound(port: int) -> bool:
-    """True once some process has bound UDP ``port`` on 127.0.0.1 (a peer is listening)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    """True once some process has bound UDP ``port`` (read from /proc/net/udp).
+
+    Probing by binding the port ourselves would race with the peer's own bind
+    (the peer then fails with EADDRINUSE), so the kernel's table is read instead.
+    """
+    want = f":{port:04X}"
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
         try:
-            s.bind(("127.0.0.1", port))
+            lines = Path(table).read_text().splitlines()[1:]
         except OSError:
+            continue
+        if any(line.split()[1].endswith(want) for line in lines if len(line.split()) > 1):
             return True
     return False
 
