@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncioDispatcher", "Dispatcher", "GPUDispatcher", "ProcessPoolDispatcher",
-    "ThreadPoolDispatcher",
+    "ThreadPoolDispatcher", "DedicatedThreadDispatcher", "resolve_dispatcher",
 ]
 
 _Method = Callable[[], "Awaitable[None] | None"]
@@ -359,3 +359,42 @@ def __getattr__(name: str) -> Any:
 
         return ProcessPoolDispatcher
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _process_pool() -> Dispatcher:
+    from .procpool import ProcessPoolDispatcher  # lazy: procpool imports this module
+
+    return ProcessPoolDispatcher()
+
+
+def resolve_dispatcher(actor: Actor, owned: dict[str, Dispatcher],
+                       max_workers: int | None = None) -> Dispatcher:
+    """The dispatcher for ``actor.dispatcher``: an instance (caller-owned, the
+    caller shuts it down) or a name, created once in ``owned`` (the runtime's,
+    shut down with it). ValueError naming the actor for an unknown name."""
+    spec = actor.dispatcher
+    if isinstance(spec, Dispatcher):
+        return spec
+    if spec is None:
+        spec = "asyncio" if actor.is_async else "thread"
+    if spec == "dedicated":
+        # One thread for this actor alone: GL contexts and other thread-bound
+        # resources stay current on it.
+        key = f"dedicated:{actor.actor_id}"
+        if key not in owned:
+            owned[key] = DedicatedThreadDispatcher(actor.actor_id)
+        return owned[key]
+    factories: dict[str, Callable[[], Dispatcher]] = {
+        "asyncio": AsyncioDispatcher,
+        "thread": lambda: ThreadPoolDispatcher(max_workers),
+        "process": _process_pool,
+        "gpu": GPUDispatcher,
+    }
+    if spec not in factories:
+        raise ValueError(
+            f"actor '{actor.actor_id}': dispatcher must be one of "
+            f"{sorted(factories) + ['dedicated']} or a Dispatcher, got {spec!r}"
+        )
+    if spec not in owned:
+        owned[spec] = factories[spec]()
+    return owned[spec]

@@ -34,8 +34,9 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 from .actor import Actor, ActorStatus
+from .clockdriver import ClockDriver
 from .clocks import Clock, TimedTick
-from .errors import ActorStateError, ClockClosedError, EndOfStream
+from .errors import ActorStateError
 
 if TYPE_CHECKING:
     from .dispatchers import Dispatcher
@@ -73,51 +74,6 @@ def run(seconds: float | None = None) -> None:
     default_runtime().run(seconds)
 
 
-class _ClockDriver:
-    """The thread that turns one clock's ticks into actor ticks."""
-
-    def __init__(self, runtime: Runtime, clock: Clock) -> None:
-        self.runtime = runtime
-        self.clock = clock
-        self.subscribers: list[Actor] = []  # copy-on-write: read by the thread unlocked
-        self.finished = threading.Event()   # set when the clock ends or is closed
-        self.exhausted = False               # ended with EndOfStream (a finite clock)
-        self._stopping = False
-        self.thread = threading.Thread(
-            target=self._run, name=f"streamlib-clock-{clock.clock_id}", daemon=True
-        )
-
-    def _run(self) -> None:
-        clock = self.clock
-        try:
-            while not self._stopping:
-                try:
-                    tick = clock.next_tick()
-                except EndOfStream:
-                    self.exhausted = True
-                    return
-                except ClockClosedError:
-                    return
-                self.runtime._note_origin(tick)
-                for actor in self.subscribers:
-                    self.runtime._notify(actor, tick)
-                if not clock.realtime:
-                    self.runtime._wait_idle_or(lambda: self._stopping)
-        except Exception:  # noqa: BLE001 - a broken clock must not kill the process
-            logger.exception("clock %r failed; its actors stop ticking", clock.clock_id)
-        finally:
-            self.finished.set()
-            self.runtime._wake_waiters()
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self.clock.close()  # wakes a next_tick() that is waiting
-        self.runtime._wake_waiters()
-
-
 class Runtime:
     """Runs actors: ``with Runtime() as rt: ...; rt.run(seconds=5)``.
 
@@ -140,7 +96,7 @@ class Runtime:
         self._max_workers = max_workers
         self._lock = threading.RLock()
         self._actors: dict[str, Actor] = {}
-        self._drivers: dict[int, _ClockDriver] = {}
+        self._drivers: dict[int, ClockDriver] = {}
         self._dispatchers: dict[str, Dispatcher] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._inflight = 0
@@ -370,6 +326,8 @@ class Runtime:
             raise ActorStateError(f"runtime {self.name!r} is closed")
 
     def _attach(self, actor: Actor) -> None:
+        from .dispatchers import resolve_dispatcher
+
         with self._lock:
             self._check_open()
             if actor.actor_id in self._actors:
@@ -377,44 +335,13 @@ class Runtime:
                     f"runtime {self.name!r} already has an actor {actor.actor_id!r}; "
                     "choose another actor_id"
                 )
-            actor._sl.dispatcher = self._resolve_dispatcher(actor)
+            actor._sl.dispatcher = resolve_dispatcher(actor, self._dispatchers, self._max_workers)
             actor._sl.runtime = self
             actor._sl.measure_cpu = self.collect_metrics
             self._actors[actor.actor_id] = actor
             start_now = self._started
         if start_now:
             self._start_actors([actor])
-
-    def _resolve_dispatcher(self, actor: Actor) -> Dispatcher:
-        from . import dispatchers as d
-
-        spec = actor.dispatcher
-        if isinstance(spec, d.Dispatcher):
-            return spec  # caller-owned: the caller shuts it down
-        if spec is None:
-            spec = "asyncio" if actor.is_async else "thread"
-        if spec == "dedicated":
-            # One thread for this actor alone: GL contexts and other thread-bound
-            # resources stay current on it. Owned (and shut down) by the runtime.
-            key = f"dedicated:{actor.actor_id}"
-            if key not in self._dispatchers:
-                self._dispatchers[key] = d.DedicatedThreadDispatcher(actor.actor_id)
-            return self._dispatchers[key]
-        factories: dict[str, Callable[[], Dispatcher]] = {
-            "asyncio": d.AsyncioDispatcher,
-            "thread": lambda: d.ThreadPoolDispatcher(self._max_workers),
-            "process": d.ProcessPoolDispatcher,
-            "gpu": d.GPUDispatcher,
-        }
-        if spec not in factories:
-            raise ValueError(
-                f"actor '{actor.actor_id}': dispatcher must be one of "
-                f"{sorted(factories) + ['dedicated']} "
-                f"or a Dispatcher, got {spec!r}"
-            )
-        if spec not in self._dispatchers:
-            self._dispatchers[spec] = factories[spec]()
-        return self._dispatchers[spec]
 
     def _start_actors(self, actors: list[Actor]) -> None:
         for actor in actors:
@@ -446,7 +373,7 @@ class Runtime:
         # Clocks start only once every actor started together is set up, so
         # actors sharing a clock all see tick 0.
         await asyncio.gather(*setups, return_exceptions=True)
-        new_drivers: list[_ClockDriver] = []
+        new_drivers: list[ClockDriver] = []
         for actor in actors:
             if actor._sl.status is ActorStatus.STARTING:  # not failed or closed meanwhile
                 actor._sl.status = ActorStatus.RUNNING
@@ -461,13 +388,13 @@ class Runtime:
                 st.busy = True
                 self._spawn(actor.actor_id, self._run(actor, tick))
 
-    def _subscribe(self, actor: Actor, clock: Clock) -> list[_ClockDriver]:
+    def _subscribe(self, actor: Actor, clock: Clock) -> list[ClockDriver]:
         """Add ``actor`` to its clock's driver; returns a new driver the caller starts."""
         with self._lock:
             driver = self._drivers.get(id(clock))
             new = driver is None or driver.finished.is_set()
             if new:
-                driver = _ClockDriver(self, clock)
+                driver = ClockDriver(self, clock)
                 self._drivers[id(clock)] = driver
             assert driver is not None
             driver.subscribers = driver.subscribers + [actor]
