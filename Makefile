@@ -8,8 +8,9 @@ PIP    := $(PY) -m pip
 TORCH_CPU ?= torch==2.13.0
 DEMO_ARGS ?= --seconds 10
 # Debian packages: ffmpeg/ffprobe (file checks), Xvfb (a real glfw window in
-# tests), Mesa EGL (headless OpenGL), GStreamer (the interop reference peer).
-SYSTEM_PKGS ?= ffmpeg xvfb xauth xdotool libegl1 libgl1-mesa-dri libportaudio2 fontconfig fonts-dejavu-core \
+# tests), Mesa EGL (headless OpenGL), GStreamer (the interop reference peer), g++
+# (builds the .cu kernels for the host: the kernel emulator tests).
+SYSTEM_PKGS ?= g++ ffmpeg xvfb xauth xdotool libegl1 libgl1-mesa-dri libportaudio2 fontconfig fonts-dejavu-core \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 
 .PHONY: venv sysdeps test test-gpu demo bench bench-full typecheck clean

@@ -327,12 +327,20 @@ def wait_ready(item: object, stream: Stream | None = None) -> bool:
     """Make ``stream`` (current if None) wait until the item's tensor is written.
 
     Returns True when there was an event to wait on. On a CPU stream this blocks
-    the host until the CUDA work is done; on a CUDA stream it never blocks.
+    the host until the CUDA work is done; on a CUDA stream it never blocks, and
+    the tensor is marked as used by that stream (``record_stream``), so the
+    caching allocator cannot hand its memory to the producer's next allocation
+    while this stream's reads are still queued.
     """
     event = ready_event(item)
     if event is None or isinstance(event, CPUEvent):
         return False
     wait_event(stream, event)
+    tensor = item_tensor(item)
+    if tensor is not None and tensor.is_cuda:
+        user = torch.cuda.current_stream(tensor.device) if stream is None else stream
+        if isinstance(user, torch.cuda.Stream) and user.device == tensor.device:
+            tensor.record_stream(user)
     return True
 
 

@@ -237,3 +237,25 @@ def test_gpu_dispatcher_runs_process_on_the_actor_stream() -> None:
         asyncio.run(d.dispatch(p, TimedTick(0, 0, "t")))
         assert seen == [d.stream_for(p)]
         assert seen[0] != torch.cuda.default_stream()
+
+
+@pytest.mark.gpu
+def test_wait_ready_keeps_the_memory_from_the_producer_until_the_reader_ran() -> None:
+    dev = resolve_device("cuda")
+    producer, reader = new_stream(dev), new_stream(dev)
+    with stream_context(producer):
+        frame = torch.full((1 << 22,), 7, dtype=torch.float32, device=dev)
+        set_ready_event(frame, record_event())
+        ptr = frame.data_ptr()
+    assert wait_ready(frame, reader) is True
+    with stream_context(reader):
+        torch.cuda._sleep(200_000_000)  # type: ignore[attr-defined]  # ~0.1 s of GPU cycles
+        total = frame.sum()
+    del frame  # the producer drops the frame while the reader's sum is queued
+    with stream_context(producer):
+        fresh = torch.empty((1 << 22,), dtype=torch.float32, device=dev)
+        fresh.fill_(0)
+    # record_stream: the block went back only for reuse after the reader's work, not at once
+    assert fresh.data_ptr() != ptr
+    reader.synchronize()
+    assert float(total) == 7 * (1 << 22)

@@ -280,6 +280,72 @@ def test_reader_copies_the_texture_top_down_into_a_fresh_tensor(ctx: Any) -> Non
     target.release()
 
 
+# -- the same sequence, type-checked by the real cuda-bindings -------------------------------
+class TypeCheckedRuntime(FakeRuntime):
+    """A FakeRuntime whose every CUDA call is first made on the real
+    ``cuda.bindings.runtime`` with the same argument types (fake handles become null
+    real ones). Without a driver each real call returns an error code, but only after
+    cuda-bindings accepted the arguments' number and types: what the fake cannot check.
+    """
+
+    def __init__(self, real: Any, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.real = real
+        self.checked: set[str] = set()
+
+    def __getattribute__(self, name: str) -> Any:
+        attr = super().__getattribute__(name)
+        if not name.startswith("cuda") or not callable(attr):
+            return attr
+        real, checked = self.real, self.checked
+
+        def call(*args: Any) -> Any:
+            handles = [(real.cudaArray_t() if name.startswith("cudaMemcpy2D")
+                        else real.cudaGraphicsResource_t()) if isinstance(a, FakeResource) else a
+                       for a in args]
+            result = getattr(real, name)(*handles)  # TypeError: cuda-bindings rejects our call
+            assert isinstance(result, tuple) and isinstance(result[0], real.cudaError_t), result
+            checked.add(name)
+            return attr(*args)
+
+        return call
+
+
+def test_every_interop_call_is_accepted_by_the_real_cuda_bindings(
+        ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = pytest.importorskip("cuda.bindings.runtime")
+    if torch.cuda.is_available():
+        pytest.skip("with a driver the real calls would act on null handles: run the gpu tests")
+    target = ctx.texture((6, 4), 4)
+    fbo = ctx.framebuffer(color_attachments=[target])
+    img = rand_image(4, 6, 4)
+    target.write(img.flip(0).numpy().tobytes(), alignment=1)
+    rt = TypeCheckedRuntime(real, texture_of=lambda glo: target)
+    fake_probes(monkeypatch, runtime=rt)
+    assert gi.interop_available(ctx, "cuda:0")[0]
+    up = gi.CudaGLUploader(ctx, "cpu", runtime=rt)
+    rt.buffer_of = lambda glo: up._pbo
+    tex = ctx.texture((7, 5), 3, alignment=1)
+    frame = rand_image(5, 7, 3)
+    assert up.upload(tex, frame) == "cuda-gl-interop"
+    assert np.array_equal(np.frombuffer(tex.read(alignment=1), np.uint8).reshape(5, 7, 3),
+                          frame.numpy())
+    up.close()
+    reader = gi.CudaGLReader(target, "cpu", runtime=rt)
+    assert torch.equal(reader.read(fbo, 3), img[..., :3])
+    reader.close()
+    rt.fail = "cudaGraphicsGLRegisterBuffer"  # the error path formats CUDA's message
+    with pytest.raises(gi.InteropError, match="cudaGraphicsGLRegisterBuffer failed"):
+        gi.CudaGLUploader(ctx, "cpu", runtime=rt).upload(tex, frame)
+    assert rt.checked == {
+        "cudaGLGetDevices", "cudaGraphicsGLRegisterBuffer", "cudaGraphicsGLRegisterImage",
+        "cudaGraphicsMapResources", "cudaGraphicsResourceGetMappedPointer", "cudaMemcpyAsync",
+        "cudaGraphicsUnmapResources", "cudaGraphicsSubResourceGetMappedArray",
+        "cudaMemcpy2DFromArrayAsync", "cudaGraphicsUnregisterResource", "cudaGetErrorString"}
+    for obj in (tex, fbo, target):
+        obj.release()
+
+
 # -- actors: the path they took, in runtime.graph() ------------------------------------------
 def run_display(images: list[torch.Tensor], w: int, h: int) -> tuple[dict[str, Any], DisplayActor,
                                                                       torch.Tensor]:

@@ -4,6 +4,7 @@ kernels match the references on a GPU."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -332,6 +333,37 @@ extern "C" void emu_set(unsigned bx, unsigned by, unsigned tx, unsigned ty, unsi
 """
 
 
+# CuPy passes numpy scalars by value at their own width, so a np.int32 where the kernel
+# declares unsigned long long would shift every later argument on a real GPU. The emulator
+# therefore checks each launch's argument types against the declared parameters.
+EMU_TYPES = {"unsigned long long": "uint64", "int": "int32"}
+
+
+def kernel_signatures(gxx: str, path: Path) -> dict[str, list[str]]:
+    """Parameter numpy dtypes of each ``extern "C"`` kernel in ``path`` (macros expanded)."""
+    res = subprocess.run([gxx, "-E", "-P", "-x", "c++", "-D__global__=", "-D__device__=",
+                          "-D__forceinline__=inline", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    sigs = {}
+    for m in re.finditer(r'extern "C" void (\w+)\s*\(([^)]*)\)', res.stdout):
+        params = [" ".join(p.split()[:-1]) for p in m.group(2).split(",")]
+        unknown = [p for p in params if p not in EMU_TYPES]
+        assert not unknown, f"{path.name}:{m.group(1)}: unsupported parameter types {unknown}"
+        sigs[m.group(1)] = [EMU_TYPES[p] for p in params]
+    return sigs
+
+
+def test_kernel_signatures_are_parsed() -> None:
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ not found")
+    sigs = kernel_signatures(gxx, K.kernel_dir() / "composite.cu")
+    assert list(sigs) == ["composite_rgb"]
+    assert len(sigs["composite_rgb"]) == 12 + 8 * K.MAX_LAYERS
+    assert sigs["composite_rgb"][:4] == ["uint64", "int32", "int32", "uint64"]
+
+
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory: pytest.TempPathFactory) -> Any:
     import ctypes
@@ -343,22 +375,27 @@ def emulated(tmp_path_factory: pytest.TempPathFactory) -> Any:
         pytest.skip("g++ not found: cannot emulate the kernels")
     tmp = tmp_path_factory.mktemp("emu")
     (tmp / "emu.h").write_text(EMU_HEADER)
-    libs = {}
+    libs, sigs = {}, {}
     for name in K.KERNEL_FILES:
         so = tmp / f"{name}.so"
-        res = subprocess.run([gxx, "-O1", "-shared", "-fPIC", "-x", "c++", "-include",
-                              str(tmp / "emu.h"), str(K.kernel_dir() / name), "-o", str(so)],
-                             capture_output=True, text=True, timeout=120)
+        res = subprocess.run([gxx, "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-x", "c++",
+                              "-include", str(tmp / "emu.h"), str(K.kernel_dir() / name),
+                              "-o", str(so)], capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
         libs[name] = ctypes.CDLL(str(so))
+        sigs[name] = kernel_signatures(gxx, K.kernel_dir() / name)
+    ctype = {"uint64": ctypes.c_ulonglong, "int32": ctypes.c_int}
+    launched: list[str] = []
 
     def launch(file: str, name: str, device: torch.device, grid: tuple[int, int],
                block: tuple[int, int], args: tuple[Any, ...]) -> None:
+        declared = sigs[file][name]
+        passed = [a.dtype.name if isinstance(a, np.generic) else type(a).__name__ for a in args]
+        assert passed == declared, f"{file}:{name}: launched with {passed}, declared {declared}"
         lib = libs[file]
         fn = getattr(lib, name)
         fn.restype = None
-        fn.argtypes = [ctypes.c_ulonglong if isinstance(a, np.uint64) else ctypes.c_int
-                       for a in args]
+        fn.argtypes = [ctype[t] for t in declared]
         values = [int(a) for a in args]
         for by in range(grid[1]):
             for bx in range(grid[0]):
@@ -366,18 +403,23 @@ def emulated(tmp_path_factory: pytest.TempPathFactory) -> Any:
                     for tx in range(block[0]):
                         lib.emu_set(bx, by, tx, ty, block[0], block[1])
                         fn(*values)
+        launched.append(name)
 
+    launch.launched = launched  # type: ignore[attr-defined]
     return launch
 
 
 @pytest.fixture
-def on_emulator(emulated: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def on_emulator(emulated: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(K, "_launch", emulated)
     monkeypatch.setattr(K, "_use_cuda", lambda tensor, backend, what: True)
+    emulated.launched.clear()
+    yield
+    assert emulated.launched, "the test never reached a kernel launch"
 
 
 @pytest.mark.parametrize("n_layers", [0, 1, 3, 11])
-def test_emulated_composite_kernel(on_emulator: None, n_layers: int) -> None:
+def test_emulated_composite_kernel(on_emulator: Any, n_layers: int) -> None:
     layers = layer_set(n_layers)
     base_opts = [rand(40, 50, 3), rand(70, 90, 4), None] if n_layers else [rand(40, 50, 3)]
     for base in base_opts:
@@ -387,7 +429,7 @@ def test_emulated_composite_kernel(on_emulator: None, n_layers: int) -> None:
         assert torch.equal(got, composite_reference(64, 48, (12, 200, 7), layers, base))
 
 
-def test_emulated_colour_kernels(on_emulator: None) -> None:
+def test_emulated_colour_kernels(on_emulator: Any) -> None:
     for rgb in (rand(12, 20, 3), rand(6, 8, 4)):
         for fn, ref in ((K.rgb_to_nv12, lambda t: K.rgb_to_yuv420_ref(t, True)),
                         (K.rgb_to_i420, lambda t: K.rgb_to_yuv420_ref(t, False)),
@@ -401,7 +443,7 @@ def test_emulated_colour_kernels(on_emulator: None) -> None:
         assert torch.equal(K.pgroup422_10_to_rgb(buf, w, h), K.pgroup422_10_to_rgb_ref(buf, w, h))
 
 
-def test_emulated_smpte_kernel(on_emulator: None) -> None:
+def test_emulated_smpte_kernel(on_emulator: Any) -> None:
     K._tables.clear()
     for w, h, rng in ((128, 24, "limited"), (100, 50, "full")):
         assert torch.equal(K.smpte_bars(w, h, rng), render_smpte_bars(w, h, rng))

@@ -6,7 +6,8 @@ from .display import DisplayActor, letterbox_rect
 from .drawing import DrawingActor, DrawingContext, parse_color
 from .file_reader import FileReaderActor
 from .file_writer import FileWriterActor
-from .inference import BrightBoxDetector, InferenceActor, OverlayBoxesActor, draw_boxes, to_cpu
+from .inference import BrightBoxDetector, InferenceActor, to_cpu
+from .overlay import OverlayBoxesActor, draw_boxes
 from .network import VIDEO_PORTS, NetworkReceiveActor, NetworkSendActor
 from .network_audio import AUDIO_PORTS, AudioNetworkReceiveActor, AudioNetworkSendActor
 from .patterns import COLOR_RANGES, PATTERNS, TestPatternActor, render_pattern, smpte_regions
