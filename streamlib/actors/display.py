@@ -45,6 +45,7 @@ from ..gl_interop import (
     HOST, HostUploader, InteropError, TextureUploader, UploadPath, create_uploader,
 )
 from ..ports import StreamInput, StreamOutput
+from ._glfw import glfw_acquire, glfw_error_text, glfw_lock, glfw_release, install_callbacks
 
 if TYPE_CHECKING:
     import moderngl
@@ -87,54 +88,6 @@ def letterbox_rect(src_w: int, src_h: int, dst_w: int, dst_h: int) -> tuple[int,
     w = max(1, min(dst_w, round(src_w * scale)))
     h = max(1, min(dst_h, round(src_h * scale)))
     return (dst_w - w) // 2, (dst_h - h) // 2, w, h
-
-
-# -- glfw: process-global state, shared by every DisplayActor ----------------
-_glfw_lock = threading.RLock()
-_glfw_users = 0
-
-
-def _glfw_error_text(glfw: Any) -> str:
-    code, desc = glfw.get_error()
-    if not code:
-        return "unknown glfw error"
-    return f"glfw error {code}: {desc.decode(errors='replace') if desc else ''}"
-
-
-def _glfw_acquire() -> str | None:
-    """Initialise glfw (refcounted); returns None, or why it failed."""
-    global _glfw_users
-    try:
-        import glfw
-    except Exception as exc:  # noqa: BLE001 - a missing libglfw means "no window"
-        return f"glfw unavailable ({exc})"
-    with _glfw_lock:
-        if _glfw_users == 0 and not glfw.init():
-            return f"glfw.init() failed ({_glfw_error_text(glfw)})"
-        _glfw_users += 1
-    return None
-
-
-def _glfw_release() -> None:
-    global _glfw_users
-    import glfw
-
-    with _glfw_lock:
-        _glfw_users -= 1
-        if _glfw_users == 0:
-            glfw.terminate()
-
-
-def _key_names() -> dict[int, str]:
-    import glfw
-
-    names = {int(getattr(glfw, n)): n[4:].lower() for n in dir(glfw)
-             if n.startswith("KEY_") and n != "KEY_LAST"}
-    return names
-
-
-_MODS = (("MOD_SHIFT", "shift"), ("MOD_CONTROL", "ctrl"), ("MOD_ALT", "alt"),
-         ("MOD_SUPER", "super"), ("MOD_CAPS_LOCK", "caps_lock"), ("MOD_NUM_LOCK", "num_lock"))
 
 
 class DisplayActor(Actor):
@@ -319,7 +272,7 @@ class DisplayActor(Actor):
                     f"DisplayActor '{self.actor_id}': headless=False but {why}; run under "
                     "xvfb-run or a desktop session, or use headless=None/True")
             return "headless", why
-        failure = _glfw_acquire()
+        failure = glfw_acquire()
         if failure is None:
             self._glfw_held = True
             failure = self._open_window()
@@ -327,7 +280,7 @@ class DisplayActor(Actor):
                 where = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
                 return "window", f"display {where}"
             self._glfw_held = False
-            _glfw_release()
+            glfw_release()
         if self.headless is False:
             raise RuntimeError(f"DisplayActor '{self.actor_id}': cannot open a window: {failure}")
         return "headless", failure
@@ -336,7 +289,7 @@ class DisplayActor(Actor):
         import glfw
         import moderngl
 
-        with _glfw_lock:
+        with glfw_lock:
             glfw.default_window_hints()
             glfw.window_hint(glfw.CONTEXT_VERSION_MAJOR, 3)
             glfw.window_hint(glfw.CONTEXT_VERSION_MINOR, 3)
@@ -344,9 +297,10 @@ class DisplayActor(Actor):
             glfw.window_hint(glfw.OPENGL_FORWARD_COMPAT, True)
             window = glfw.create_window(self.width, self.height, self.window_name, None, None)
             if not window:
-                return f"glfw.create_window failed ({_glfw_error_text(glfw)})"
+                return f"glfw.create_window failed ({glfw_error_text(glfw)})"
             self._window = window
-            self._install_callbacks(glfw, window)
+            install_callbacks(glfw, window, self.actor_id, self._queue_event,
+                              self._on_fb_size, self._on_win_size)
             self._fb_size = glfw.get_framebuffer_size(window)
             self._win_size = glfw.get_window_size(window)
         glfw.make_context_current(window)
@@ -385,7 +339,7 @@ class DisplayActor(Actor):
         if self._window is not None:
             import glfw
 
-            with _glfw_lock:
+            with glfw_lock:
                 glfw.poll_events()
                 should_close = bool(glfw.window_should_close(self._window))
             if should_close and not self._closing:
@@ -492,13 +446,13 @@ class DisplayActor(Actor):
         if self._window is not None:
             import glfw
 
-            with _glfw_lock:
+            with glfw_lock:
                 glfw.make_context_current(None)  # type: ignore[arg-type]  # None detaches
                 glfw.destroy_window(self._window)
             self._window = None
         if self._glfw_held:
             self._glfw_held = False
-            _glfw_release()
+            glfw_release()
 
     # -- glfw callbacks (run inside poll_events) -----------------------------
     def _queue_event(self, event: EventMessage) -> None:
@@ -510,52 +464,8 @@ class DisplayActor(Actor):
             else:
                 self._events.append(event)
 
-    def _install_callbacks(self, glfw: Any, window: Any) -> None:
-        keys = _key_names()
-        mods = [(int(getattr(glfw, attr)), name) for attr, name in _MODS if hasattr(glfw, attr)]
-        actions = {glfw.PRESS: "press", glfw.RELEASE: "release", glfw.REPEAT: "repeat"}
-        src = self.actor_id
+    def _on_fb_size(self, width: int, height: int) -> None:
+        self._fb_size, self._dirty = (width, height), True
 
-        def modifiers(bits: int) -> frozenset[str]:
-            return frozenset(name for bit, name in mods if bits & bit)
-
-        def on_key(_w: Any, key: int, _scancode: int, action: int, bits: int) -> None:
-            if action in actions:
-                self._queue_event(EventMessage(
-                    "key", actions[action], time.monotonic_ns(), key=keys.get(key, f"key{key}"),
-                    modifiers=modifiers(bits), source=src))
-
-        def on_button(w: Any, button: int, action: int, bits: int) -> None:
-            if action in (glfw.PRESS, glfw.RELEASE):
-                x, y = glfw.get_cursor_pos(w)
-                self._queue_event(EventMessage(
-                    "mouse", actions[action], time.monotonic_ns(), x=x, y=y, button=button,
-                    modifiers=modifiers(bits), source=src))
-
-        def on_cursor(_w: Any, x: float, y: float) -> None:
-            self._queue_event(EventMessage("mouse", "move", time.monotonic_ns(), x=x, y=y,
-                                           source=src))
-
-        def on_scroll(_w: Any, dx: float, dy: float) -> None:
-            self._queue_event(EventMessage("mouse", "scroll", time.monotonic_ns(), x=dx, y=dy,
-                                           source=src))
-
-        def on_fb_size(_w: Any, width: int, height: int) -> None:
-            self._fb_size, self._dirty = (width, height), True
-            self._queue_event(EventMessage("window", "resize", time.monotonic_ns(),
-                                           width=width, height=height, source=src))
-
-        def on_win_size(_w: Any, width: int, height: int) -> None:
-            self._win_size = (width, height)
-
-        def on_focus(_w: Any, focused: int) -> None:
-            self._queue_event(EventMessage("window", "focus" if focused else "unfocus",
-                                           time.monotonic_ns(), source=src))
-
-        glfw.set_key_callback(window, on_key)
-        glfw.set_mouse_button_callback(window, on_button)
-        glfw.set_cursor_pos_callback(window, on_cursor)
-        glfw.set_scroll_callback(window, on_scroll)
-        glfw.set_framebuffer_size_callback(window, on_fb_size)
-        glfw.set_window_size_callback(window, on_win_size)
-        glfw.set_window_focus_callback(window, on_focus)
+    def _on_win_size(self, width: int, height: int) -> None:
+        self._win_size = (width, height)
