@@ -17,9 +17,9 @@ Three measurements, side by side in one run:
   Wall and process CPU time (``time.process_time``, all threads) per tick.
 * ``per_call``: the metrics code alone, timed in a loop: the CPU-time wrapper
   around ``process`` (two ``time.thread_time_ns`` calls) and one
-  ``Runtime._record`` (one ``monotonic_ns``, a dict lookup, a deque append);
-  then ``_record`` and ``_note_origin`` timed where they run, inside the
-  graph (caches are colder there), giving ``estimated_us_per_tick`` =
+  ``MetricsRecorder.record`` (``Runtime.recorder``: one ``monotonic_ns``, a
+  dict lookup, a deque append); then ``record`` and ``note_origin`` timed
+  where they run, inside the graph (caches are colder there), giving ``estimated_us_per_tick`` =
   3 x (wrapper + record) + note. On a shared machine the on/off difference
   of the graph is dominated by run-to-run noise; this estimate is not.
 * ``pipeline``: the realtime 1080p60 pipeline of ``benchmarks/e2e.py``, run
@@ -94,10 +94,12 @@ def graph_us_per_tick(ticks: int, collect: bool,
 
 
 def in_graph_ns(ticks: int) -> dict[str, float]:
-    """Mean ns of ``_record`` and ``_note_origin`` calls timed inside a graph run."""
+    """Mean ns of ``recorder.record`` and ``recorder.note_origin`` calls timed
+    inside a graph run."""
     totals = {"record": [0, 0], "note": [0, 0]}
     with Runtime(name="bench-metrics-insitu") as rt:
-        record, note = rt._record, rt._note_origin
+        recorder = rt.recorder
+        record, note = recorder.record, recorder.note_origin
 
         def timed_record(actor: Actor, tick: TimedTick, elapsed: int) -> None:
             t0 = time.perf_counter_ns()
@@ -111,9 +113,9 @@ def in_graph_ns(ticks: int) -> dict[str, float]:
             totals["note"][0] += time.perf_counter_ns() - t0
             totals["note"][1] += 1
 
-        # instance attributes shadow the methods for this runtime only
-        setattr(rt, "_record", timed_record)
-        setattr(rt, "_note_origin", timed_note)
+        # instance attributes shadow the methods for this runtime's recorder only
+        setattr(recorder, "record", timed_record)
+        setattr(recorder, "note_origin", timed_note)
         src = _Src(clock=VirtualClock(1000, max_ticks=ticks), runtime=rt)
         relay, sink = _Relay(runtime=rt), _Sink(runtime=rt)
         src >> relay >> sink
@@ -142,7 +144,7 @@ def pipeline_case(seconds: float, repeats: int) -> dict[str, Any]:
 
 
 def per_call_ns(n: int) -> dict[str, float]:
-    """ns per call of the wrapper and of ``_record``, minus the bare call."""
+    """ns per call of the wrapper and of ``recorder.record``, minus the bare call."""
     tick = TimedTick(0, 0, "virtual")
     with Runtime(name="bench-metrics-calls") as rt:
         sink = _Sink(runtime=rt)
@@ -155,7 +157,7 @@ def per_call_ns(n: int) -> dict[str, float]:
                 fn(sink, tick)
             return (time.perf_counter_ns() - t0) / n
 
-        record = rt._record
+        record = rt.recorder.record
 
         def rec_loop() -> float:
             t0 = time.perf_counter_ns()

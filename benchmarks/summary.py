@@ -90,10 +90,11 @@ def metrics_overhead(r: dict[str, Any]) -> list[str]:
                     f"{m['off']['latency_p99_ms']:.2f} | |")
     rows += ["", "| metrics code, per call | ns |", "|---|---|",
              f"| CPU-time wrapper around process() (loop) | {c['cpu_wrapper_ns']:.0f} |",
-             f"| Runtime._record (loop) | {c['record_ns']:.0f} |"]
+             f"| MetricsRecorder.record (loop) | {c['record_ns']:.0f} |"]
     if "record_in_graph_ns" in c:
-        rows += [f"| Runtime._record, timed inside the graph | {c['record_in_graph_ns']:.0f} |",
-                 f"| Runtime._note_origin per tick, inside the graph | "
+        rows += [f"| MetricsRecorder.record, timed inside the graph | "
+                 f"{c['record_in_graph_ns']:.0f} |",
+                 f"| MetricsRecorder.note_origin per tick, inside the graph | "
                  f"{c['note_in_graph_ns']:.0f} |",
                  f"| estimate per tick of 3 actors: 3 x (wrapper + record) + note | "
                  f"{c['estimated_us_per_tick'] * 1e3:.0f} |"]

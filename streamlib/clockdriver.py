@@ -48,7 +48,7 @@ class ClockDriver:
                     return
                 except ClockClosedError:
                     return
-                self.runtime._note_origin(tick)
+                self.runtime.recorder.note_origin(tick)
                 for actor in self.subscribers:
                     self.runtime._notify(actor, tick)
                 if not clock.realtime:

@@ -29,7 +29,6 @@ import logging
 import threading
 import time
 import traceback
-from collections import OrderedDict
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
@@ -37,10 +36,10 @@ from .actor import Actor, ActorStatus
 from .clockdriver import ClockDriver
 from .clocks import Clock, TimedTick
 from .errors import ActorStateError
+from .metrics import MetricsRecorder, MetricsSnapshot, snapshot
 
 if TYPE_CHECKING:
     from .dispatchers import Dispatcher
-    from .metrics import MetricsSnapshot
     from .telemetry import Telemetry
 
 logger = logging.getLogger("streamlib")
@@ -86,11 +85,10 @@ class Runtime:
                  max_workers: int | None = None, collect_metrics: bool = True) -> None:
         self.name = name
         # Metrics (streamlib.metrics): per-call sample windows, per-actor CPU
-        # time and tick-origin latency. On by default; False keeps only counters.
+        # time and tick-origin latency, taken by ``recorder``. On by default;
+        # False keeps only counters. Fixed at construction.
         self.collect_metrics = collect_metrics
-        # id(tick) -> (tick, origin ns); ordered so the oldest is evicted in O(1)
-        self._origins: OrderedDict[int, tuple[TimedTick, int]] = OrderedDict()
-        self._origins_lock = threading.Lock()
+        self.recorder = MetricsRecorder(enabled=collect_metrics)
         self._telemetry: Telemetry | None = None
         self.autostart = autostart
         self._max_workers = max_workers
@@ -273,8 +271,6 @@ class Runtime:
         sampler (a background thread sampling once a second, stopped by
         ``close()``); GPU figures are "not available" without an NVIDIA driver.
         """
-        from .metrics import snapshot
-
         sample = None
         if telemetry and not self._closed:
             with self._lock:
@@ -285,40 +281,6 @@ class Runtime:
                 sampler = self._telemetry
             sample = sampler.latest()
         return snapshot(self, sample)
-
-    # -- metrics -------------------------------------------------------------
-    _ORIGINS_KEPT = 4096  # ticks whose origin is remembered (about 68 s at 60 fps)
-
-    def _note_origin(self, tick: TimedTick) -> None:
-        """Clock thread: remember when ``tick`` was issued (non-monotonic clocks)."""
-        if not self.collect_metrics or tick.clock_id == "monotonic":
-            return  # a monotonic timestamp is its own origin
-        now = time.monotonic_ns()
-        with self._origins_lock:  # several clock threads insert and evict
-            origins = self._origins
-            origins[id(tick)] = (tick, now)  # the tick is held, so its id stays unique
-            if len(origins) > self._ORIGINS_KEPT:
-                origins.popitem(last=False)
-
-    def _record(self, actor: Actor, tick: TimedTick, elapsed_ns: int) -> None:
-        """Loop thread, after a successful process(): add one metrics sample."""
-        st = actor._sl
-        done = time.monotonic_ns()
-        if tick.clock_id == "monotonic":
-            origin = tick.timestamp_ns
-        else:
-            entry = self._origins.get(id(tick))  # atomic under the GIL
-            origin = entry[1] if entry is not None and entry[0] is tick else 0
-        latency = done - origin if origin > 0 else -1
-        cpu, st.cpu_ns = st.cpu_ns, -1
-        c = st.counters
-        if cpu >= 0:
-            c.cpu_ns_total += cpu
-            c.cpu_samples += 1
-        if latency >= 0:
-            c.latency_ns_total += latency
-            c.latency_samples += 1
-        st.window.add(done, elapsed_ns, cpu, latency)
 
     # -- attaching and starting actors ------------------------------------
     def _check_open(self) -> None:
@@ -458,7 +420,7 @@ class Runtime:
                     c.process_ns_total += elapsed
                     c.process_ns_max = max(c.process_ns_max, elapsed)
                     if self.collect_metrics:
-                        self._record(actor, tick, elapsed)
+                        self.recorder.record(actor, tick, elapsed)
                 finally:
                     st.current_tick = None
                     self._done()

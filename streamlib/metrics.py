@@ -24,6 +24,8 @@ normally (the runtime records it on its loop thread, after the call):
   difference of virtual timestamps.
 * fps and CPU % over the last second of completions (from the window).
 
+``MetricsRecorder`` (one per runtime, ``Runtime.recorder``) takes those samples:
+the clock threads note tick origins, the loop thread records each call.
 ``MetricsSnapshot`` is a frozen dataclass tree; ``as_dict()`` is JSON-ready.
 The overhead (a tuple appended to a bounded deque, two ``thread_time_ns``
 calls, one dict lookup per call) is measured by ``benchmarks/metrics_overhead``.
@@ -31,13 +33,15 @@ calls, one dict lookup per call) is measured by ``benchmarks/metrics_overhead``.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     from .actor import Actor
+    from .clocks import TimedTick
     from .graph import Runtime
     from .telemetry import TelemetrySample
 
@@ -72,6 +76,61 @@ class SampleWindow:
 
     def __len__(self) -> int:
         return len(self._samples)
+
+
+class MetricsRecorder:
+    """Takes the metrics samples of one runtime (``Runtime.recorder``).
+
+    ``note_origin`` runs on the clock threads, once per tick issued;
+    ``record`` on the runtime's loop thread, once per ``process()`` call that
+    returned normally. With ``enabled=False`` (``Runtime(collect_metrics=False)``)
+    no origin is remembered and the runtime never calls ``record``, so only
+    the actors' counters are kept.
+    """
+
+    ORIGINS_KEPT = 4096  # ticks whose origin is remembered (about 68 s at 60 fps)
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        # id(tick) -> (tick, origin ns); ordered so the oldest is evicted in O(1)
+        self._origins: OrderedDict[int, tuple[TimedTick, int]] = OrderedDict()
+        self._origins_lock = threading.Lock()
+
+    @property
+    def origins_held(self) -> int:
+        """How many tick origins are remembered (at most ``ORIGINS_KEPT``)."""
+        return len(self._origins)
+
+    def note_origin(self, tick: TimedTick) -> None:
+        """Clock thread: remember when ``tick`` was issued (non-monotonic clocks)."""
+        if not self.enabled or tick.clock_id == "monotonic":
+            return  # a monotonic timestamp is its own origin
+        now = time.monotonic_ns()
+        with self._origins_lock:  # several clock threads insert and evict
+            origins = self._origins
+            origins[id(tick)] = (tick, now)  # the tick is held, so its id stays unique
+            if len(origins) > self.ORIGINS_KEPT:
+                origins.popitem(last=False)
+
+    def record(self, actor: Actor, tick: TimedTick, elapsed_ns: int) -> None:
+        """Loop thread, after a successful process(): add one metrics sample."""
+        st = actor._sl
+        done = time.monotonic_ns()
+        if tick.clock_id == "monotonic":
+            origin = tick.timestamp_ns
+        else:
+            entry = self._origins.get(id(tick))  # atomic under the GIL
+            origin = entry[1] if entry is not None and entry[0] is tick else 0
+        latency = done - origin if origin > 0 else -1
+        cpu, st.cpu_ns = st.cpu_ns, -1
+        c = st.counters
+        if cpu >= 0:
+            c.cpu_ns_total += cpu
+            c.cpu_samples += 1
+        if latency >= 0:
+            c.latency_ns_total += latency
+            c.latency_samples += 1
+        st.window.add(done, elapsed_ns, cpu, latency)
 
 
 @dataclass(frozen=True)

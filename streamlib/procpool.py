@@ -1,6 +1,9 @@
 """``ProcessPoolDispatcher``: one worker process per actor (moved out of ``dispatchers``).
 
-Tensors cross in per-actor shared-memory arenas, everything else is pickled.
+This module is the parent side: it starts the workers, exchanges requests with
+them and stops them. Tensors cross in per-actor shared-memory arenas,
+everything else is pickled (the wire format: :mod:`streamlib.procwire`); what
+runs inside a worker is :mod:`streamlib.procworker`.
 ``streamlib.dispatchers`` re-exports ``ProcessPoolDispatcher``, so imports from
 there keep working.
 """
@@ -9,228 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copyreg
-import inspect
-import io
-import math
 import multiprocessing as mp
 import pickle
-import signal
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from multiprocessing.shared_memory import SharedMemory
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import torch
 
 from .dispatchers import Dispatcher
 from .errors import ActorStateError, DispatcherShutdownError, ShutdownTimeoutError, WorkerError
 from .ports import PortDict
+from .procwire import Arena, Unpickler, dumps, fill, grown, send
+from .procworker import worker_main
 
 if TYPE_CHECKING:
     from .actor import Actor
     from .clocks import TimedTick
 
 __all__ = ["ProcessPoolDispatcher"]
-
-# Wire format: every message is pickle((kind, arena_name, body_bytes)). Tensors in
-# a body are replaced (pickle persistent ids) by (offset, shape, dtype, device)
-# references into a shared-memory arena, so only metadata goes through the pipe.
-# The parent creates and unlinks every segment; the worker only attaches, so a
-# killed worker can leak nothing.
-
-_ALIGN = 64  # tensor offsets in an arena; keeps any dtype view aligned
-_GROW = 1 << 20  # arenas are sized in whole MiB so slowly varying sizes rarely regrow
-
-
-def _reduce_mappingproxy(m: MappingProxyType[Any, Any]) -> tuple[Any, ...]:
-    return (MappingProxyType, (dict(m),))  # frames keep metadata in a mappingproxy
-
-
-class _Arena:
-    """One shared-memory segment, viewed as a flat uint8 tensor."""
-
-    def __init__(self, shm: SharedMemory, owner: bool) -> None:
-        self.shm, self.owner = shm, owner
-        self.view = torch.frombuffer(shm.buf, dtype=torch.uint8)
-
-    @classmethod
-    def create(cls, need: int) -> _Arena:
-        return cls(SharedMemory(create=True, size=-(-need // _GROW) * _GROW), owner=True)
-
-    @classmethod
-    def attach(cls, name: str) -> _Arena:
-        return cls(SharedMemory(name=name), owner=False)
-
-    @property
-    def name(self) -> str:
-        return self.shm.name
-
-    def close(self) -> None:
-        self.view = torch.empty(0, dtype=torch.uint8)  # drop the buffer export first
-        with contextlib.suppress(BufferError):
-            self.shm.close()
-        if self.owner:
-            with contextlib.suppress(FileNotFoundError):
-                self.shm.unlink()
-
-
-def _grown(arena: _Arena | None, need: int) -> _Arena:
-    """``arena`` if it holds ``need`` bytes, else a new (owned) one replacing it."""
-    if arena is not None and arena.shm.size >= need:
-        return arena
-    if arena is not None:
-        arena.close()  # the worker keeps its mapping until it sees the new name
-    return _Arena.create(need)
-
-
-class _Pickler(pickle.Pickler):
-    dispatch_table = {**copyreg.dispatch_table, MappingProxyType: _reduce_mappingproxy}
-
-    def __init__(self, file: io.BytesIO, tensors: list[tuple[int, torch.Tensor]] | None) -> None:
-        super().__init__(file, protocol=5)
-        self.tensors = tensors
-        self.size = 0
-
-    def persistent_id(self, obj: Any) -> Any:
-        if (self.tensors is None or not isinstance(obj, torch.Tensor)
-                or obj.layout != torch.strided or obj.is_quantized):
-            return None
-        self.tensors.append((self.size, obj))
-        ref = (self.size, tuple(obj.shape), obj.dtype, str(obj.device))
-        self.size += -(-(obj.numel() * obj.element_size()) // _ALIGN) * _ALIGN
-        return ref
-
-
-def _dumps(obj: Any, tensors: list[tuple[int, torch.Tensor]] | None = None) -> tuple[bytes, int]:
-    """Pickle ``obj``; with ``tensors`` given, collect them out of band (returns arena bytes)."""
-    buf = io.BytesIO()
-    pickler = _Pickler(buf, tensors)
-    pickler.dump(obj)
-    return buf.getvalue(), pickler.size
-
-
-def _fill(arena: _Arena, tensors: list[tuple[int, torch.Tensor]]) -> None:
-    for offset, t in tensors:
-        n = t.numel() * t.element_size()
-        if n:
-            arena.view[offset:offset + n].view(t.dtype).view(t.shape).copy_(t.detach())
-
-
-class _Unpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, arena: _Arena | None) -> None:
-        super().__init__(io.BytesIO(data))
-        self.arena = arena
-        self.size = 0  # tensor bytes copied out of the arena
-
-    def persistent_load(self, pid: Any) -> torch.Tensor:
-        offset, shape, dtype, device = pid
-        n = math.prod(shape) * dtype.itemsize
-        self.size += n
-        if n == 0 or self.arena is None:
-            t = torch.empty(shape, dtype=dtype)
-        else:  # the one copy: a frame handed to user code must never alias the arena
-            t = self.arena.view[offset:offset + n].view(dtype).view(shape).clone()
-        return t if device == "cpu" else t.to(device)
-
-
-def _send(conn: Connection, kind: str, arena: str | None, body: bytes) -> int:
-    data = pickle.dumps((kind, arena, body), protocol=5)
-    conn.send_bytes(data)
-    return len(data)
-
-
-def _worker_main(conn: Connection) -> None:
-    """Entry point of a worker process (module level so ``spawn`` can import it)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
-    worker = _WorkerLoop(conn)
-    try:
-        worker.serve()
-    finally:
-        worker.close()
-
-
-class _WorkerLoop:
-    """Worker side: holds the unpickled actor between ticks and answers the parent."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.actor: Any = None
-        self.loop: asyncio.AbstractEventLoop | None = None  # persistent, for async methods
-        self.arena_in: _Arena | None = None
-        self.arena_out: _Arena | None = None
-
-    def serve(self) -> None:
-        while True:
-            try:
-                kind, arena, body = pickle.loads(self.conn.recv_bytes())
-            except EOFError:  # the parent is gone
-                return
-            if kind == "stop":
-                return
-            try:
-                reply = self.handle(kind, arena, body)
-            except Exception as exc:  # noqa: BLE001 - reported to the parent
-                info = (type(exc).__qualname__, str(exc), traceback.format_exc())
-                reply = ("error", None, pickle.dumps(info))
-            _send(self.conn, *reply)
-
-    def run(self, result: Awaitable[None] | None) -> None:
-        if inspect.isawaitable(result):
-            if self.loop is None:
-                self.loop = asyncio.new_event_loop()
-                asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(result)
-
-    def handle(self, kind: str, arena: str | None, body: bytes) -> tuple[str, str | None, bytes]:
-        if kind == "setup":
-            self.actor = pickle.loads(body)
-            self.run(self.actor.setup())
-            return ("ok", None, b"")
-        if kind == "teardown":
-            self.run(self.actor.teardown())
-            return ("ok", None, b"")
-        if arena is not None and (self.arena_in is None or self.arena_in.name != arena):
-            if self.arena_in is not None:
-                self.arena_in.close()
-            self.arena_in = _Arena.attach(arena)
-        tick, inputs = _Unpickler(body, self.arena_in).load()
-        actor = self.actor
-        for name, items in inputs:
-            for item in items:
-                actor.inputs[name].feed(item)  # user reads see the usual ring-buffer semantics
-        captured: dict[str, list[Any]] = {}
-        for name, port in actor.outputs.items():
-            port._captured = captured[name] = []
-        try:
-            self.run(actor.process(tick))
-        finally:
-            for port in actor.outputs.values():
-                port._captured = None
-        tensors: list[tuple[int, torch.Tensor]] = []
-        out, size = _dumps([(n, items) for n, items in captured.items() if items], tensors)
-        if size > (0 if self.arena_out is None else self.arena_out.shm.size):
-            _send(self.conn, "grow", None, pickle.dumps(size))  # the parent owns segments
-            _, name, _ = pickle.loads(self.conn.recv_bytes())
-            if self.arena_out is not None:
-                self.arena_out.close()
-            self.arena_out = _Arena.attach(name)
-        if tensors:
-            assert self.arena_out is not None
-            _fill(self.arena_out, tensors)
-        return ("done", None if self.arena_out is None else self.arena_out.name, out)
-
-    def close(self) -> None:
-        if self.loop is not None:
-            self.loop.close()
-        for arena in (self.arena_in, self.arena_out):
-            if arena is not None:
-                arena.close()
 
 
 @dataclass(eq=False)
@@ -240,8 +43,8 @@ class _Worker:
     actor: Actor
     process: BaseProcess
     conn: Connection
-    arena_in: _Arena | None = None   # parent -> worker tensors
-    arena_out: _Arena | None = None  # worker -> parent tensors
+    arena_in: Arena | None = None   # parent -> worker tensors
+    arena_out: Arena | None = None  # worker -> parent tensors
     busy: bool = False
     pending: int = 0     # requests whose reply is unread (a cancelled await leaves one)
     closed: bool = False
@@ -304,7 +107,7 @@ class ProcessPoolDispatcher(Dispatcher):
             blob = self._pickle_actor(actor)
             parent_conn, child_conn = self._ctx.Pipe(duplex=True)
             process = self._ctx.Process(  # type: ignore[attr-defined]
-                target=_worker_main, args=(child_conn,), name=f"streamlib-{actor.actor_id}",
+                target=worker_main, args=(child_conn,), name=f"streamlib-{actor.actor_id}",
                 daemon=True)
             try:
                 process.start()  # spawn: fork+exec only, the child imports on its own
@@ -342,14 +145,14 @@ class ProcessPoolDispatcher(Dispatcher):
                 inputs = [(name, items) for name, port in actor.inputs.items()
                           if (items := port.read_all_new())]
                 tensors: list[tuple[int, torch.Tensor]] = []
-                body, size = _dumps((tick, inputs), tensors)
+                body, size = dumps((tick, inputs), tensors)
                 if size:
-                    w.arena_in = _grown(w.arena_in, size)
-                    _fill(w.arena_in, tensors)
+                    w.arena_in = grown(w.arena_in, size)
+                    fill(w.arena_in, tensors)
                 arena = None if w.arena_in is None else w.arena_in.name
                 reply = await self._exchange(w, "tick", arena, body)
                 self._check(w, reply, "process")
-                unpickler = _Unpickler(reply[2], w.arena_out)
+                unpickler = Unpickler(reply[2], w.arena_out)
                 outputs: list[tuple[str, list[Any]]] = unpickler.load()
                 w.stats["ticks"] += 1
                 w.stats["shm_bytes_last"] = size + unpickler.size
@@ -390,14 +193,14 @@ class ProcessPoolDispatcher(Dispatcher):
 
     def _pickle_actor(self, actor: Actor) -> bytes:
         try:
-            return _dumps(actor)[0]
+            return dumps(actor)[0]
         except Exception as exc:
             where = "its state"
             for key, value in actor.__getstate__().items():
                 if isinstance(value, PortDict):
                     continue  # ports pickle as shells; a failure there is the owner's state
                 try:
-                    _dumps(value)
+                    dumps(value)
                 except Exception:  # noqa: BLE001 - this attribute is the culprit
                     where = f"attribute {key!r}"
                     break
@@ -434,7 +237,7 @@ class ProcessPoolDispatcher(Dispatcher):
         while w.pending:  # an earlier await was cancelled: discard its reply first
             await self._final_reply(w, deadline)
         try:
-            w.stats["sent_bytes_last"] = _send(w.conn, kind, arena, body)
+            w.stats["sent_bytes_last"] = send(w.conn, kind, arena, body)
         except OSError:
             raise await self._died(w) from None
         w.pending += 1
@@ -446,8 +249,8 @@ class ProcessPoolDispatcher(Dispatcher):
             if kind != "grow":
                 w.pending -= 1
                 return kind, arena, body
-            w.arena_out = _grown(w.arena_out, pickle.loads(body))
-            _send(w.conn, "arena", w.arena_out.name, b"")
+            w.arena_out = grown(w.arena_out, pickle.loads(body))
+            send(w.conn, "arena", w.arena_out.name, b"")
 
     async def _recv(self, w: _Worker, deadline: float | None) -> tuple[str, str | None, bytes]:
         if not w.conn.poll(0):
@@ -488,7 +291,7 @@ class ProcessPoolDispatcher(Dispatcher):
         w.closed = True
         if graceful:
             with contextlib.suppress(OSError):
-                _send(w.conn, "stop", None, b"")
+                send(w.conn, "stop", None, b"")
         p = w.process
         for wait_s, escalate in ((self._stop_timeout if graceful else 0.0, p.terminate),
                                  (1.0, p.kill), (5.0, None)):
@@ -529,7 +332,7 @@ class ProcessPoolDispatcher(Dispatcher):
                 try:
                     if w.conn.poll(max(0.0, deadline - time.monotonic())):
                         reply = pickle.loads(w.conn.recv_bytes())
-                        _send(w.conn, "stop", None, b"")
+                        send(w.conn, "stop", None, b"")
                         self._check(w, reply, "teardown")
                     else:
                         errors.append(ShutdownTimeoutError(
@@ -560,7 +363,7 @@ class ProcessPoolDispatcher(Dispatcher):
                     continue
                 w.closed = True
             with contextlib.suppress(OSError):
-                _send(w.conn, "teardown", None, b"")
+                send(w.conn, "teardown", None, b"")
             claimed.append(w)
         return claimed
 

@@ -19,9 +19,9 @@ from streamlib import (
 )
 from streamlib.cli import _actor_rows, _progress_line
 from streamlib.metrics import (
-    MetricsSnapshot, SampleWindow, summarize_ns, window_stats,
+    MetricsRecorder, MetricsSnapshot, SampleWindow, summarize_ns, window_stats,
 )
-import streamlib.graph as graph_module
+import streamlib.metrics as metrics_module
 
 
 class Source(Actor):
@@ -158,7 +158,7 @@ def test_latency_is_measured_from_the_tick_origin_not_virtual_timestamps(
     # The asyncio dispatcher runs each process inline on the runtime loop, which
     # makes that order deterministic (pool threads could finish in any order).
     fake = _FakeTime()
-    monkeypatch.setattr(graph_module, "time", fake)
+    monkeypatch.setattr(metrics_module, "time", fake)
     n = 12
     with Runtime() as rt:
         src = Source(actor_id="src", runtime=rt, dispatcher="asyncio",
@@ -167,7 +167,7 @@ def test_latency_is_measured_from_the_tick_origin_not_virtual_timestamps(
         sink = Sink(actor_id="sink", runtime=rt, dispatcher="asyncio")
         src >> relay >> sink
         assert rt.run(60)
-        monkeypatch.setattr(graph_module, "time", time)
+        monkeypatch.setattr(metrics_module, "time", time)
         m = rt.metrics(telemetry=False)
         windows = {a.actor_id: a._sl.window.samples() for a in rt.actors()}
     assert len(fake.calls) == 4 * n
@@ -180,12 +180,12 @@ def test_latency_is_measured_from_the_tick_origin_not_virtual_timestamps(
 
 
 def test_tick_origins_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Runtime, "_ORIGINS_KEPT", 5)
+    monkeypatch.setattr(MetricsRecorder, "ORIGINS_KEPT", 5)
     n = 20
     with Runtime() as rt:
         _, _, sink = _chain(rt, n)
         assert rt.run(60)
-        assert len(rt._origins) == 5  # the newest ticks only
+        assert rt.recorder.origins_held == 5  # the newest ticks only
         assert sink.counters.latency_samples == n  # each was still known when handled
 
 
@@ -257,7 +257,7 @@ def test_collect_metrics_false_keeps_counters_only() -> None:
     a = m.actor("sink")
     assert (a.ticks, a.processed) == (n, n)
     assert a.process_ms is None and a.latency_ms is None and a.cpu_s is None
-    assert sink.counters.cpu_samples == 0 and not rt._origins
+    assert sink.counters.cpu_samples == 0 and rt.recorder.origins_held == 0
 
 
 def test_graph_and_progress_line_show_the_metrics() -> None:

@@ -1,55 +1,40 @@
 """``CompositorActor``: alpha-blend any number of video layers over a background.
 
-Rounding rule (shared bit-exactly by every backend and ``composite_reference``),
-all on 8-bit integers:
-
-* ``op = floor(opacity * 255 + 0.5)``: the layer's opacity as an 8-bit factor;
-* ``a = round(alpha * op / 255)``: RGBA layers use their alpha, RGB24 ones 255;
-* ``out = round((src * a + dst * (255 - a)) / 255)`` per channel.
-
-``x / 255`` of an integer ``x`` is never exactly halfway between integers, so
-``round`` needs no tie rule. The torch path computes it as
-``t = x + 128; (t + (t >> 8)) >> 8`` (exact for ``0 <= x <= 255 * 255``), the
-numba path as ``floor((x + 127.5) * float32(1/255))`` (also exact, see the
-kernels). Layers are applied in (z, insertion) order, each rounded to 8 bits
-before the next, as an 8-bit compositor does.
-
-Backends: ``numba`` (row kernels compiled with ``@njit(cache=True, nogil=True)``,
-auto-vectorised; picked automatically when numba is installed and the frames are
-on the CPU) and ``torch`` (int16 wrap-around arithmetic on the covered region
-only, in 64-row bands; any device). Both blend only the rectangle a layer covers.
+Layers (RGBA or RGB24) are placed, scaled and ordered here; the pixels are
+blended by :mod:`streamlib.actors.blending`, whose docstring states the exact
+8-bit rounding rule that every backend (``numba``, ``torch``) and
+``composite_reference`` share bit for bit. Those blending functions are
+re-exported from this module.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import math
 import threading
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..actor import Actor
 from ..clocks import Clock, SoftwareClock, TimedTick
 from ..frames import PixelFormat, VideoFrame
 from ..ports import StreamInput, StreamOutput
+from .blending import (
+    Placed, composite_into, composite_reference, numba_available, numba_kernels, opacity_code,
+    resize_layer,
+)
+
+__all__ = [
+    "LAYER_FIELDS", "Backend", "CompositorActor", "Interpolation", "LayerSpec", "Placed",
+    "composite_into", "composite_reference", "numba_available", "opacity_code", "parse_color",
+    "resize_layer",
+]
 
 Backend = Literal["auto", "numba", "torch"]
 Interpolation = Literal["nearest", "bilinear"]
 LAYER_FIELDS: tuple[str, ...] = ("x", "y", "scale", "opacity", "z")
-Placed = tuple[torch.Tensor, int, int, float]  # (HWC uint8 data, x, y, opacity)
-
-
-def numba_available() -> bool:
-    """True when numba can be imported (checked without importing it)."""
-    try:
-        return importlib.util.find_spec("numba") is not None
-    except (ImportError, ValueError):  # e.g. sys.modules["numba"] = None blocks it
-        return False
 
 
 def parse_color(value: object, where: str = "color") -> tuple[int, int, int]:
@@ -65,191 +50,6 @@ def parse_color(value: object, where: str = "color") -> tuple[int, int, int]:
             isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value):
         return (int(value[0]), int(value[1]), int(value[2]))
     raise ValueError(f"{where} must be (r, g, b) ints 0..255 or '#rrggbb', got {value!r}")
-
-
-def opacity_code(opacity: float) -> int:
-    """The 8-bit opacity factor ``floor(opacity * 255 + 0.5)``."""
-    return math.floor(opacity * 255 + 0.5)
-
-
-def _clip(x: int, y: int, w: int, h: int, width: int, height: int
-          ) -> tuple[int, int, int, int, int, int] | None:
-    """(dx, dy, sx, sy, cw, ch) of the visible part of a w x h layer at (x, y)."""
-    dx0, dy0 = max(x, 0), max(y, 0)
-    dx1, dy1 = min(x + w, width), min(y + h, height)
-    if dx1 <= dx0 or dy1 <= dy0:
-        return None
-    return dx0, dy0, dx0 - x, dy0 - y, dx1 - dx0, dy1 - dy0
-
-
-# -- reference ----------------------------------------------------------------
-
-def composite_reference(width: int, height: int, background: Sequence[int] = (0, 0, 0),
-                        layers: Sequence[Placed] = (), base: torch.Tensor | None = None
-                        ) -> torch.Tensor:
-    """Straightforward float64 implementation of the module's rounding rule.
-
-    ``base`` (an optional RGB/RGBA image, alpha ignored) is placed at (0, 0)
-    over the ``background`` colour and clipped; ``layers`` are drawn in order.
-    Returns a new (height, width, 3) uint8 CPU tensor.
-    """
-    out = torch.tensor(list(background), dtype=torch.float64).expand(height, width, 3).clone()
-    if base is not None:
-        h, w = min(height, base.shape[0]), min(width, base.shape[1])
-        out[:h, :w] = base[:h, :w, :3].cpu().double()
-    for data, x, y, opacity in layers:
-        box = _clip(x, y, data.shape[1], data.shape[0], width, height)
-        if box is None:
-            continue
-        dx, dy, sx, sy, cw, ch = box
-        src = data[sy:sy + ch, sx:sx + cw].cpu().double()
-        alpha = src[..., 3:4] if data.shape[2] == 4 else torch.full((ch, cw, 1), 255.0,
-                                                                     dtype=torch.float64)
-        a = torch.round(alpha * opacity_code(opacity) / 255)
-        dst = out[dy:dy + ch, dx:dx + cw]
-        out[dy:dy + ch, dx:dx + cw] = torch.round((src[..., :3] * a + dst * (255 - a)) / 255)
-    return out.to(torch.uint8)
-
-
-# -- torch backend --------------------------------------------------------------
-
-def _div255_i16(t: torch.Tensor) -> torch.Tensor:
-    """round(x / 255) of ``t = x + 128`` held mod 2**16 in int16 (x <= 65025), in place."""
-    t += (t >> 8) & 255  # arithmetic shift + mask = the unsigned high byte
-    t >>= 8
-    t &= 255
-    return t
-
-
-def _torch_blend(dst: torch.Tensor, src: torch.Tensor, op: int) -> None:
-    """Blend ``src`` (h, w, 3|4) into ``dst`` (h, w, 3) in place, 64 rows at a time."""
-    for row in range(0, dst.shape[0], 64):
-        d, s = dst[row:row + 64], src[row:row + 64]
-        if s.shape[2] == 4:
-            a = s[..., 3:4].to(torch.int16)
-            if op != 255:
-                a *= op
-                a += 128
-                a = _div255_i16(a)
-            ia = 255 - a
-        else:
-            a, ia = torch.tensor(op, dtype=torch.int16), torch.tensor(255 - op, dtype=torch.int16)
-        # Products up to 65025 wrap in int16, but the low 16 bits are the
-        # unsigned value exactly, which is all _div255_i16 needs.
-        t = s[..., :3].to(torch.int16)
-        t *= a
-        u = d.to(torch.int16)
-        u *= ia
-        t += u
-        t += 128
-        d.copy_(_div255_i16(t))
-
-
-# -- numba backend ---------------------------------------------------------------
-# Plain functions, compiled on first use by _numba_kernels() so importing this
-# module never imports numba. Rows are taken as 1-D contiguous views so LLVM
-# vectorises the inner loop. float32, not integers: numba widens integer
-# arithmetic to 64-bit lanes, float32 keeps 16 lanes per AVX-512 register
-# (1.6 vs 2.4 ms per 1080p layer here). It is still exact: every product and
-# sum is an integer or half-integer below 2**24, and floor((x + 127.5) / 255)
-# is at least 0.5/255 from an integer, far more than float32's error on the
-# final multiply by 1/255 (checked for every x in 0..65025 by the tests).
-
-def _nb_blend_rgba(dst: Any, src: Any, op: int, dy: int, dx: int, sy: int, sx: int,
-                   h: int, w: int) -> None:  # pragma: no cover - compiled by numba
-    f32, inv = np.float32, np.float32(1.0 / 255.0)
-    o, half = f32(op), f32(127.5)
-    for y in range(h):
-        d = dst[dy + y].ravel()[dx * 3:(dx + w) * 3]
-        s = src[sy + y].ravel()[sx * 4:(sx + w) * 4]
-        for x in range(w):
-            a = f32(np.int32((f32(s[4 * x + 3]) * o + half) * inv))
-            ia = f32(255.0) - a
-            d[3 * x] = np.uint8(np.int32((f32(s[4 * x]) * a + f32(d[3 * x]) * ia + half) * inv))
-            d[3 * x + 1] = np.uint8(
-                np.int32((f32(s[4 * x + 1]) * a + f32(d[3 * x + 1]) * ia + half) * inv))
-            d[3 * x + 2] = np.uint8(
-                np.int32((f32(s[4 * x + 2]) * a + f32(d[3 * x + 2]) * ia + half) * inv))
-
-
-def _nb_blend_rgb(dst: Any, src: Any, op: int, dy: int, dx: int, sy: int, sx: int,
-                  h: int, w: int) -> None:  # pragma: no cover - compiled by numba
-    f32, inv = np.float32, np.float32(1.0 / 255.0)
-    a, half = f32(op), f32(127.5)
-    ia = f32(255.0) - a
-    for y in range(h):
-        d = dst[dy + y].ravel()[dx * 3:(dx + w) * 3]
-        s = src[sy + y].ravel()[sx * 3:(sx + w) * 3]
-        for i in range(3 * w):
-            d[i] = np.uint8(np.int32((f32(s[i]) * a + f32(d[i]) * ia + half) * inv))
-
-
-_kernels: dict[str, Callable[..., None]] = {}
-_kernels_lock = threading.Lock()
-
-
-def _numba_kernels() -> dict[str, Callable[..., None]]:
-    """Compile (or load from numba's cache) the kernels; ImportError without numba."""
-    with _kernels_lock:
-        if not _kernels:
-            import numba  # noqa: PLC0415 - optional dependency, imported on first use
-
-            jit = numba.njit(cache=True, nogil=True, boundscheck=False)
-            kernels = {"rgba": jit(_nb_blend_rgba), "rgb": jit(_nb_blend_rgb)}
-            # Compile now on tiny arrays rather than during the first real frame.
-            d = np.zeros((2, 2, 3), np.uint8)
-            kernels["rgba"](d, np.zeros((2, 2, 4), np.uint8), 255, 0, 0, 0, 0, 2, 2)
-            kernels["rgb"](d, np.zeros((2, 2, 3), np.uint8), 128, 0, 0, 0, 0, 2, 2)
-            _kernels.update(kernels)
-        return _kernels
-
-
-def composite_into(out: torch.Tensor, layers: Sequence[Placed], backend: str = "auto") -> None:
-    """Blend ``layers`` (data, x, y, opacity), in order, into ``out`` (H, W, 3) in place.
-
-    ``backend``: ``"numba"``, ``"torch"`` or ``"auto"`` (numba if installed and
-    ``out`` is on the CPU). Layer data must be uint8 (h, w, 3|4) on ``out``'s
-    device. Raises ImportError for ``"numba"`` without numba.
-    """
-    height, width = out.shape[0], out.shape[1]
-    use_numba = out.device.type == "cpu" and (
-        backend == "numba" or (backend == "auto" and numba_available()))
-    kernels = _numba_kernels() if use_numba else {}
-    dst_np = out.numpy() if use_numba else None
-    for data, x, y, opacity in layers:
-        op = opacity_code(opacity)
-        box = _clip(x, y, data.shape[1], data.shape[0], width, height)
-        if box is None or op <= 0:
-            continue
-        dx, dy, sx, sy, cw, ch = box
-        rgba = data.shape[2] == 4
-        if not rgba and op >= 255:  # opaque RGB: a plain copy
-            out[dy:dy + ch, dx:dx + cw] = data[sy:sy + ch, sx:sx + cw]
-        elif use_numba:
-            src = data.contiguous().numpy()
-            kernels["rgba" if rgba else "rgb"](dst_np, src, op, dy, dx, sy, sx, ch, cw)
-        else:
-            _torch_blend(out[dy:dy + ch, dx:dx + cw], data[sy:sy + ch, sx:sx + cw], op)
-
-
-def resize_layer(data: torch.Tensor, scale: float, interpolation: str = "bilinear") -> torch.Tensor:
-    """``data`` (h, w, C) uint8 resized to ``w*scale`` x ``h*scale`` (halves up, at least 1).
-
-    Bilinear works on straight (not premultiplied) RGBA and antialiases when
-    shrinking. Returns a new contiguous (h', w', C) uint8 tensor.
-    """
-    h, w = data.shape[0], data.shape[1]
-    size = (max(1, math.floor(h * scale + 0.5)), max(1, math.floor(w * scale + 0.5)))
-    nchw = data.permute(2, 0, 1).unsqueeze(0)
-    kw: dict[str, Any] = {} if interpolation == "nearest" else {
-        "align_corners": False, "antialias": scale < 1}
-    if data.device.type == "cpu":  # native uint8 kernels on the CPU
-        resized = F.interpolate(nchw.contiguous(memory_format=torch.channels_last), size=size,
-                                mode=interpolation, **kw)
-    else:
-        resized = F.interpolate(nchw.float(), size=size, mode=interpolation, **kw)
-        resized = resized.round_().clamp_(0, 255).to(torch.uint8)
-    return resized[0].permute(1, 2, 0).contiguous()
 
 
 # -- the actor -------------------------------------------------------------------
@@ -536,7 +336,7 @@ class CompositorActor(Actor):
 
     def setup(self) -> None:
         if self.backend == "numba":
-            _numba_kernels()  # compile/load before the first frame, on the process thread
+            numba_kernels()  # compile/load before the first frame, on the process thread
 
     def process(self, tick: TimedTick) -> None:
         stamp: VideoFrame | None = None
