@@ -15,7 +15,8 @@ recorded as ``{"skipped": "no CUDA"}``):
   ``context_only`` is the dispatcher's stream context with input waits alone;
   ``in_thread`` adds the frame construction and the write (hook, event, the
   reader's stream wait, the runtime notification) on the worker thread;
-  ``dispatch`` adds the thread-pool hop (target < 30 us). On a machine without
+  ``dispatch`` adds the thread-pool hop (target < 30 us); ``dispatch_inline_us``
+  is the whole tick with ``GPUDispatcher(inline=True)`` (no hop). On a machine without
   CUDA the same code runs with the CPU twins.
 * ``ring_allocations``: 1000 write/read cycles of a 3-slot 1080p
   ``GPURingBuffer``; ring allocations and, on CUDA, the change of
@@ -127,6 +128,18 @@ def tick_overhead_case(ticks: int) -> dict[str, Any]:
             return out
 
         dispatch = asyncio.run(run())
+        del writer.process  # untimed again: the inline run measures the whole tick only
+        with GPUDispatcher(dev, inline=True) as inline_d:
+
+            async def run_inline() -> list[float]:
+                out = []
+                for n in range(ticks):
+                    t0 = time.perf_counter_ns()
+                    await inline_d.dispatch(writer, TimedTick(ticks + n, ticks + n, "bench"))
+                    out.append((time.perf_counter_ns() - t0) / 1e3)
+                return out
+
+            inline = asyncio.run(run_inline())
         context_only = []
         for _ in range(ticks):
             t0 = time.perf_counter_ns()
@@ -137,7 +150,8 @@ def tick_overhead_case(ticks: int) -> dict[str, Any]:
     warm = ticks // 10
     return {"device": str(dev), "context_only_us": percentiles(context_only[warm:]),
             "in_thread_us": percentiles(in_thread[warm:]),
-            "dispatch_us": percentiles(dispatch[warm:]), "target_us": 30}
+            "dispatch_us": percentiles(dispatch[warm:]),
+            "dispatch_inline_us": percentiles(inline[warm:]), "target_us": 30}
 
 
 def ring_case(cycles: int) -> dict[str, Any]:

@@ -18,12 +18,22 @@ Cases:
 * ``pack``: RGB -> pgroups and back at 1080p (numba path), ms per frame.
 * ``fuzz`` (``--fuzz``): N random/mutated packets through the receiver (compiled
   kernel), with guard bytes around the frame slots checked afterwards.
+* ``audio_pacing_burst`` / ``audio_pacing_paced``: an ST 2110-30 stream (L24,
+  48 kHz stereo, 1 ms packets) from ``AudioGeneratorActor`` (20 ms frames, its own
+  SoftwareClock) through ``AudioNetworkSendActor(pacing=False / True)`` to a socket
+  on 127.0.0.1 read by a dedicated thread; the gap between consecutive packets is
+  taken from kernel receive timestamps (SO_TIMESTAMPNS, so the reading thread's
+  scheduling does not count). Reported: gap P50/P99/max in microseconds, the share
+  of gaps under 250 us (packets sent back to back) and packets/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import socket
+import struct
+import threading
 import os
 import random
 import statistics
@@ -34,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._record import load, results_dir, write_record
+from benchmarks._record import load, percentiles, results_dir, write_record
 from streamlib.net.jitter import FrameAssembler, VideoStreamReceiver
 from streamlib.net.pgroup import pack_rgb_fast, unpack_to_rgb_fast
 from streamlib.net.rfc4175 import VideoPacketizer, VideoStreamSender
@@ -159,9 +169,70 @@ def fuzz(count: int, seed: int = 0) -> dict[str, Any]:
         asm.push_segments(flat, offs, lens, n, start * 1000)
     asm.flush()
     s = asm.stats
-    ok = asm.guards_intact() and s.received + s.malformed + s.duplicate == count
+    ok = asm.guards_intact() and \
+        s.received + s.malformed + s.duplicate + s.foreign_ssrc == count
     return {"packets": count, "seconds": time.perf_counter() - t0, "guards_intact": ok,
             **{k: v for k, v in s.as_dict().items() if k != "lost"}}
+
+
+def _timestamped_receiver(sock: socket.socket, stop: threading.Event,
+                           stamps: list[int]) -> None:
+    """Kernel receive times (CLOCK_REALTIME ns, SO_TIMESTAMPNS) of every datagram."""
+    so_timestampns = getattr(socket, "SO_TIMESTAMPNS", 35)
+    sock.setsockopt(socket.SOL_SOCKET, so_timestampns, 1)
+    sock.settimeout(0.1)
+    while not stop.is_set():
+        try:
+            _, anc, _, _ = sock.recvmsg(2048, 64)
+        except (TimeoutError, socket.timeout):
+            continue
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == so_timestampns:
+                sec, nsec = struct.unpack("qq", data[:16])
+                stamps.append(sec * 1_000_000_000 + nsec)
+
+
+def audio_pacing(paced: bool, seconds: float) -> dict[str, Any]:
+    """Inter-packet gaps of a 1 ms ST 2110-30 stream sent by the actor, on loopback."""
+    from streamlib import Runtime
+    from streamlib.actors.audio import AudioGeneratorActor
+    from streamlib.actors.network_audio import AudioNetworkSendActor
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    stamps: list[int] = []
+    stop = threading.Event()
+    reader = threading.Thread(target=_timestamped_receiver, args=(sock, stop, stamps),
+                              daemon=True)
+    reader.start()
+    frames = int(seconds * 50)
+    with Runtime() as rt:
+        from streamlib.clocks import SoftwareClock
+
+        tone = AudioGeneratorActor(48000, 2, 1000.0, clock=SoftwareClock(50))
+        send = AudioNetworkSendActor(f"127.0.0.1:{sock.getsockname()[1]}", "L24", 48000, 2,
+                                     ptime_ms=1.0, pacing=paced)
+        tone >> send
+        rt.start()
+        deadline = time.monotonic() + seconds + 10
+        while send.frames_in < frames and time.monotonic() < deadline:
+            stop.wait(0.05)
+    # teardown has flushed the sender; let the last datagrams land
+    expected = send.stats["packets_sent"]
+    deadline = time.monotonic() + 5
+    while len(stamps) < expected and time.monotonic() < deadline:
+        stop.wait(0.01)
+    stop.set()
+    reader.join(2)
+    sock.close()
+    gaps_us = [(b - a) / 1e3 for a, b in zip(stamps, stamps[1:])]
+    p = percentiles(gaps_us)
+    span = (stamps[-1] - stamps[0]) / 1e9 if len(stamps) > 1 else float("nan")
+    return {"paced": paced, "packets": len(stamps), "packets_sent": expected,
+            "gap_us_p50": p["median"], "gap_us_p99": p["p99"], "gap_us_max": p["max"],
+            "gap_us_min": p["min"],
+            "share_gaps_under_250us": sum(g < 250 for g in gaps_us) / max(1, len(gaps_us)),
+            "packets_per_s": (len(stamps) - 1) / span}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -185,11 +256,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     figures["pack"] = pack_cost(5 if args.quick else 20)
     print(f"  pack {figures['pack']['pack_ms_median']:.1f} ms, unpack "
           f"{figures['pack']['unpack_ms_median']:.1f} ms per 1080p frame", flush=True)
+    for paced in (False, True):
+        name = f"audio_pacing_{'paced' if paced else 'burst'}"
+        r = figures[name] = audio_pacing(paced, 3.0 if args.quick else 10.0)
+        print(f"  {name}: gap P50 {r['gap_us_p50']:.0f} us, P99 {r['gap_us_p99']:.0f} us, "
+              f"max {r['gap_us_max']:.0f} us, {100 * r['share_gaps_under_250us']:.0f}% "
+              f"under 250 us, {r['packets_per_s']:.0f} packets/s", flush=True)
     if args.fuzz:
         figures["fuzz"] = fuzz(args.fuzz)
         print(f"  fuzz: {figures['fuzz']}", flush=True)
     params = {"format": FMT, "width": W, "height": H, "base_fps": BASE_FPS, "frames": frames,
-              "speeds": list(speeds), "quick": args.quick, "fuzz": args.fuzz}
+              "speeds": list(speeds), "quick": args.quick, "fuzz": args.fuzz,
+              "audio": {"encoding": "L24", "sample_rate": 48000, "channels": 2,
+                        "ptime_ms": 1.0, "frame_ms": 20, "seconds": 3.0 if args.quick else 10.0}}
     path = write_record("network", params, figures, results_dir(args.out, args.quick),
                         load_at_start=load_at_start)
     print(f"  wrote {path}", flush=True)

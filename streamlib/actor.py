@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .dispatchers import Dispatcher
     from .graph import Runtime
 
-DispatcherName = Literal["asyncio", "thread", "dedicated", "process", "gpu"]
+DispatcherName = Literal["asyncio", "thread", "dedicated", "process", "gpu", "gpu-inline"]
 DispatcherSpec = Union["Dispatcher", DispatcherName, None]
 
 
@@ -170,8 +170,9 @@ class Actor(metaclass=_ActorMeta):
       ``async def process``), ``"thread"`` (default for ``def process``),
       ``"dedicated"`` (one thread of its own, for GL contexts and other
       thread-bound resources), ``"process"`` (a worker process; frames cross
-      in shared memory), ``"gpu"``
-      or a ``Dispatcher`` instance (which the caller owns and shuts down).
+      in shared memory), ``"gpu"`` (a worker thread with a CUDA stream of the
+      actor's own), ``"gpu-inline"`` (that stream, on the runtime loop thread:
+      for enqueue-only GPU actors) or a ``Dispatcher`` instance (which the caller owns and shuts down).
     * ``runtime``: defaults to the enclosing ``with Runtime()`` block, else the
       process-wide default runtime that starts actors immediately.
     """

@@ -285,15 +285,24 @@ class GPUDispatcher(ThreadPoolDispatcher):
     (see ``streamlib.staging``), which also covers frames that arrive while
     ``process`` runs. On the CPU the stream is a ``CPUStream`` and all of this
     is a no-op.
+
+    ``inline=True`` (``dispatcher="gpu-inline"`` in graph files) runs sync
+    methods on the runtime's loop thread instead of a worker, saving the two
+    thread hand-offs of the pool (most of the host overhead per tick). That
+    suits actors whose ``process`` only enqueues GPU work; one that blocks
+    (``.item()``, ``.cpu()``, a sync) stalls the whole runtime while it does.
+    ``async def`` methods still run on a worker.
     """
 
     name = "gpu"
 
     def __init__(self, device: DeviceLike = None, max_workers: int | None = None,
-                 *, name_prefix: str = "streamlib-gpu", priority: int = 0) -> None:
+                 *, name_prefix: str = "streamlib-gpu", priority: int = 0,
+                 inline: bool = False) -> None:
         self.device = resolve_device(device, where="GPUDispatcher: device")
         super().__init__(max_workers, name_prefix=name_prefix)
         self.priority = priority
+        self.inline = bool(inline)
         self._streams: dict[int, Stream] = {}
         self._streams_lock = threading.Lock()
 
@@ -350,6 +359,13 @@ class GPUDispatcher(ThreadPoolDispatcher):
     def _context(self, actor: Actor) -> contextlib.AbstractContextManager[None]:
         return self._on_stream(actor)
 
+    async def _submit(self, actor: Actor, fn: _Method, what: str) -> None:
+        if not self.inline or inspect.iscoroutinefunction(fn):
+            await super()._submit(actor, fn, what)
+            return
+        with self._work(actor, what), self._on_stream(actor):
+            fn()  # on the loop thread: enqueue-only work, no hop to a worker
+
 
 def __getattr__(name: str) -> Any:
     # The process pool lives in streamlib.procpool (it imports Dispatcher from here,
@@ -389,6 +405,7 @@ def resolve_dispatcher(actor: Actor, owned: dict[str, Dispatcher],
         "thread": lambda: ThreadPoolDispatcher(max_workers),
         "process": _process_pool,
         "gpu": GPUDispatcher,
+        "gpu-inline": lambda: GPUDispatcher(inline=True),
     }
     if spec not in factories:
         raise ValueError(

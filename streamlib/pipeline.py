@@ -47,6 +47,7 @@ Mode = Literal["realtime", "offline"]
 _TOP_KEYS = {"name", "description", "clocks", "actors", "connections"}
 _ACTOR_KEYS = {"type", "clock", "dispatcher", "when"}
 _WHEN = ("display", "headless")
+_DISPATCHERS = ("asyncio", "thread", "dedicated", "process", "gpu", "gpu-inline")
 _CONNECTION = re.compile(r"^\s*([\w-]+)(?:\.(\w+))?\s*->\s*([\w-]+)(?:\.(\w+))?\s*$")
 
 
@@ -262,9 +263,9 @@ def _parse_actor(name: Any, body: Any, clocks: Mapping[str, Fraction], fail: Any
         raise fail(f"actor {name!r}: field 'clock': unknown clock {clock!r} "
                    f"(declared: {sorted(clocks) or 'none'})")
     dispatcher = body.get("dispatcher")
-    if dispatcher is not None and dispatcher not in ("asyncio", "thread", "dedicated", "process", "gpu"):
+    if dispatcher is not None and dispatcher not in _DISPATCHERS:
         raise fail(f"actor {name!r}: field 'dispatcher': {dispatcher!r} is not one of "
-                   "asyncio, thread, dedicated, process, gpu")
+                   f"{', '.join(_DISPATCHERS)}")
     when = body.get("when")
     if when is not None and when not in _WHEN:
         raise fail(f"actor {name!r}: field 'when': {when!r} is not one of {', '.join(_WHEN)}")

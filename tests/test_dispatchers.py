@@ -110,6 +110,61 @@ def test_gpu_dispatcher_stream_for_is_a_context_manager() -> None:
             assert ctx is None
 
 
+def test_gpu_inline_runs_sync_methods_on_the_loop_thread_and_async_ones_on_a_worker() -> None:
+    sync, coro = SyncRecorder(runtime=_FakeRuntime()), AsyncRecorder(runtime=_FakeRuntime())
+    with GPUDispatcher(device="cpu", inline=True) as d:
+        async def main() -> None:
+            for actor in (sync, coro):
+                await d.setup(actor)
+                await d.dispatch(actor, tick(1))
+                await d.teardown(actor)
+
+        asyncio.run(main())
+        with pytest.raises(ValueError, match="bad tick 7"):  # errors propagate unchanged
+            asyncio.run(d.dispatch(SyncRecorder(fail_on=7, runtime=_FakeRuntime()), tick(7)))
+    here = threading.current_thread().name
+    assert [(n, i["thread"]) for n, i in sync.calls] == [
+        ("setup", here), ("process", here), ("teardown", here)]
+    assert all(i["thread"].startswith("streamlib-gpu") for _, i in coro.calls), coro.calls
+    with pytest.raises(DispatcherShutdownError, match=sync.actor_id):
+        asyncio.run(d.dispatch(sync, tick(2)))
+
+
+def test_gpu_inline_by_name_in_a_graph() -> None:
+    from streamlib import Runtime, StreamInput, StreamOutput
+    from streamlib.actor import Actor
+    from streamlib.clocks import VirtualClock
+
+    loop_threads: list[str] = []
+
+    class Src(Actor):
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(clock=VirtualClock(30, max_ticks=5), **kw)
+            self.outputs["video"] = StreamOutput("video")
+
+        def process(self, tick: TimedTick) -> None:
+            loop_threads.append(threading.current_thread().name)
+            self.outputs["video"].write(VideoFrame(
+                torch.full((2, 2, 3), tick.frame_number, dtype=torch.uint8),
+                timestamp_ns=tick.timestamp_ns, frame_number=tick.frame_number))
+
+    class Sink(Actor):
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self.inputs["video"] = StreamInput("video", slots=8)
+            self.got: list[int] = []
+
+        def process(self, tick: TimedTick) -> None:
+            self.got += [int(f.data[0, 0, 0]) for f in self.inputs["video"].read_all_new()]
+
+    with Runtime() as rt:
+        src, sink = Src(dispatcher="gpu-inline"), Sink(dispatcher="gpu")
+        src >> sink
+        assert rt.run(30)
+    assert sink.got == [0, 1, 2, 3, 4]
+    assert len(loop_threads) == 5 and {t.split("-")[1] for t in loop_threads} == {"runtime"}
+
+
 @pytest.mark.parametrize("factory", IN_LOOP)
 def test_shutdown_leaves_no_threads_and_refuses_work(factory: type[Dispatcher]) -> None:
     before = thread_names()

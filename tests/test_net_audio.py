@@ -20,9 +20,12 @@ from streamlib import Actor, ActorStatus, AudioFrame, Runtime, StreamInput, Time
 from streamlib.actors.audio import AudioGeneratorActor
 from streamlib.actors.network_audio import AUDIO_PORTS, AudioNetworkReceiveActor, AudioNetworkSendActor
 from streamlib.net.audio import (
-    AudioDepacketizer, AudioFormat, AudioPacketizer, decode_samples, encode_samples, rtp_to_ns,
+    AudioDepacketizer, AudioFormat, AudioPacketizer, PacedSender, decode_samples, encode_samples,
+    pace_schedule, rtp_to_ns,
 )
 from streamlib.net.rtp import media_timestamp, pack_header, parse_header
+from streamlib.net.sdp import parse_sdp
+from streamlib.net.udp import open_sender
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "net"
@@ -60,7 +63,8 @@ def joined(frames: Sequence[AudioFrame]) -> np.ndarray:
 
 def accounted(d: AudioDepacketizer) -> int:
     s = d.stats
-    return s.played + s.late + s.duplicate + s.malformed + s.wrong_payload_type + s.stray + s.pending
+    return (s.played + s.late + s.duplicate + s.malformed + s.wrong_payload_type + s.foreign_ssrc
+            + s.stray + s.pending)
 
 
 # -- sample codec --------------------------------------------------------------------
@@ -260,16 +264,52 @@ def test_malformed_packets_are_counted_never_raised() -> None:
     assert d2.stats.played == 1 and np.array_equal(joined(frames2), decode_samples(good, "L24", 2))
 
 
-def test_other_ssrc_needs_two_in_a_row_to_take_over() -> None:
+class StepClock:
+    """A receive clock that advances ``step_ns`` on every reading (about one per packet)."""
+
+    def __init__(self, step_ns: int = 1_000_000) -> None:
+        self.t, self.step = T0, step_ns
+
+    def __call__(self) -> int:
+        self.t += self.step
+        return self.t
+
+
+def test_restarted_sender_is_followed_after_the_old_ssrc_goes_silent() -> None:
     x, y = grid_signal(960, seed=1), grid_signal(960, seed=2)
     a = packetize(x)
     b = [_rtp(500 + k, 77 + 48 * k, p[12:], ssrc=0xBEEF) for k, p in enumerate(packetize(y))]
-    d, frames = depacketize(a[:10] + [b[0]] + a[10:] + b[12:])  # b12 is too far to confirm b0
+    clock = StepClock()
+    d = AudioDepacketizer(FMT, now_ns=clock)
+    frames = [f for p in a[:10] + [b[0]] + a[10:] for f in d.push(p)]
+    clock.t += 150_000_000  # the old sender is gone for longer than ssrc_timeout_ms
+    frames += [f for p in b[12:] for f in d.push(p)] + d.flush()
     s = d.stats
-    assert (s.stray, s.resyncs, s.played, s.lost) == (1, 1, 28, 0) and accounted(d) == s.received == 29
-    assert d.ssrc == 0xBEEF
+    assert (s.foreign_ssrc, s.stray, s.resyncs, s.played, s.lost) == (1, 0, 1, 28, 0)
+    assert accounted(d) == s.received == 29 and d.ssrc == 0xBEEF
     assert np.array_equal(joined(frames)[:960], x) and np.array_equal(joined(frames)[960:], y[576:])
     assert [f.metadata["discontinuity"] for f in frames] == [False, True]
+
+
+@pytest.mark.parametrize("lock", [None, 0x1234])
+def test_second_sender_on_the_port_is_dropped_and_counted(lock: int | None) -> None:
+    x, y = grid_signal(4800, seed=1), grid_signal(4800, seed=2)
+    a = packetize(x)
+    b = [_rtp(500 + k, 77 + 48 * k, p[12:], ssrc=0xBEEF) for k, p in enumerate(packetize(y))]
+    # the two streams interleave in bursts of 1..5 packets, as two live senders would
+    rng, mixed, i, j = random.Random(3), [], 0, 0
+    if lock is not None:
+        mixed, j = b[:3], 3  # the other sender even comes first
+    while i < len(a) or j < len(b):
+        k, m = rng.randrange(1, 6), rng.randrange(1, 6)
+        mixed += a[i:i + k] + b[j:j + m]
+        i, j = i + k, j + m
+    d = AudioDepacketizer(FMT, now_ns=StepClock(), ssrc=lock)
+    frames = [f for p in mixed for f in d.push(p)] + d.flush()
+    s = d.stats
+    assert (s.foreign_ssrc, s.played, s.lost, s.stray, s.resyncs) == (len(b), len(a), 0, 0, 0)
+    assert accounted(d) == s.received == len(a) + len(b) and d.ssrc == 0x1234
+    assert np.array_equal(joined(frames), x)
 
 
 def test_timestamp_jump_starts_a_new_timeline_instead_of_silence() -> None:
@@ -309,7 +349,8 @@ def fuzz(n: int, seed: int) -> tuple[AudioDepacketizer, int]:
     upcoming: list[bytes] = []
     sent: list[bytes] = source.push(block[:48], T0)
     valid = 0
-    d = AudioDepacketizer(FMT, frame_samples=480, reorder_window=rng.randrange(0, 16), now_ns=lambda: T0)
+    # receive time passes (1 ms a reading): a garbage SSRC locked to first is let go
+    d = AudioDepacketizer(FMT, frame_samples=480, reorder_window=rng.randrange(0, 16), now_ns=StepClock())
     for i in range(n):
         if len(upcoming) < 4:
             upcoming += source.push(block, T0 + source.packets * 1_000_000)
@@ -632,3 +673,110 @@ def test_multicast_group_joined_on_loopback() -> None:
                 tx.sendto(p, (group, port))
         sink.wait_samples(960)
     assert np.array_equal(joined(sink.frames), x) and recv.stats.lost == 0
+
+
+# -- multicast, SSRC lock and pacing of the actors -----------------------------------------
+
+def test_multicast_send_and_receive_actors() -> None:
+    """Sender and receiver on 239.255.x.x over interface 127.0.0.1 with TTL 0."""
+    group, port = "239.255.41.17", 41912
+    with Runtime() as rt:
+        recv = AudioNetworkReceiveActor(dest=f"{group}:{port}", allow_remote=True,
+                                        multicast_interface="127.0.0.1", timebase="monotonic")
+        tone = AudioGeneratorActor(RATE, 2, 997.0, amplitude=0.9)
+        send = AudioNetworkSendActor(f"{group}:{port}", allow_remote=True, ssrc=0x5150,
+                                     multicast_interface="127.0.0.1", multicast_ttl=0)
+        assert f"c=IN IP4 {group}/0\r\n" in send.sdp
+        assert parse_sdp(send.sdp)[0].ttl == 0
+        sink = Collect()
+        recv >> sink
+        tone >> send
+        rt.start()
+        sink.wait_samples(4800)
+    got = joined(sink.frames)
+    want = decode_samples(encode_samples(tone.render(0, len(got)), "L24"), "L24", 2)
+    assert np.array_equal(got, want)
+    assert recv.stats.lost == 0 and recv.stats.foreign_ssrc == 0 and recv.depacketizer.ssrc == 0x5150
+
+
+@pytest.mark.parametrize("cls,kw,message", [
+    (AudioNetworkSendActor, {"multicast_ttl": -1}, r"AudioNetworkSendActor 'x': multicast_ttl must be "
+                                                  r"an int in 0\.\.255, got -1"),
+    (AudioNetworkSendActor, {"multicast_interface": "eth0"},
+     "AudioNetworkSendActor 'x': multicast_interface must be an IPv4 address"),
+    (AudioNetworkSendActor, {"dest": "239.255.1.1:5004"}, "AudioNetworkSendActor 'x': dest: .*allow_remote"),
+    (AudioNetworkSendActor, {"dest": "[ff15::1]:5004", "allow_remote": True},
+     "AudioNetworkSendActor 'x': dest: IPv6 multicast is not supported"),
+    (AudioNetworkReceiveActor, {"ssrc": 2**32}, "AudioNetworkReceiveActor 'x': ssrc must be"),
+])
+def test_multicast_and_ssrc_configuration_errors(cls: type, kw: dict[str, Any], message: str) -> None:
+    with Runtime(), pytest.raises(ValueError, match=message):
+        cls(actor_id="x", **kw)
+
+
+def test_two_udp_senders_into_one_receiver_locked_by_ssrc() -> None:
+    """Two live senders on one port: only the locked SSRC's samples come out, and the
+    other's packets are counted exactly."""
+    x, y = grid_signal(4800, seed=7), grid_signal(4800, seed=8)
+    a = packetize(x)  # SSRC 0x1234
+    b = [_rtp(900 + k, 5 + 48 * k, p[12:], ssrc=0xBEEF) for k, p in enumerate(packetize(y))]
+    with Runtime() as rt:
+        recv = AudioNetworkReceiveActor(dest="127.0.0.1:41914", ssrc=0x1234, frame_ms=10.0)
+        sink = Collect()
+        recv >> sink
+        rt.start()
+        wait_running(recv)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ta, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tb:
+            for pa, pb in zip(a, b):  # b first: it would be "the first SSRC seen"
+                tb.sendto(pb, ("127.0.0.1", 41914))
+                ta.sendto(pa, ("127.0.0.1", 41914))
+        sink.wait_samples(4800)
+        ev = threading.Event()
+        for _ in range(500):  # the last foreign packets may be a poll behind
+            if recv.stats.foreign_ssrc == len(b):
+                break
+            ev.wait(0.01)
+    assert np.array_equal(joined(sink.frames)[:4800], x)
+    s = recv.stats
+    assert (s.foreign_ssrc, s.played, s.lost, s.stray) == (len(b), len(a), 0, 0)
+
+
+def test_pace_schedule_spreads_packets_one_per_packet_time() -> None:
+    ms = 1_000_000
+    due, nxt = pace_schedule(20, ms, now_ns=5 * ms, next_due_ns=0)
+    assert due == [5 * ms + k * ms for k in range(20)] and nxt == 25 * ms
+    # the next frame arrives a little early or late (< one packet time): the grid goes on
+    for now in (24 * ms, 25 * ms + ms // 2):
+        due2, nxt2 = pace_schedule(20, ms, now_ns=now, next_due_ns=nxt)
+        assert due2[0] == 25 * ms and nxt2 == 45 * ms
+        assert all(b - a == ms for a, b in zip(due2, due2[1:]))
+    # more than a packet time late: restart at now (a gap, never a burst to catch up)
+    due3, _ = pace_schedule(20, ms, now_ns=27 * ms, next_due_ns=nxt)
+    assert due3[0] == 27 * ms and all(b - a == ms for a, b in zip(due3, due3[1:]))
+    # a backlog (input faster than the packet clock) drains at 3/4 of the packet time
+    due4, nxt4 = pace_schedule(8, 125_000, now_ns=0, next_due_ns=1_000_000, backlog=2)
+    assert due4 == [1_000_000 + k * 93_750 for k in range(8)] and nxt4 == 1_750_000
+    # 20 packets of one 20 ms frame never fall inside one packet time together
+    assert max(sum(1 for t in due if t0 <= t < t0 + ms) for t0 in due) == 1
+
+
+def test_paced_sender_sends_everything_in_order_and_closes_cleanly() -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    tx = PacedSender(open_sender(rx.getsockname()), ptime_ms=0.125)
+    packets = packetize(grid_signal(48 * 40))
+    try:
+        for i in range(0, 40, 10):
+            assert tx.submit(packets[i:i + 10]) == 10
+        tx.close()  # sends what is queued first
+        got = [rx.recv(2048) for _ in range(40)]
+    finally:
+        tx.close()
+        rx.close()
+    assert got == packets and tx.packets_sent == 40 and tx.packets_failed == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        tx.submit(packets[:1])
+    with pytest.raises(ValueError, match="ptime_ms"):
+        PacedSender(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0)

@@ -154,7 +154,7 @@ def test_sdp_write_parse_round_trip() -> None:
         assert part in fmtp
     pv, pa = parse_sdp(text)
     assert pv.fmtp == v.fmtp and pv.port == 5004 and pv.encoding == "raw"
-    assert pv.ts_refclk.startswith("ptp=") and pv.mediaclk == "direct=0"
+    assert pv.ts_refclk is not None and pv.ts_refclk.startswith("ptp=") and pv.mediaclk == "direct=0"
     assert (pa.encoding, pa.clock_rate, pa.channels, pa.ptime_ms) == ("L24", 48000, 2, 1.0)
 
 
@@ -467,7 +467,8 @@ def _fuzz(count: int, seed: int, compiled: bool = True) -> FrameAssembler:
     asm.flush()
     assert asm.guards_intact()
     st = asm.stats
-    assert st.received + st.malformed + st.duplicate == count  # every packet accounted for
+    # every packet accounted for
+    assert st.received + st.malformed + st.duplicate + st.foreign_ssrc == count
     return asm
 
 
@@ -516,7 +517,8 @@ def test_loopback_sender_to_receiver(fmt: str) -> None:
 class Collect(Actor):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.inputs["video"] = StreamInput("video")
+        # room for every frame a receiver outputs in one tick (it drains its queue)
+        self.inputs["video"] = StreamInput("video", slots=64)
         self.frames: list[VideoFrame] = []
 
     def process(self, tick: TimedTick) -> None:
@@ -663,3 +665,171 @@ def test_sender_device_cpu_and_bad_device() -> None:
         assert NetworkSendActor("127.0.0.1:40990", device="cpu").device == torch.device("cpu")
         with pytest.raises(ValueError, match="NetworkSendActor.*device"):
             NetworkSendActor("127.0.0.1:40992", device="cuda:7")
+
+
+# -- multicast ----------------------------------------------------------------------------
+# Group 239.255.x.x (administratively scoped), interface 127.0.0.1 and TTL 0: the
+# packets never leave this host.
+
+def test_multicast_actors_send_and_receive() -> None:
+    n, port, group, fmt = 6, _port("multicast"), "239.255.41.11", "RGB/8"
+    try:
+        with Runtime() as rt:
+            src = TestPatternActor(64, 48, pattern="moving_box",
+                                   clock=VirtualClock(60, max_ticks=n))
+            sent = Collect()
+            tx = NetworkSendActor(dest=f"{group}:{port}", format=fmt, width=64, height=48,
+                                  fps=60, allow_remote=True, multicast_interface="127.0.0.1",
+                                  multicast_ttl=0)
+            assert tx.sdp is not None and f"c=IN IP4 {group}/0\r\n" in tx.sdp
+            stream = parse_sdp(tx.sdp)[0]
+            assert (stream.address, stream.ttl, stream.port) == (group, 0, port)
+            src >> tx
+            src >> sent
+            # SDP-driven: the multicast c= line makes the receiver join the group
+            rx = NetworkReceiveActor(sdp=tx.sdp, max_frames=n, timeout_s=20, allow_remote=True,
+                                     multicast_interface="127.0.0.1")
+            got = Collect()
+            rx >> got
+            assert rt.run(30)
+            stats = rx.stats()
+        assert len(got.frames) == n == len(sent.frames)
+        for s, g in zip(sent.frames, got.frames):
+            assert np.array_equal(g.data.numpy(), s.data.numpy())  # RGB/8 is lossless
+            assert g.metadata["complete"]
+        assert stats.lost == 0 and stats.foreign_ssrc == 0 and stats.ssrc == tx.ssrc
+    finally:
+        PORTS.release("multicast")
+
+
+def test_multicast_socket_options() -> None:
+    group = "239.255.41.13"
+    rx = open_receiver((group, 0), multicast_interface="127.0.0.1")
+    tx = open_sender((group, rx.getsockname()[1]), allow_remote=True,
+                     multicast_interface="127.0.0.1", multicast_ttl=0)
+    try:
+        assert tx.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == 0
+        assert socket.inet_ntoa(tx.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4)) \
+            == "127.0.0.1"
+        tx.send(b"hello group")
+        rx.settimeout(5)
+        assert rx.recv(64) == b"hello group"
+    finally:
+        tx.close()
+        rx.close()
+    with pytest.raises(ValueError, match="allow_remote"):
+        open_sender((group, 5004))
+    with pytest.raises(ValueError, match="IPv6 multicast is not supported"):
+        open_receiver(("ff15::1", 0))
+
+
+@pytest.mark.parametrize("cls,kw,message", [
+    (NetworkSendActor, {"multicast_ttl": 256}, r"NetworkSendActor 'm': multicast_ttl must be an "
+                                               r"int in 0\.\.255, got 256"),
+    (NetworkSendActor, {"multicast_ttl": True}, "NetworkSendActor 'm': multicast_ttl"),
+    (NetworkSendActor, {"multicast_interface": "lo"},
+     "NetworkSendActor 'm': multicast_interface must be an IPv4 address"),
+    (NetworkSendActor, {"dest": "239.255.41.15:5004"}, "NetworkSendActor 'm': dest: .*allow_remote"),
+    (NetworkSendActor, {"dest": "[ff15::1]:5004", "allow_remote": True},
+     "NetworkSendActor 'm': dest: IPv6 multicast is not supported"),
+    (NetworkSendActor, {"ssrc": -1}, "NetworkSendActor 'm': ssrc must be"),
+    (NetworkReceiveActor, {"dest": "239.255.41.15:5004", "width": 8, "height": 8},
+     "NetworkReceiveActor 'm': dest: joining multicast group 239.255.41.15 needs allow_remote"),
+    (NetworkReceiveActor, {"sdp": video_stream("239.255.41.15", 5004, width=8, height=8, ttl=0)},
+     "NetworkReceiveActor 'm': sdp: joining multicast group .*allow_remote"),
+    (NetworkReceiveActor, {"dest": "239.255.41.15:5004", "width": 8, "height": 8,
+                           "allow_remote": True, "multicast_interface": "eth0"},
+     "NetworkReceiveActor 'm': multicast_interface must be an IPv4 address"),
+    (NetworkReceiveActor, {"dest": "127.0.0.1:0", "width": 8, "height": 8, "ssrc": 2**32},
+     "NetworkReceiveActor 'm': ssrc must be"),
+])
+def test_multicast_and_ssrc_configuration_errors(cls: type, kw: dict[str, Any],
+                                                message: str) -> None:
+    if "sdp" in kw:
+        kw = {"sdp": write_sdp([kw["sdp"]])}
+    with Runtime() as rt, pytest.raises(ValueError, match=message):
+        cls(actor_id="m", runtime=rt, **kw)
+
+
+# -- SSRC lock ----------------------------------------------------------------------------
+
+def _wait(cond: Any, timeout: float = 10.0) -> None:
+    import threading
+
+    ev = threading.Event()
+    for _ in range(int(timeout * 100)):
+        if cond():
+            return
+        ev.wait(0.01)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.mark.parametrize("lock", ["first", "explicit"])
+def test_second_sender_on_the_port_never_touches_the_locked_stream(lock: str) -> None:
+    fmt, w, h, n = "RGB/8", 64, 32, 8
+    rx_sock = open_receiver(("127.0.0.1", 0))
+    a_pk = VideoPacketizer(fmt, w, h, ssrc=0xAAAA0001)
+    b_pk = VideoPacketizer(fmt, w, h, ssrc=0xBBBB0002)
+    # explicit: lock to B although A's packets come first
+    want_ssrc = 0xBBBB0002 if lock == "explicit" else None
+    rx = VideoStreamReceiver(rx_sock, FrameAssembler(fmt, w, h, ssrc=want_ssrc))
+    a = VideoStreamSender(open_sender(rx_sock.getsockname()), a_pk, 240)
+    b = VideoStreamSender(open_sender(rx_sock.getsockname()), b_pk, 240)
+    a_frames = [_rgb(h, w, seed=40 + i) for i in range(n)]
+    b_frames = [_rgb(h, w, seed=80 + i) for i in range(n)]
+    try:
+        def send(tx: VideoStreamSender, rgb: np.ndarray, ts: int) -> None:
+            buf = tx.acquire(timeout=2.0)
+            assert buf is not None
+            pack_rgb(rgb, fmt, buf)
+            tx.submit(buf, ts)
+
+        send(a, a_frames[0], 0)
+        first = rx.get(timeout=5.0) if lock == "first" else None  # A is locked to now
+        for i in range(1, n):  # same RTP timestamps, other pixels: any leak would show
+            send(b, b_frames[i], 1500 * i)
+            send(a, a_frames[i], 1500 * i)
+        got = [rx.get(timeout=5.0) for _ in range(n - 1)]
+        a.close()
+        b.close()
+        total = a.packets_sent + b.packets_sent
+        _wait(lambda: rx.stats().received + rx.stats().foreign_ssrc == total)
+    finally:
+        a.close()
+        b.close()
+        rx.close()
+    st = rx.stats()
+    if lock == "first":
+        assert first is not None and np.array_equal(first.data, pack_rgb(a_frames[0], fmt))
+        want, foreign = a_frames[1:], b.packets_sent
+        assert st.ssrc == 0xAAAA0001
+    else:
+        want, foreign = b_frames[1:], a.packets_sent
+        assert st.ssrc == 0xBBBB0002
+    assert st.foreign_ssrc == foreign and st.lost == 0 and st.ssrc_changes == 0
+    assert [g is not None and g.complete for g in got] == [True] * (n - 1)
+    for g, rgb in zip(got, want):
+        assert g is not None and np.array_equal(g.data, pack_rgb(rgb, fmt))
+    assert rx.get() is None  # nothing else came out
+
+
+def test_restarted_sender_is_followed_after_silence() -> None:
+    fmt, w, h = "RGB/8", 16, 4
+    asm = FrameAssembler(fmt, w, h, jitter_ms=1, idle_timeout_ms=100)
+    old, new = VideoPacketizer(fmt, w, h, ssrc=1), VideoPacketizer(fmt, w, h, ssrc=2,
+                                                                       first_sequence=100)
+
+    def frame(pk: VideoPacketizer, ts: int, value: int, now: int) -> list[Any]:
+        pk.stamp(ts)
+        return [f for p in pk.build(np.full(pk.frame_bytes, value, np.uint8))
+                for f in asm.push(bytes(p), now)]
+
+    out = frame(old, 3000, 1, 1_000_000) + frame(new, 3000, 2, 2_000_000)  # new: foreign
+    out += frame(old, 4500, 3, 3_000_000)
+    out += frame(new, 4500, 4, 200_000_000)  # old silent for 197 ms > 100: new is locked
+    out += frame(new, 6000, 5, 201_000_000)
+    assert [int(f.data[0]) for f in out] == [1, 3, 4, 5] and all(f.complete for f in out)
+    st = asm.stats
+    assert (st.foreign_ssrc, st.ssrc_changes, st.ssrc, st.lost, st.duplicate) == \
+        (old.n_packets, 1, 2, 0, 0)
+    assert st.received == 4 * old.n_packets and asm.guards_intact()

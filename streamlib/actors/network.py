@@ -15,7 +15,15 @@ outputs every frame finished since the last tick as an RGB24 ``VideoFrame`` whos
 metadata carries ``rtp_timestamp``, ``complete``, ``missing_lines``,
 ``concealed`` and ``packets``.
 
-Destinations are loopback-only unless ``allow_remote=True`` (``streamlib.net.udp``).
+Multicast (IPv4, any-source): a sender to a group sets the outgoing interface and
+TTL (``multicast_interface``, ``multicast_ttl``) and writes ``c=IN IP4 <group>/<ttl>``;
+a receiver whose ``dest`` or SDP ``c=`` address is a group binds to it and joins it on
+``multicast_interface``. The receiver locks to one RTP SSRC (``ssrc=``, else the first
+it sees; see ``streamlib.net.jitter``) and counts other sources' packets in
+``stats().foreign_ssrc``.
+
+Destinations are loopback-only unless ``allow_remote=True`` (``streamlib.net.udp``);
+a multicast group is not loopback, so sending to or joining one needs it too.
 """
 
 from __future__ import annotations
@@ -37,7 +45,10 @@ from ..net.pgroup import VideoFormat, format_from_fmtp, pack_rgb_fast, parse_for
 from ..net.rfc4175 import VideoPacketizer, VideoStreamSender
 from ..net.rtp import media_timestamp
 from ..net.sdp import SDPStream, parse_rate, parse_sdp, video_stream, write_sdp
-from ..net.udp import check_destination, open_receiver, open_sender, parse_dest
+from ..net.udp import (
+    DEFAULT_MULTICAST_TTL, check_destination, check_multicast_interface, check_multicast_ttl,
+    is_multicast, open_receiver, open_sender, parse_dest,
+)
 from ..ports import StreamInput, StreamOutput
 from ..registry import PortAllocator
 
@@ -51,6 +62,21 @@ VIDEO_PORTS = PortAllocator(6000, 6998)
 
 def _who(cls: str, actor_id: str | None) -> str:
     return f"{cls}{f' {actor_id!r}' if actor_id else ''}"
+
+
+def _check_ssrc(who: str, ssrc: int | None) -> None:
+    if ssrc is not None and (isinstance(ssrc, bool) or not isinstance(ssrc, int)
+                             or not 0 <= ssrc <= 0xFFFFFFFF):
+        raise ValueError(f"{who}: ssrc must be an int in 0..0xFFFFFFFF or None, got {ssrc!r}")
+
+
+def _check_multicast(who: str, multicast_interface: str, multicast_ttl: int | None) -> None:
+    try:
+        check_multicast_interface(multicast_interface)
+        if multicast_ttl is not None:
+            check_multicast_ttl(multicast_ttl)
+    except ValueError as e:
+        raise ValueError(f"{who}: {e}") from None
 
 
 def _check_size(who: str, width: int | None, height: int | None, fmt: VideoFormat) -> None:
@@ -77,7 +103,8 @@ class NetworkSendActor(Actor):
         sdp_path: also write the SDP to this file (as soon as the size is known).
         pacing: fraction of the frame period the packets are spread over (0: bursts).
         gso: send with UDP GSO where the OS has it (about twice the packet rate).
-        allow_remote: allow destinations outside 127.0.0.0/8 and ::1.
+        allow_remote: allow destinations outside 127.0.0.0/8 and ::1 (multicast groups
+            included).
         block_s: how long ``process`` waits for a free send buffer before dropping the
             frame (counted in ``stats()["frames_dropped"]``); default two frame periods.
         ssrc: RTP SSRC (None: random).
@@ -87,6 +114,14 @@ class NetworkSendActor(Actor):
             without staging, and YCbCr-4:2:2/10 frames are packed into pgroups by
             the CUDA kernel (``streamlib.kernels``); only the packed bytes cross
             to the host. Default: the CPU path (numba/numpy packing).
+        multicast_interface: for a multicast ``dest``: IPv4 address of the interface
+            the stream leaves by (IP_MULTICAST_IF; ``"0.0.0.0"``: the kernel's choice,
+            ``"127.0.0.1"``: this host only).
+        multicast_ttl: for a multicast ``dest``: IP TTL, 0..255 (0: never leaves this
+            host); the SDP says ``c=IN IP4 <group>/<ttl>``.
+
+    Raises ValueError (naming the actor and field) for a bad argument, a non-loopback
+    ``dest`` without ``allow_remote`` or an IPv6 multicast ``dest``.
     """
 
     def __init__(self, dest: str = "127.0.0.1:5004", format: str = "YCbCr-4:2:2/10",
@@ -94,9 +129,12 @@ class NetworkSendActor(Actor):
                  payload_type: int = 96, sdp_path: str | None = None, pacing: float = 0.9,
                  gso: bool = True, allow_remote: bool = False, block_s: float | None = None,
                  ssrc: int | None = None, ts_refclk: str = "localmac=00-00-00-00-00-00",
-                 device: str | None = None, *,
+                 device: str | None = None, *, multicast_interface: str = "0.0.0.0",
+                 multicast_ttl: int = DEFAULT_MULTICAST_TTL,
                  actor_id: str | None = None, **kwargs: Any) -> None:
         who = _who("NetworkSendActor", actor_id)
+        _check_multicast(who, multicast_interface, multicast_ttl)
+        _check_ssrc(who, ssrc)
         from ..device import resolve_device
 
         # The staging bridge reads ``self.device``: a CUDA sender gets CUDA frames.
@@ -123,8 +161,12 @@ class NetworkSendActor(Actor):
                 host = "127.0.0.1" if dest == "localhost" else dest.strip("[]")
                 check_destination(host, allow_remote=allow_remote)
                 self.dest = (host, VIDEO_PORTS.allocate(str(self.uri)))
+            if is_multicast(self.dest[0]) and ":" in self.dest[0]:
+                raise ValueError(f"IPv6 multicast is not supported, got {dest!r}")
         except ValueError as e:
             raise ValueError(f"{who}: dest: {e}") from None
+        self.multicast = is_multicast(self.dest[0])
+        self.multicast_interface, self.multicast_ttl = multicast_interface, multicast_ttl
         self.width, self.height, self.fps = width, height, float(fps)
         self.payload_type, self.sdp_path = payload_type, sdp_path
         self.pacing, self.gso, self.allow_remote = pacing, gso, allow_remote
@@ -152,7 +194,8 @@ class NetworkSendActor(Actor):
         return video_stream(
             self.dest[0], self.dest[1], width=self.width, height=self.height,
             sampling=self.video_format.sampling, depth=self.video_format.depth, fps=self.fps,
-            payload_type=self.payload_type, ts_refclk=self.ts_refclk)
+            payload_type=self.payload_type, ts_refclk=self.ts_refclk,
+            ttl=self.multicast_ttl if self.multicast else None)
 
     def _write_sdp(self) -> None:
         stream = self.sdp_stream()
@@ -167,7 +210,9 @@ class NetworkSendActor(Actor):
     def _open(self, width: int, height: int) -> VideoStreamSender:
         packetizer = VideoPacketizer(self.video_format, width, height,
                                      payload_type=self.payload_type, ssrc=self.ssrc)
-        sock = open_sender(self.dest, allow_remote=self.allow_remote)
+        sock = open_sender(self.dest, allow_remote=self.allow_remote,
+                           multicast_interface=self.multicast_interface,
+                           multicast_ttl=self.multicast_ttl)
         return VideoStreamSender(sock, packetizer, self.fps, pacing=self.pacing, gso=self.gso)
 
     def process(self, tick: TimedTick) -> None:
@@ -234,9 +279,10 @@ class NetworkReceiveActor(Actor):
     Args:
         sdp: SDP text, or the path of an ``.sdp`` file; its first video stream sets the
             address, port, format, size, rate and payload type (other arguments that
-            say the same are ignored).
+            say the same are ignored); a multicast ``c=`` address is joined.
         dest: ``"host:port"`` to listen on without an SDP (port 0: any free port; a
             host alone: an even port from ``VIDEO_PORTS``; either way see ``.port``).
+            A multicast group (``"239.1.2.3:5004"``) is bound and joined.
         format: ``"YCbCr-4:2:2/10"``, ``"YCbCr-4:2:2/8"`` or ``"RGB/8"`` (without SDP).
         width: frame width (without SDP).
         height: frame height (without SDP).
@@ -253,9 +299,17 @@ class NetworkReceiveActor(Actor):
             lock-step runtime holds every other virtual clock while this waits, so do
             not feed the sender from the same lock-step runtime).
         rcvbuf: socket receive buffer in bytes (SO_RCVBUFFORCE is tried past rmem_max).
+        allow_remote: allow joining a multicast group (its IGMP reports leave this host
+            unless ``multicast_interface`` is ``127.0.0.1``).
+        multicast_interface: IPv4 address of the interface that joins a multicast
+            group (``"0.0.0.0"``: the kernel's choice; ``"127.0.0.1"``: loopback only).
+        ssrc: accept only this RTP SSRC. None: lock to the first SSRC seen, and move to
+            another only after the locked one has been silent for 100 ms (a restarted
+            sender). Packets of other SSRCs are dropped and counted in
+            ``stats().foreign_ssrc``.
 
     Raises ValueError (naming the field) for a bad SDP or argument, OSError if the
-    port cannot be bound.
+    port cannot be bound or the group not joined.
     """
 
     def __init__(self, sdp: str | None = None, dest: str | None = None,
@@ -263,9 +317,12 @@ class NetworkReceiveActor(Actor):
                  height: int | None = None, fps: float = 60.0, payload_type: int = 96,
                  jitter_ms: float = 5.0, policy: str = "conceal",
                  max_frames: int | None = None, timeout_s: float | None = None,
-                 wait_s: float = 0.0, rcvbuf: int = 64 << 20, *,
+                 wait_s: float = 0.0, rcvbuf: int = 64 << 20, *, allow_remote: bool = False,
+                 multicast_interface: str = "0.0.0.0", ssrc: int | None = None,
                  actor_id: str | None = None, **kwargs: Any) -> None:
         who = _who("NetworkReceiveActor", actor_id)
+        _check_multicast(who, multicast_interface, None)
+        _check_ssrc(who, ssrc)
         if sdp is not None:
             host, port, fmt, width, height, fps_s, payload_type = self._from_sdp(who, sdp)
             fps = float(fps_s) if fps_s is not None else fps
@@ -280,6 +337,14 @@ class NetworkReceiveActor(Actor):
                     host, port = ("127.0.0.1" if dest == "localhost" else dest.strip("[]")), -1
             except ValueError as e:
                 raise ValueError(f"{who}: {e}") from None
+        if is_multicast(host):
+            field = "sdp" if sdp is not None else "dest"
+            if ":" in host:
+                raise ValueError(f"{who}: {field}: IPv6 multicast is not supported, "
+                                 f"got {host}")
+            if not allow_remote:
+                raise ValueError(f"{who}: {field}: joining multicast group {host} needs "
+                                 f"allow_remote=True")
         if width is None or height is None:
             raise ValueError(f"{who}: width and height are required without an SDP")
         _check_size(who, width, height, fmt)
@@ -298,6 +363,7 @@ class NetworkReceiveActor(Actor):
         super().__init__(actor_id=actor_id, **kwargs)
         self.video_format, self.fps = fmt, fps
         self.payload_type, self.policy = payload_type, policy
+        self.ssrc, self.multicast_interface = ssrc, multicast_interface
         self.jitter_ms, self.max_frames, self.timeout_s, self.wait_s = (
             jitter_ms, max_frames, timeout_s, wait_s)
         self.outputs["video"] = StreamOutput("video")
@@ -307,7 +373,13 @@ class NetworkReceiveActor(Actor):
         if port < 0:
             self._port_key = f"{self.uri}#rx"
             port = VIDEO_PORTS.allocate(self._port_key)
-        self._sock = open_receiver((host, port), rcvbuf=rcvbuf)
+        try:
+            self._sock = open_receiver((host, port), rcvbuf=rcvbuf,
+                                       multicast_interface=multicast_interface)
+        except BaseException:
+            if self._port_key is not None:
+                VIDEO_PORTS.release(self._port_key)
+            raise
         self.host, self.port = host, int(self._sock.getsockname()[1])
         self._rx: VideoStreamReceiver | None = None
         self.frames_out = 0
@@ -340,7 +412,8 @@ class NetworkReceiveActor(Actor):
     def setup(self) -> None:
         assembler = FrameAssembler(self.video_format, self.width, self.height,
                                    payload_type=self.payload_type, jitter_ms=self.jitter_ms,
-                                   policy="drop" if self.policy == "drop" else "conceal")
+                                   policy="drop" if self.policy == "drop" else "conceal",
+                                   ssrc=self.ssrc)
         self._rx = VideoStreamReceiver(self._sock, assembler)
         self._last_frame_ns = time.monotonic_ns()
 

@@ -3,24 +3,27 @@
 The sender packetizes every AudioFrame it gets (``read_all_new``: lock-step
 graphs lose nothing) into ``ptime_ms`` packets stamped from the frames' own
 ``timestamp_ns`` (ST 2110-10; use a ``PTPClock`` upstream for TAI-traceable
-timestamps) and sends each frame's packets in one ``sendmmsg`` batch (no
-pacing: a 20 ms frame leaves as a burst of 20 packets, which jitter buffers
-absorb; ST 2110-21-style spacing is not attempted). The
+timestamps) and sends them paced, one packet per packet time, from a thread of
+its own (``streamlib.net.audio.PacedSender``; ``pacing=False``: each frame's
+packets in one ``sendmmsg`` burst). The
 receiver polls its socket on its own clock, reorders within a small window,
 conceals losses with silence and outputs AudioFrames of ``frame_ms``; see
-:mod:`streamlib.net.audio` for the sample rule and the RTP-time-to-ns mapping.
+:mod:`streamlib.net.audio` for the sample rule, the SSRC lock and the
+RTP-time-to-ns mapping.
 
-Destinations are loopback-only unless ``allow_remote=True`` (``streamlib.net.udp``).
+Multicast (IPv4, any-source): a sender to a group sets ``multicast_interface`` and
+``multicast_ttl`` and writes ``c=IN IP4 <group>/<ttl>``; a receiver of a group binds
+it and joins on ``multicast_interface`` (``streamlib.net.udp.open_receiver``).
+Destinations are loopback-only unless ``allow_remote=True`` (``streamlib.net.udp``);
+a group is not loopback, so it needs ``allow_remote=True`` too.
 Transports are opened in ``setup`` by ``open_transport()``, a method tests
 override with in-memory ones.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
@@ -28,10 +31,14 @@ from typing import Any, Literal, Protocol
 from ..actor import Actor
 from ..clocks import Clock, SoftwareClock, SystemTAITimeSource, TimedTick
 from ..frames import AudioFrame
-from ..net.audio import AudioDepacketizer, AudioFormat, AudioPacketizer, AudioReceiveStats
+from ..net.audio import (
+    AudioDepacketizer, AudioFormat, AudioPacketizer, AudioReceiveStats, PacedSender,
+)
 from ..net.sdp import SDPStream, audio_stream, parse_sdp, write_sdp
 from ..net.udp import (
-    BatchReceiver, BatchSender, check_destination, open_receiver, open_sender, parse_dest,
+    DEFAULT_MULTICAST_TTL, BatchReceiver, BatchSender, check_destination,
+    check_multicast_interface, check_multicast_ttl, is_multicast, open_receiver, open_sender,
+    parse_dest,
 )
 from ..ports import StreamInput, StreamOutput
 from ..registry import PortAllocator
@@ -60,35 +67,37 @@ class PacketSource(Protocol):
 
 
 class _UDPSink:
-    def __init__(self, dest: tuple[str, int], allow_remote: bool) -> None:
-        self._sock = open_sender(dest, allow_remote=allow_remote)
+    """A connected UDP socket; with ``ptime_ms`` packets are paced by a ``PacedSender``
+    (its send failures are counted in ``packets_failed``), else sent as they come."""
+
+    def __init__(self, dest: tuple[str, int], allow_remote: bool, *,
+                 multicast_interface: str = "0.0.0.0",
+                 multicast_ttl: int = DEFAULT_MULTICAST_TTL,
+                 ptime_ms: float | None = None) -> None:
+        self._sock = open_sender(dest, allow_remote=allow_remote,
+                                 multicast_interface=multicast_interface,
+                                 multicast_ttl=multicast_ttl)
         self._sender = BatchSender(self._sock)
+        self.paced = None if ptime_ms is None else PacedSender(self._sock, ptime_ms)
+
+    @property
+    def packets_failed(self) -> int:
+        return 0 if self.paced is None else self.paced.packets_failed
 
     def send(self, packets: Sequence[bytes]) -> int:
+        if self.paced is not None:
+            return self.paced.submit(list(packets))
         return self._sender.send(packets)
 
     def close(self) -> None:
+        if self.paced is not None:
+            self.paced.close()  # sends what is queued, then closes the socket
         self._sock.close()
-
-
-def _is_multicast(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_multicast
-    except ValueError:  # a host name (allowed with allow_remote)
-        return False
 
 
 class _UDPSource:
     def __init__(self, bind: tuple[str, int], interface: str) -> None:
-        multicast = _is_multicast(bind[0])
-        self._sock = open_receiver(bind, rcvbuf=4 << 20, reuse_port=multicast)
-        try:
-            if multicast:  # IPv4 any-source join on ``interface``
-                mreq = socket.inet_aton(bind[0]) + socket.inet_aton(interface)
-                self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
-        except BaseException:
-            self._sock.close()
-            raise
+        self._sock = open_receiver(bind, rcvbuf=4 << 20, multicast_interface=interface)
         self._rx = BatchReceiver(self._sock, batch=256)
 
     def receive(self) -> list[bytes]:
@@ -161,20 +170,33 @@ class AudioNetworkSendActor(Actor):
         sdp_path: also write the stream's SDP to this file in ``setup``.
         ts_refclk: ``a=ts-refclk`` value for the SDP (None: the SDP module's default).
         resync_ms: largest input-time jump absorbed without re-anchoring timestamps.
-        allow_remote: allow a non-loopback ``dest``.
+        allow_remote: allow a non-loopback ``dest`` (a multicast group included).
+        pacing: send one packet per packet time from a thread of its own (ST 2110-30
+            receivers expect that); False sends each frame's packets as one burst.
+        multicast_interface: for a multicast ``dest``: IPv4 address of the interface
+            the stream leaves by (``0.0.0.0``: the kernel's choice; ``127.0.0.1``:
+            this host only).
+        multicast_ttl: for a multicast ``dest``: IP TTL 0..255 (0: never leaves this
+            host); the SDP says ``c=IN IP4 <group>/<ttl>``.
         actor_id: unique id (default: generated).
 
     Raises:
         ValueError: a bad parameter (the message names it), a non-loopback dest
-            without ``allow_remote``.
+            without ``allow_remote``, an IPv6 multicast dest.
     """
 
     def __init__(self, dest: str | None = None, encoding: Encoding = "L24", sample_rate: int = 48000,
                  channels: int = 2, ptime_ms: float = 1.0, payload_type: int = 97, *,
                  ssrc: int | None = None, sdp_path: str | None = None, ts_refclk: str | None = None,
-                 resync_ms: float = 2.0, allow_remote: bool = False, actor_id: str | None = None,
-                 **kwargs: Any) -> None:
+                 resync_ms: float = 2.0, allow_remote: bool = False, pacing: bool = True,
+                 multicast_interface: str = "0.0.0.0", multicast_ttl: int = DEFAULT_MULTICAST_TTL,
+                 actor_id: str | None = None, **kwargs: Any) -> None:
         label = _label("AudioNetworkSendActor", actor_id)
+        try:
+            check_multicast_interface(multicast_interface)
+            check_multicast_ttl(multicast_ttl)
+        except ValueError as e:
+            raise ValueError(f"{label}: {e}") from None
         fmt = _format(label, encoding, sample_rate, channels)
         try:
             packetizer = AudioPacketizer(fmt, ptime_ms=ptime_ms, payload_type=payload_type,
@@ -184,6 +206,8 @@ class AudioNetworkSendActor(Actor):
         if sdp_path is not None and (not isinstance(sdp_path, (str, os.PathLike)) or not os.fspath(sdp_path)):
             raise ValueError(f"{label}: sdp_path must be a non-empty path or None, got {sdp_path!r}")
         host, port = _parse_dest(label, dest, allow_remote) if dest is not None else ("127.0.0.1", None)
+        if is_multicast(host) and ":" in host:
+            raise ValueError(f"{label}: dest: IPv6 multicast is not supported, got {dest!r}")
         super().__init__(actor_id=actor_id, **kwargs)
         if port is None:
             key = ("audio-send", str(self.uri))
@@ -194,11 +218,14 @@ class AudioNetworkSendActor(Actor):
         self.ptime_ms, self.payload_type = float(ptime_ms), payload_type
         self.sdp_path = None if sdp_path is None else os.fspath(sdp_path)
         self.ts_refclk, self.allow_remote = ts_refclk, allow_remote
+        self.pacing = bool(pacing)
+        self.multicast_interface, self.multicast_ttl = multicast_interface, multicast_ttl
         self.inputs["audio"] = StreamInput("audio", slots=64)
         self.frames_in = 0
         self.frames_dropped = 0
         self.packets_sent = 0
         self.packets_dropped = 0      # lost to send errors (e.g. refused: nobody listening)
+        self._failed_closed = 0       # paced send failures of transports already closed
         self._transport: PacketSink | None = None
         self._warned: set[str] = set()
 
@@ -211,6 +238,8 @@ class AudioNetworkSendActor(Actor):
     @property
     def sdp_stream(self) -> SDPStream:
         kw: dict[str, Any] = {} if self.ts_refclk is None else {"ts_refclk": self.ts_refclk}
+        if is_multicast(self.host_address):
+            kw["ttl"] = self.multicast_ttl
         return audio_stream(self.host_address, self.port, encoding=self.format.encoding,
                             sample_rate=self.format.sample_rate, channels=self.format.channels,
                             ptime_ms=self.ptime_ms, payload_type=self.payload_type, **kw)
@@ -222,14 +251,22 @@ class AudioNetworkSendActor(Actor):
 
     @property
     def stats(self) -> dict[str, int]:
+        """Frames in/dropped, packets sent (handed to the transport, less paced send
+        failures) and dropped, packetizer re-anchors and samples dropped by them."""
         p = self.packetizer
+        failed = self._failed_closed + int(getattr(self._transport, "packets_failed", 0))
         return {"frames_in": self.frames_in, "frames_dropped": self.frames_dropped,
-                "packets_sent": self.packets_sent, "packets_dropped": self.packets_dropped,
+                "packets_sent": self.packets_sent - failed,
+                "packets_dropped": self.packets_dropped + failed,
                 "resyncs": p.resyncs, "samples_dropped": p.samples_dropped}
 
     def open_transport(self) -> PacketSink:
-        """The packet sink ``setup`` uses: a connected UDP socket sending with sendmmsg."""
-        return _UDPSink((self.host_address, self.port), self.allow_remote)
+        """The packet sink ``setup`` uses: a connected UDP socket sending with sendmmsg,
+        paced one packet per packet time unless ``pacing=False``."""
+        return _UDPSink((self.host_address, self.port), self.allow_remote,
+                        multicast_interface=self.multicast_interface,
+                        multicast_ttl=self.multicast_ttl,
+                        ptime_ms=self.ptime_ms if self.pacing else None)
 
     def setup(self) -> None:
         if self.sdp_path is not None:
@@ -243,6 +280,7 @@ class AudioNetworkSendActor(Actor):
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
+            self._failed_closed += int(getattr(transport, "packets_failed", 0))
 
     def process(self, tick: TimedTick) -> None:
         for frame in self.inputs["audio"].read_all_new():
@@ -335,6 +373,9 @@ class AudioNetworkReceiveActor(Actor):
         allow_remote: allow listening on a non-loopback address (needed for multicast).
         multicast_interface: IPv4 address of the interface that joins a multicast
             ``dest`` (``0.0.0.0``: the kernel's choice; ``127.0.0.1``: loopback only).
+        ssrc: play only this RTP SSRC. None: lock to the first SSRC seen; another is
+            followed only after the locked one has been silent for 100 ms (a restarted
+            sender). Other sources' packets are counted in ``stats.foreign_ssrc``.
         actor_id: unique id (default: generated).
 
     Raises:
@@ -346,8 +387,8 @@ class AudioNetworkReceiveActor(Actor):
                  frame_ms: float = 20.0, reorder_window: int = 8, max_conceal_ms: float = 200.0,
                  flush_after_ms: float = 50.0, timebase: Timebase = "tai",
                  poll_hz: float | None = None, allow_remote: bool = False,
-                 multicast_interface: str = "0.0.0.0", actor_id: str | None = None,
-                 clock: Clock | None = None, **kwargs: Any) -> None:
+                 multicast_interface: str = "0.0.0.0", ssrc: int | None = None,
+                 actor_id: str | None = None, clock: Clock | None = None, **kwargs: Any) -> None:
         label = _label("AudioNetworkReceiveActor", actor_id)
         if sdp is not None:
             if not isinstance(sdp, str) or not sdp:
@@ -368,19 +409,17 @@ class AudioNetworkReceiveActor(Actor):
             frame_samples = fmt.samples_for_ms(frame_ms, "frame_ms")
             depack = AudioDepacketizer(fmt, frame_samples=frame_samples, payload_type=payload_type,
                                        reorder_window=reorder_window, max_conceal_ms=max_conceal_ms,
-                                       now_ns=_timebase_now(timebase), clock_id=timebase)
+                                       now_ns=_timebase_now(timebase), clock_id=timebase,
+                                       ssrc=ssrc)
         except ValueError as e:
             raise ValueError(f"{label}: {e}") from None
         host, port = _parse_dest(label, dest, allow_remote) if dest is not None else ("127.0.0.1", None)
-        if _is_multicast(host) and ":" in host:
+        if is_multicast(host) and ":" in host:
             raise ValueError(f"{label}: dest: IPv6 multicast is not supported, got {dest!r}")
         try:
-            if not isinstance(multicast_interface, str):
-                raise ValueError
-            ipaddress.IPv4Address(multicast_interface)
-        except ValueError:
-            raise ValueError(f"{label}: multicast_interface must be an IPv4 address, "
-                             f"got {multicast_interface!r}") from None
+            check_multicast_interface(multicast_interface)
+        except ValueError as e:
+            raise ValueError(f"{label}: {e}") from None
         if clock is None:
             clock = SoftwareClock(poll_hz if poll_hz is not None else 2000.0 / float(frame_ms))
         super().__init__(actor_id=actor_id, clock=clock, **kwargs)

@@ -20,11 +20,18 @@ later packets relative to the previous one; a frame whose first sample has the
 unwrapped count ``T`` gets ``timestamp_ns = ceil(T * 1e9 / rate)``, the first
 nanosecond whose ``media_timestamp`` is ``T``. Sender and receiver sharing a
 timebase therefore agree on sample times to the nanosecond.
+
+Sending is paced (``PacedSender``, ``pace_schedule``): one packet per packet time
+from a thread of its own, continuing across frames, rather than a frame's
+packets in one burst.
 """
 
 from __future__ import annotations
 
 import os
+import queue
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -35,10 +42,11 @@ import numpy.typing as npt
 
 from ..frames import AudioFrame
 from .rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, RTPError, pack_header, parse_header, seq_diff
+from .udp import BatchSender
 
 __all__ = [
     "ENCODINGS", "AudioDepacketizer", "AudioFormat", "AudioPacketizer", "AudioReceiveStats",
-    "decode_samples", "encode_samples", "rtp_to_ns",
+    "PacedSender", "decode_samples", "encode_samples", "pace_schedule", "rtp_to_ns",
 ]
 
 ENCODINGS: Mapping[str, int] = {"L24": 3, "L16": 2}  # bytes per sample
@@ -233,8 +241,8 @@ class AudioReceiveStats:
     """Packet accounting of an :class:`AudioDepacketizer`.
 
     Every datagram pushed lands in exactly one of ``played``, ``late``,
-    ``duplicate``, ``malformed``, ``wrong_payload_type``, ``stray`` or is still
-    held (``pending``): ``received`` is their sum. ``lost`` counts sequence
+    ``duplicate``, ``malformed``, ``wrong_payload_type``, ``foreign_ssrc``,
+    ``stray`` or is still held (``pending``): ``received`` is their sum. ``lost`` counts sequence
     numbers skipped when output moved past them (concealed with silence when a
     later packet shows how long the hole is); a lost packet that turns up
     afterwards is also counted ``late``.
@@ -247,6 +255,7 @@ class AudioReceiveStats:
     duplicate: int = 0
     malformed: int = 0           # not RTP v2, truncated, payload not whole sample frames
     wrong_payload_type: int = 0
+    foreign_ssrc: int = 0        # well-formed packets of another SSRC than the locked one
     stray: int = 0               # other SSRC / sequence far off, not confirmed by its successor
     pending: int = 0             # held in the reorder buffer
     resyncs: int = 0             # new stream (SSRC / sequence / timestamp jump) adopted
@@ -279,18 +288,27 @@ class AudioDepacketizer:
     held packets (the caller does this when the stream goes idle). Malformed
     input is counted, never raised. Not thread-safe.
 
-    A packet that would jump past the window, carries another SSRC or a
-    sequence number far off is held as a candidate until a successor confirms
-    it (at most ``reorder_window + 1`` later, its timestamp advanced by at most
-    that many packets' samples): the jump is then taken as a loss burst (same
-    SSRC) or a new stream is adopted (``resyncs``). Unconfirmed candidates count
-    as ``stray``, so one corrupt header costs one packet.
+    SSRC rule: with ``ssrc`` given only that SSRC is ever played. Without it
+    the depacketizer locks to the first well-formed packet's SSRC. Either way
+    packets of another SSRC are dropped and counted in ``foreign_ssrc`` while
+    the locked SSRC is alive; with ``ssrc=None`` only, once the locked SSRC has
+    sent nothing for ``ssrc_timeout_ms`` (receive time, ``now_ns``) a packet of
+    another SSRC may take over as below: a restarted sender (new random SSRC)
+    is followed, a second sender on the same port never is.
+
+    A packet that would jump past the window, carries another SSRC (see above)
+    or a sequence number far off is held as a candidate until a successor
+    confirms it (at most ``reorder_window + 1`` later, its timestamp advanced
+    by at most that many packets' samples): the jump is then taken as a loss
+    burst (same SSRC) or a new stream is adopted (``resyncs``). Unconfirmed
+    candidates count as ``stray``, so one corrupt header costs one packet.
     ``now_ns`` (default: CLOCK_REALTIME + 37 s, TAI) anchors RTP unwrapping.
     """
 
     def __init__(self, fmt: AudioFormat, *, frame_samples: int = 960, payload_type: int | None = None,
                  reorder_window: int = 8, max_conceal_ms: float = 200.0,
-                 now_ns: Callable[[], int] | None = None, clock_id: str = "tai") -> None:
+                 now_ns: Callable[[], int] | None = None, clock_id: str = "tai",
+                 ssrc: int | None = None, ssrc_timeout_ms: float = 100.0) -> None:
         if isinstance(frame_samples, bool) or not isinstance(frame_samples, int) or frame_samples < 1:
             raise ValueError(f"frame_samples must be an int >= 1, got {frame_samples!r}")
         if payload_type is not None and not (isinstance(payload_type, int) and 0 <= payload_type <= 127):
@@ -300,6 +318,14 @@ class AudioDepacketizer:
             raise ValueError(f"reorder_window must be an int in 0..{MAX_MISORDER}, got {reorder_window!r}")
         if not (isinstance(max_conceal_ms, (int, float)) and max_conceal_ms >= 0):
             raise ValueError(f"max_conceal_ms must be a number >= 0, got {max_conceal_ms!r}")
+        if ssrc is not None and (isinstance(ssrc, bool) or not isinstance(ssrc, int)
+                                 or not 0 <= ssrc <= 0xFFFFFFFF):
+            raise ValueError(f"ssrc must be a 32-bit unsigned int or None, got {ssrc!r}")
+        if not (isinstance(ssrc_timeout_ms, (int, float)) and ssrc_timeout_ms >= 0):
+            raise ValueError(f"ssrc_timeout_ms must be a number >= 0, got {ssrc_timeout_ms!r}")
+        self.lock_ssrc = ssrc
+        self._ssrc_timeout_ns = int(ssrc_timeout_ms * 1_000_000)
+        self._locked_ns = 0                # receive time of the locked SSRC's last packet
         self.format, self.frame_samples = fmt, frame_samples
         self.payload_type, self.reorder_window = payload_type, reorder_window
         self.clock_id = clock_id
@@ -339,6 +365,13 @@ class AudioDepacketizer:
         n = hdr.payload_end - hdr.payload_offset
         if n <= 0 or n % self.format.frame_bytes:
             st.malformed += 1
+            return []
+        locked = self.lock_ssrc if self.lock_ssrc is not None else self.ssrc
+        if locked is None or hdr.ssrc == locked:
+            self._locked_ns = self._now_ns()
+        elif self.lock_ssrc is not None or \
+                self._now_ns() - self._locked_ns < self._ssrc_timeout_ns:
+            st.foreign_ssrc += 1  # another source while ours is alive: never played
             return []
         view = memoryview(datagram)[hdr.payload_offset:hdr.payload_end]
         pkt = _Packet(hdr.sequence, hdr.timestamp, hdr.ssrc,
@@ -530,3 +563,118 @@ class AudioDepacketizer:
 def _s32(x: int) -> int:
     """``x`` modulo 2**32 as a signed distance in [-2**31, 2**31)."""
     return ((x + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+
+
+def pace_schedule(count: int, ptime_ns: int, now_ns: int, next_due_ns: int,
+                  backlog: int = 0) -> tuple[list[int], int]:
+    """Send times (monotonic ns) of the next ``count`` packets of a stream with one
+    packet per ``ptime_ns``, and the time the packet after them is due.
+
+    The schedule continues from ``next_due_ns`` (where the previous frame's packets
+    left off) so packets leave exactly ``ptime_ns`` apart across frames. A frame that
+    arrives more than one packet time after that (or the first, ``next_due_ns == 0``)
+    restarts the schedule at ``now_ns``: a gap, never a catch-up burst. When
+    ``backlog`` more frames are already queued (the input runs faster than the packet
+    clock, e.g. clock drift), this frame is spaced at 3/4 of the packet time so the
+    queue, and the latency it adds, drains instead of growing.
+    """
+    interval = ptime_ns if backlog <= 0 else ptime_ns * 3 // 4
+    start = next_due_ns
+    if next_due_ns <= 0 or now_ns > next_due_ns + ptime_ns:
+        start = now_ns
+    return [start + k * interval for k in range(count)], start + count * interval
+
+
+class PacedSender:
+    """Sends RTP packets from a thread of its own, one every ``ptime_ms`` (ST 2110-30:
+    a receiver expects a packet per packet time, not a frame's worth at once).
+
+    ``submit(packets)`` queues a frame's packets and returns at once; the thread sends
+    them at the times ``pace_schedule`` gives (sleeping between packets; packets
+    already due when it wakes go together in one ``sendmmsg``). Throughput is the
+    input's: on average a frame's packets take the frame's duration. Send errors
+    (OSError) lose those packets, counted in ``packets_failed`` (the last error in
+    ``last_error``), and never stop the thread.
+
+    Args:
+        sock: a connected UDP socket (``udp.open_sender``); closed by ``close``.
+        ptime_ms: the packet time.
+
+    Raises ValueError for ``ptime_ms <= 0``.
+    """
+
+    def __init__(self, sock: socket.socket, ptime_ms: float) -> None:
+        if not (isinstance(ptime_ms, (int, float)) and ptime_ms > 0):
+            raise ValueError(f"PacedSender: ptime_ms must be > 0, got {ptime_ms!r}")
+        self.sock = sock
+        self.ptime_ns = int(round(ptime_ms * 1_000_000))
+        self._sender = BatchSender(sock, max_batch=64)
+        self._todo: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+        self._next_due = 0
+        self.packets_sent = 0
+        self.packets_failed = 0
+        self.restarts = 0          # schedule restarted after the input came late
+        self.last_error: OSError | None = None
+        self.error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="streamlib-st2110-30-send",
+                                        daemon=True)
+        self._thread.start()
+
+    @property
+    def refused(self) -> int:
+        """Sends the OS reported as refused (nobody listening on loopback)."""
+        return self._sender.refused
+
+    def submit(self, packets: list[bytes]) -> int:
+        """Queue ``packets`` (sent in order, paced); returns how many were queued.
+        Raises the thread's unexpected error, if it died, and RuntimeError after close."""
+        if self.error is not None:
+            raise self.error
+        if self._closed:
+            raise RuntimeError("PacedSender is closed")
+        if packets:
+            self._todo.put(list(packets))
+        return len(packets)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                packets = self._todo.get()
+                if packets is None:
+                    return
+                now = time.monotonic_ns()
+                if self._next_due and now > self._next_due + self.ptime_ns:
+                    self.restarts += 1
+                due, self._next_due = pace_schedule(len(packets), self.ptime_ns, now,
+                                                    self._next_due, self._todo.qsize())
+                i, n = 0, len(packets)
+                while i < n:
+                    wait = due[i] - time.monotonic_ns()
+                    if wait > 0:
+                        time.sleep(wait / 1e9)
+                    now = time.monotonic_ns()
+                    j = i + 1
+                    while j < n and due[j] <= now:  # woke late: what is due goes now
+                        j += 1
+                    self._send(packets[i:j])
+                    i = j
+        except BaseException as e:  # noqa: BLE001 - handed to the submitting thread
+            self.error = e
+
+    def _send(self, packets: list[bytes]) -> None:
+        try:
+            self.packets_sent += self._sender.send(packets)
+        except OSError as e:  # UDP: a failed send loses packets, not the stream
+            self.packets_failed += len(packets)
+            self.last_error = e
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued (still paced), stop the thread, close the socket.
+        Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._todo.put(None)
+        self._thread.join(timeout)
+        self.sock.close()

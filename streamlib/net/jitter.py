@@ -14,9 +14,21 @@ expected (highest - first + 1) - received, never below 0; ``late``: arrived
 after their frame was output; ``duplicate``: sequence number seen before;
 ``malformed``: too short, RTP version != 2, bad CSRC/extension/padding, wrong
 payload type, interlaced (F=1), SRDs outside the frame, off the pgroup grid, or
-lengths past the packet end. Malformed packets are dropped whole before any byte
-is written, and every write is bounds-checked against the frame, so no packet
-can write outside the frame buffer (the fuzz tests check guard bytes around it).
+lengths past the packet end; ``foreign_ssrc``: well-formed packets of another
+SSRC than the one the receiver is locked to. Malformed and foreign packets are
+dropped whole before any byte is written, and every write is bounds-checked
+against the frame, so no packet can write outside the frame buffer (the fuzz
+tests check guard bytes around it). Every datagram lands in exactly one of
+``received``, ``duplicate``, ``malformed`` and ``foreign_ssrc``.
+
+SSRC rule: with ``ssrc=`` given, only that SSRC is accepted, ever. Without it the
+receiver locks to the SSRC of the first well-formed packet and keeps it while it
+is alive; a packet of another SSRC takes the lock only once the locked SSRC has
+sent nothing for ``idle_timeout_ms`` (a restarted sender: a new random SSRC, new
+sequence numbers and timestamps). A second sender on the same port therefore
+never corrupts or completes the locked stream's frames. On such a change
+(``ssrc_changes``) sequence tracking restarts, so the old stream's counts stand
+and the new one is counted from its own first packet.
 
 The per-packet work runs in one numba kernel (``nogil``: the receive thread
 does not hold the GIL while it runs); without numba the same function runs as
@@ -48,7 +60,14 @@ GUARD = 64  # guard bytes either side of each frame slot, checked by tests
 # indices into the kernel's int64 state vector
 _HAVE_SEQ, _HIGHEST, _BASE, _RECEIVED, _DUP, _MALFORMED, _LATE = 0, 1, 2, 3, 4, 5, 6
 _HAVE_EMITTED, _LAST_TS, _BYTES, _PENDING_TS, _WRONG_PT = 7, 8, 9, 10, 11
-_NSTATE = 16
+# SSRC lock: locked?, its SSRC, fixed by the caller?, foreign count, changes, when the
+# locked SSRC was last accepted, the batch's arrival time, the relock silence
+_SSRC_LOCKED, _SSRC, _SSRC_FIXED, _FOREIGN, _SSRC_CHANGES = 12, 13, 14, 15, 16
+_LOCKED_NS, _NOW_NS, _RELOCK_NS = 17, 18, 19
+# where extended sequence numbers of a (new) stream start; expected packets of
+# streams left behind by an SSRC change
+_EXT_BASE, _CARRY_EXPECTED = 20, 21
+_NSTATE = 24
 # per-slot metadata
 _COVERED, _PACKETS, _MARKER = 0, 1, 2
 
@@ -123,10 +142,28 @@ def _assemble(flat: Any, offsets: Any, lengths: Any, start: int, n: int, pt: int
         if not ok or h + total > end:
             st[_MALFORMED] += 1
             continue
+        ssrc = (int(p[8]) << 24) | (int(p[9]) << 16) | (int(p[10]) << 8) | int(p[11])
+        if st[_SSRC_LOCKED] == 0:
+            st[_SSRC_LOCKED] = 1
+            st[_SSRC] = ssrc
+        elif ssrc != st[_SSRC]:
+            if st[_SSRC_FIXED] != 0 or st[_NOW_NS] - st[_LOCKED_NS] < st[_RELOCK_NS]:
+                st[_FOREIGN] += 1
+                continue
+            # The locked source has gone quiet: a restarted sender. Take the new one and
+            # start its sequence numbers above every old one (no false duplicates).
+            st[_SSRC] = ssrc
+            st[_SSRC_CHANGES] += 1
+            if st[_HAVE_SEQ] != 0:
+                st[_CARRY_EXPECTED] += st[_HIGHEST] - st[_BASE] + 1
+                st[_EXT_BASE] = ((st[_HIGHEST] >> 16) + 2) << 16
+            st[_HAVE_SEQ] = 0
+            st[_HAVE_EMITTED] = 0
+        st[_LOCKED_NS] = st[_NOW_NS]
         seq = (int(p[2]) << 8) | int(p[3])
         ts = (int(p[4]) << 24) | (int(p[5]) << 16) | (int(p[6]) << 8) | int(p[7])
         if st[_HAVE_SEQ] == 0:
-            ext = (1 << 32) + seq
+            ext = st[_EXT_BASE] + seq
         else:
             ext = st[_HIGHEST] + ((((seq - (st[_HIGHEST] & 0xFFFF)) + 0x8000) & 0xFFFF) - 0x8000)
         if st[_HAVE_SEQ] != 0 and seen[seq] == ext:
@@ -224,6 +261,9 @@ class ReceiverStats:
     duplicate: int = 0
     malformed: int = 0
     wrong_payload_type: int = 0
+    foreign_ssrc: int = 0       # well-formed packets of another SSRC, dropped
+    ssrc_changes: int = 0       # the lock moved to a new SSRC (ssrc=None only)
+    ssrc: int | None = None     # the SSRC locked to (None: nothing received yet)
     bytes: int = 0
     frames_complete: int = 0
     frames_concealed: int = 0
@@ -231,7 +271,7 @@ class ReceiverStats:
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
-        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("extra", "ssrc")}
         d.update(self.extra)
         return d
 
@@ -271,14 +311,17 @@ class FrameAssembler:
         policy: ``"conceal"`` or ``"drop"`` for incomplete frames.
         max_pending: frames assembled at once (older ones are finalised to make room).
         compiled: use the numba kernel when available.
+        ssrc: accept only this SSRC (None: lock to the first one seen and move on only
+            after ``idle_timeout_ms`` of silence from it; see the module docstring).
 
-    Raises ValueError for a bad format/size/policy/window.
+    Raises ValueError for a bad format/size/policy/window/ssrc.
     """
 
     def __init__(self, fmt: str | VideoFormat, width: int, height: int, *,
                  payload_type: int | None = 96, jitter_ms: float = 5.0,
                  idle_timeout_ms: float = 100.0, policy: Policy = "conceal",
-                 max_pending: int = 3, compiled: bool = True) -> None:
+                 max_pending: int = 3, compiled: bool = True,
+                 ssrc: int | None = None) -> None:
         self.format = parse_format(fmt)
         if not 1 <= height <= 0x7FFF or not 1 <= width <= 0x7FFF:
             raise ValueError(f"FrameAssembler: {width}x{height} is outside 1..32767")
@@ -290,6 +333,10 @@ class FrameAssembler:
                              f"got {jitter_ms}, {idle_timeout_ms}")
         if max_pending < 1:
             raise ValueError(f"FrameAssembler: max_pending must be >= 1, got {max_pending}")
+        if ssrc is not None and (isinstance(ssrc, bool) or not isinstance(ssrc, int)
+                                 or not 0 <= ssrc <= 0xFFFFFFFF):
+            raise ValueError(f"FrameAssembler: ssrc must be a 32-bit unsigned int or None, "
+                             f"got {ssrc!r}")
         self.width, self.height, self.policy = width, height, policy
         self.payload_type = -1 if payload_type is None else payload_type
         self.jitter_ns = int(jitter_ms * 1e6)
@@ -298,6 +345,10 @@ class FrameAssembler:
         self.npg = width // self.format.pgroup_pixels * height
         self._kernel = assemble_kernel(compiled)
         self._st = np.zeros(_NSTATE, np.int64)
+        self._st[_EXT_BASE] = 1 << 32
+        self._st[_RELOCK_NS] = self.idle_ns
+        if ssrc is not None:
+            self._st[_SSRC_LOCKED], self._st[_SSRC], self._st[_SSRC_FIXED] = 1, ssrc, 1
         self._seen = np.full(65536, -1, np.int64)
         k = max_pending
         self._slot_ts = np.full(k, -1, np.int64)
@@ -330,6 +381,7 @@ class FrameAssembler:
         arrived at ``now_ns``; return the frames that finished, oldest first."""
         out: list[AssembledFrame] = []
         i = 0
+        self._st[_NOW_NS] = now_ns
         touched_before = self._meta[:, _PACKETS].copy()
         while True:
             i = int(self._kernel(flat, offsets, lengths, i, n, self.payload_type, self._st,
@@ -457,11 +509,14 @@ class FrameAssembler:
     @property
     def stats(self) -> ReceiverStats:
         st = self._st
-        expected = int(st[_HIGHEST] - st[_BASE] + 1) if st[_HAVE_SEQ] else 0
+        expected = int(st[_CARRY_EXPECTED]) + (
+            int(st[_HIGHEST] - st[_BASE] + 1) if st[_HAVE_SEQ] else 0)
         return ReceiverStats(
             received=int(st[_RECEIVED]), lost=max(0, expected - int(st[_RECEIVED])),
             late=int(st[_LATE]), duplicate=int(st[_DUP]), malformed=int(st[_MALFORMED]),
-            wrong_payload_type=int(st[_WRONG_PT]), bytes=int(st[_BYTES]),
+            wrong_payload_type=int(st[_WRONG_PT]), foreign_ssrc=int(st[_FOREIGN]),
+            ssrc_changes=int(st[_SSRC_CHANGES]),
+            ssrc=int(st[_SSRC]) if st[_SSRC_LOCKED] else None, bytes=int(st[_BYTES]),
             frames_complete=self._frames_complete, frames_concealed=self._frames_concealed,
             frames_dropped=self._frames_dropped)
 
