@@ -345,10 +345,15 @@ def wait_ready(item: object, stream: Stream | None = None) -> bool:
 
 
 def actor_device(actor: Actor | None) -> torch.device:
-    """Where an actor's tensors live: its own ``device`` attribute when it names a
-    device, else its dispatcher's ``device`` (the GPU dispatcher has one), else CPU."""
+    """Where an actor wants its input tensors: its ``input_device`` attribute when set
+    (an actor whose output device differs, e.g. a shader reading CUDA inputs through
+    CUDA-GL interop), else its own ``device`` attribute when it names a device, else
+    its dispatcher's ``device`` (the GPU dispatcher has one), else CPU."""
     if actor is None:
         return CPU
+    wanted = getattr(actor, "input_device", None)
+    if isinstance(wanted, torch.device):
+        return wanted
     for source in (actor, getattr(getattr(actor, "_sl", None), "dispatcher", None)):
         dev = getattr(source, "device", None)
         if isinstance(dev, torch.device):

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from .actors.compositor import opacity_code
+from .actors.blending import opacity_code
 from .actors.patterns import render_smpte_bars
 
 __all__ = [

@@ -35,7 +35,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
-from .actors.compositor import opacity_code
+from .actors.blending import opacity_code
 from .actors.patterns import code_level, smpte_color, smpte_regions
 from .kernel_refs import (
     Placed, pgroup_input, rgb_input, yuv_shape, composite_ref, dec_coeffs, enc_coeffs,

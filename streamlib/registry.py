@@ -7,6 +7,7 @@ The actor module imports this one, so it imports nothing from streamlib but erro
 from __future__ import annotations
 
 import bisect
+import errno
 import dataclasses
 import functools
 import ipaddress
@@ -17,11 +18,12 @@ import threading
 import weakref
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from streamlib.errors import PortRangeExhaustedError, RegistryError
 
-__all__ = ["ActorURI", "ActorRegistry", "PortAllocator", "default_registry",
-           "format_actor_uri", "parse_actor_uri"]
+__all__ = ["ActorURI", "ActorRegistry", "PortAllocator", "default_port_allocator",
+           "default_registry", "format_actor_uri", "parse_actor_uri"]
 
 SCHEME = "actor"
 _LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "local"})
@@ -300,6 +302,8 @@ def default_registry() -> ActorRegistry:
 
 
 _NO_KEY: Hashable = object()  # sentinel: None is a legitimate allocator key
+_BUSY: Hashable = object()  # holds ports found in use by another program, during one call
+T = TypeVar("T")
 
 
 class PortAllocator:
@@ -347,6 +351,29 @@ class PortAllocator:
             port = self._free.pop(0)  # O(n) but n <= 32k and it keeps "lowest first" exact
             self._by_key[key], self._by_port[port] = port, key
             return port
+
+    def allocate_bound(self, key: Hashable, bind: Callable[[int], T], tries: int = 16
+                       ) -> tuple[int, T]:
+        """Allocate ``key`` a port and return ``(port, bind(port))``. The allocator cannot
+        see ports other programs hold, so when ``bind`` raises EADDRINUSE the next free
+        port is tried (up to ``tries`` ports; the busy ones go back to the pool after).
+        Other errors, and the last EADDRINUSE, propagate with ``key`` holding nothing."""
+        busy: list[Hashable] = []
+        try:
+            for attempt in range(tries):
+                port = self.allocate(key)
+                try:
+                    return port, bind(port)
+                except OSError as exc:
+                    self.release(key)
+                    if exc.errno != errno.EADDRINUSE or attempt == tries - 1:
+                        raise
+                    busy.append((_BUSY, port))
+                    self.reserve(port, busy[-1])  # keeps it out of the next allocate()
+            raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+        finally:
+            for placeholder in busy:
+                self.release(placeholder)
 
     def reserve(self, port: int, key: Hashable) -> int:
         """Pin ``port`` to ``key`` and return it (no-op if already so pinned). Raises ValueError
@@ -397,3 +424,16 @@ class PortAllocator:
         """Snapshot of ``{key: port}``."""
         with self._lock:
             return dict(self._by_key)
+
+
+# One range for every RTP stream of this process that is given a host but no port,
+# video and audio alike, so two streams never get the same port: even ports only,
+# one per stream (RTP even, RTCP odd, RFC 3550; ST 2110 sends one stream per port).
+# It starts at 5004, the customary RTP/AVP port.
+_DEFAULT_PORTS = PortAllocator(5004, 6998)
+
+
+def default_port_allocator() -> PortAllocator:
+    """The process-wide allocator (even ports 5004-6998) that the network actors take
+    ports from when no port is given (``VIDEO_PORTS`` and ``AUDIO_PORTS`` are it)."""
+    return _DEFAULT_PORTS

@@ -447,13 +447,53 @@ def test_concurrent_add_remove_is_safe() -> None:
 # -- GPU, example, benchmark ----------------------------------------------------------
 
 @pytest.mark.gpu
-def test_torch_path_on_cuda_matches_the_reference() -> None:
+@pytest.mark.parametrize("backend", ["torch", "auto"])  # auto: the CUDA kernel with CuPy
+def test_cuda_paths_match_the_reference(backend: str) -> None:
     gen = torch.Generator().manual_seed(11)
-    layers = random_layers(gen, 200, 120, 6)
+    layers = random_layers(gen, 200, 120, 11)  # > 8 layers: two chained kernel launches
     base = torch.randint(0, 256, (120, 200, 3), dtype=torch.uint8, generator=gen)
     out = base.cuda()
-    composite_into(out, [(d.cuda(), x, y, o) for d, x, y, o in layers], "auto")
+    composite_into(out, [(d.cuda(), x, y, o) for d, x, y, o in layers], backend)
     assert torch.equal(out.cpu(), composite_reference(200, 120, (0, 0, 0), layers, base=base))
+
+
+class _GpuCollect(Actor):
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.inputs["video"] = StreamInput("video", slots=16)
+        self.frames: list[VideoFrame] = []
+
+    def process(self, tick: TimedTick) -> None:
+        self.frames += self.inputs["video"].read_all_new()
+
+
+@pytest.mark.gpu
+def test_pattern_to_compositor_stays_on_the_gpu() -> None:
+    from streamlib.staging import default_bridge
+
+    with Runtime() as rt:
+        bars = TestPatternActor(320, 180, pattern="smpte_bars", device="cuda",
+                                clock=VirtualClock(30, max_ticks=6), actor_id="bars")
+        box = TestPatternActor(320, 180, pattern="moving_box", device="cuda",
+                               clock=VirtualClock(30, max_ticks=6), actor_id="box")
+        comp = CompositorActor(320, 180, device="cuda")
+        comp.add_layer("box", opacity=0.5)
+        sink = _GpuCollect(dispatcher="gpu")
+        bars >> comp.inputs["background"]
+        box >> comp.inputs["box"]
+        comp >> sink
+        before = default_bridge().stats()
+        assert rt.run(60)
+        after = default_bridge().stats()
+    assert len(sink.frames) == 6 and all(f.data.is_cuda for f in sink.frames)
+    assert after.d2h_frames == before.d2h_frames and after.h2d_frames == before.h2d_frames
+    with Runtime():  # never started: the actors only render
+        ref_bars = TestPatternActor(320, 180, pattern="smpte_bars")
+        ref_box = TestPatternActor(320, 180, pattern="moving_box")
+    last = sink.frames[-1]
+    expected = composite_reference(320, 180, (0, 0, 0), [(ref_box.render(last.frame_number), 0, 0,
+                                                          0.5)], base=ref_bars.render(0))
+    assert torch.equal(last.data.cpu(), expected)
 
 
 def test_example_renders_and_prints_pixels() -> None:

@@ -232,11 +232,14 @@ def test_gpu_dispatcher_runs_process_on_the_actor_stream() -> None:
         def process(self, tick: TimedTick) -> None:
             seen.append(torch.cuda.current_stream())
 
-    with Runtime(), GPUDispatcher() as d:
-        p = Probe()
-        asyncio.run(d.dispatch(p, TimedTick(0, 0, "t")))
-        assert seen == [d.stream_for(p)]
-        assert seen[0] != torch.cuda.default_stream()
+    for inline in (False, True):
+        seen.clear()
+        with Runtime(), GPUDispatcher(inline=inline) as d:
+            p = Probe()
+            asyncio.run(d.dispatch(p, TimedTick(0, 0, "t")))
+            assert seen == [d.stream_for(p)]
+            assert seen[0] != torch.cuda.default_stream()
+        assert torch.cuda.current_stream() == torch.cuda.default_stream()  # restored after
 
 
 @pytest.mark.gpu

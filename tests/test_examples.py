@@ -36,3 +36,18 @@ def test_every_example_is_run_by_some_test() -> None:
     test_sources = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
     untested = [p.name for p in EXAMPLES.glob("*.py") if p.name not in test_sources]
     assert not untested, f"examples without a test that runs them: {untested}"
+
+
+def test_gpu_pipeline_detects_every_box_and_counts_host_copies() -> None:
+    import torch
+
+    proc = run_example("gpu_pipeline.py", "12")
+    lines = proc.stdout.splitlines()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    assert lines[0] == f"device {device}: 12/12 boxes exact, 12/12 frames drawn with their own result"
+    assert lines[1].startswith("display upload: ")
+    if device == "cpu":  # nothing is on a GPU, so the bridge never copies
+        assert lines[1].startswith("display upload: host (no CUDA device")
+        assert lines[2] == "host copies by the staging bridge: 0 down, 0 up"
+    elif "cuda-gl-interop" in lines[1]:  # the whole pipeline on the GPU: no host copy
+        assert lines[2] == "host copies by the staging bridge: 0 down, 0 up"

@@ -4,6 +4,7 @@ on a real (llvmpipe) GL context, and (marked) the real round trip on a GPU."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import threading
@@ -411,12 +412,12 @@ def _remember(setup: Any, holder: dict[str, Any]) -> Any:
 PASS_THROUGH = "uniform sampler2D video;\nvoid main() { fragColor = texture(video, uv); }"
 
 
-def run_shader(images: list[torch.Tensor]) -> tuple[dict[str, Any], list[VideoFrame]]:
+def run_shader(images: list[torch.Tensor], **sink_kw: Any) -> tuple[dict[str, Any], list[VideoFrame]]:
     h, w = int(images[0].shape[0]), int(images[0].shape[1])
     with Runtime() as rt:
         src = Frames(images, "rgba")
         shader = ShaderActor(PASS_THROUGH, w, h, inputs=["video"], actor_id="fx")
-        sink = Sink()
+        sink = Sink(**sink_kw)
         src >> shader >> sink
         assert rt.run(30)
         assert shader.error is None, shader.error
@@ -457,6 +458,60 @@ def test_shader_inputs_take_the_interop_path_when_chosen(monkeypatch: pytest.Mon
     assert rt.calls.count("cudaGraphicsGLRegisterBuffer") == 1 and rt.live == []
 
 
+def _fake_cuda_interop(monkeypatch: pytest.MonkeyPatch) -> FakeRuntime:
+    """Interop "chosen" for a pretend cuda:0 on this CUDA-less machine: CPU frames then
+    take the host path frame by frame, but the actor's wanted input device is visible."""
+    rt = FakeRuntime()
+    monkeypatch.setattr(gi, "interop_available", lambda ctx, device=None: (True, "fake interop"))
+    monkeypatch.setattr(gi, "_default_device", lambda: torch.device("cuda", 0))
+    monkeypatch.setattr(gi, "_load_runtime", lambda: rt)
+    monkeypatch.setattr(gi, "_on_device", lambda dev: contextlib.nullcontext())
+    return rt
+
+
+def test_display_with_interop_asks_the_staging_bridge_for_device_frames(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlib.device import actor_device
+
+    _fake_cuda_interop(monkeypatch)
+    seen: dict[str, Any] = {}
+    real_setup = DisplayActor.setup
+
+    async def setup(self: DisplayActor) -> None:
+        seen["before"] = actor_device(self)
+        await real_setup(self)
+        seen["after"] = actor_device(self)
+
+    monkeypatch.setattr(DisplayActor, "setup", setup)
+    img = rand_image(6, 8, 3)
+    info, display, shown = run_display([img], 8, 6)
+    # CUDA frames would now reach it as they are; then CPU frames fall back per frame
+    assert seen == {"before": torch.device("cpu"), "after": torch.device("cuda", 0)}
+    assert info["upload"] == "host" and "interop needs frames on the GL's GPU" in info["upload_reason"]
+    assert torch.equal(shown, img)
+    assert display.device is None and actor_device(display) == torch.device("cpu")  # torn down
+
+
+def test_shader_with_interop_asks_for_device_inputs_but_keeps_its_output_device(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlib.device import actor_device
+
+    _fake_cuda_interop(monkeypatch)
+    seen: dict[str, Any] = {}
+    real_setup = ShaderActor.setup
+
+    def setup(self: ShaderActor) -> None:
+        real_setup(self)
+        seen["input"], seen["output"] = actor_device(self), self.device
+
+    monkeypatch.setattr(ShaderActor, "setup", setup)
+    images = [rand_image(5, 9, 4) for _ in range(2)]
+    info, got = run_shader(images)
+    assert seen == {"input": torch.device("cuda", 0), "output": None}
+    assert [torch.equal(f.data, i) for f, i in zip(got, images)] == [True, True]
+    assert info["upload"] == "host" and "interop needs cuda:0" in info["upload_reason"]
+
+
 # -- the real thing ---------------------------------------------------------------------------
 def _interop_or_skip() -> None:
     ctx = create_offscreen_context()
@@ -481,7 +536,7 @@ def test_real_display_interop_round_trip() -> None:
 def test_real_shader_interop_round_trip_stays_on_the_gpu() -> None:
     _interop_or_skip()
     images = [rand_image(36, 64, 4).cuda() for _ in range(3)]
-    info, got = run_shader(images)
+    info, got = run_shader(images, dispatcher="gpu")  # a GPU reader: no staged host copy
     assert info["upload"] == "cuda-gl-interop" and info["readback"] == "cuda-gl-interop", info
     for frame, image in zip(got, images):
         assert frame.data.is_cuda and torch.equal(frame.data, image)

@@ -324,6 +324,10 @@ def test_overlay_score_threshold_and_bad_config() -> None:
         OverlayBoxesActor(color=(1, 2), actor_id="o")
     with pytest.raises(ValueError, match="thickness must be an int >= 1"):
         OverlayBoxesActor(thickness=0)
+    with pytest.raises(ValueError, match="OverlayBoxesActor 'o': device: unknown device 'tpu'"):
+        OverlayBoxesActor(device="tpu", actor_id="o")
+    with Runtime():  # never started
+        assert OverlayBoxesActor(device="cpu").device == torch.device("cpu")
 
 
 # -- the example -------------------------------------------------------------------------

@@ -448,3 +448,24 @@ def test_emulated_smpte_kernel(on_emulator: Any) -> None:
     for w, h, rng in ((128, 24, "limited"), (100, 50, "full")):
         assert torch.equal(K.smpte_bars(w, h, rng), render_smpte_bars(w, h, rng))
     K._tables.clear()
+
+
+def test_emulated_kernel_drives_the_compositor_actor(on_emulator: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CompositorActor's CUDA route (``composite_into`` -> one kernel pass with the
+    output as its own base) gives the reference image."""
+    from streamlib import Runtime
+    from streamlib.actors import blending
+    from streamlib.actors.compositor import CompositorActor
+
+    monkeypatch.setattr(blending, "cuda_kernel_available", lambda out: True)
+    layers = layer_set(10)
+    base = rand(48, 64, 3)
+    with Runtime():
+        comp = CompositorActor(64, 48, background=(12, 200, 7))
+        for i, (_, x, y, opacity) in enumerate(layers):
+            comp.add_layer(f"l{i}", x=x, y=y, opacity=opacity)
+        frames = {f"l{i}": VideoFrame(d, timestamp_ns=0, format="rgba" if d.shape[2] == 4
+                                      else "rgb24") for i, (d, *_) in enumerate(layers)}
+        got = comp.render(VideoFrame(base, timestamp_ns=0), frames)
+    assert torch.equal(got, composite_reference(64, 48, (12, 200, 7), layers, base))

@@ -19,6 +19,7 @@ import pytest
 from streamlib import Actor, ActorStatus, AudioFrame, Runtime, StreamInput, TimedTick, VirtualClock
 from streamlib.actors.audio import AudioGeneratorActor
 from streamlib.actors.network_audio import AUDIO_PORTS, AudioNetworkReceiveActor, AudioNetworkSendActor
+from streamlib.actors.network import VIDEO_PORTS, NetworkSendActor
 from streamlib.net.audio import (
     AudioDepacketizer, AudioFormat, AudioPacketizer, PacedSender, decode_samples, encode_samples,
     pace_schedule, rtp_to_ns,
@@ -26,6 +27,7 @@ from streamlib.net.audio import (
 from streamlib.net.rtp import media_timestamp, pack_header, parse_header
 from streamlib.net.sdp import parse_sdp
 from streamlib.net.udp import open_sender
+from streamlib.registry import default_port_allocator
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "net"
@@ -618,6 +620,26 @@ def test_ports_come_from_the_allocator_and_are_released() -> None:
         assert {send.port, recv.port} <= held
         assert "m=audio %d RTP/AVP 97" % send.port in send.sdp
     assert not {send.port, recv.port} & set(AUDIO_PORTS.allocated().values())
+
+
+def test_video_and_audio_actors_share_one_port_allocator() -> None:
+    """Video and audio take ports from one range, so their streams never collide."""
+    shared = default_port_allocator()
+    assert VIDEO_PORTS is shared and AUDIO_PORTS is shared
+    assert (shared.start, shared.end, shared.step) == (5004, 6998, 2)
+    with Runtime():
+        video = NetworkSendActor(dest="127.0.0.1", width=16, height=8)
+        audio = AudioNetworkSendActor()
+        audio_rx = AudioNetworkReceiveActor(dest="localhost")
+        video_2 = NetworkSendActor(dest="127.0.0.1", width=16, height=8)
+        ports = [video.dest[1], audio.port, audio_rx.port, video_2.dest[1]]
+        assert len(set(ports)) == 4, ports
+        assert all(5004 <= p <= 6998 and p % 2 == 0 for p in ports)
+        assert set(ports) <= set(shared.allocated().values())
+        assert f"m=video {ports[0]} RTP/AVP 96" in (video.sdp or "")
+        assert f"m=audio {ports[1]} RTP/AVP 97" in audio.sdp
+    # the audio actors release on close (the video sender releases in teardown, after a run)
+    assert not {audio.port, audio_rx.port} & set(shared.allocated().values())
 
 
 @pytest.mark.parametrize("cls,kw,message", [

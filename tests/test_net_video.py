@@ -576,17 +576,37 @@ def test_actor_configuration_errors(tmp_path: Path) -> None:
         a = NetworkSendActor(dest="127.0.0.1", width=16, height=8, runtime=rt)
         assert a.sdp is not None and f"m=video {a.dest[1]} RTP/AVP 96" in a.sdp
         b = NetworkReceiveActor(dest="127.0.0.1", width=16, height=8, runtime=rt)
-        assert 6000 <= b.port <= 6998 and b.port != a.dest[1]
+        assert 5004 <= b.port <= 6998 and b.port % 2 == 0 and b.port != a.dest[1]
         c = NetworkReceiveActor(sdp=a.sdp, runtime=rt)  # SDP text works as well as a file
         assert (c.port, c.width, c.height) == (a.dest[1], 16, 8)
 
 
+def test_receiver_skips_an_allocated_port_another_program_holds() -> None:
+    from streamlib.actors.network import VIDEO_PORTS
+
+    nxt = VIDEO_PORTS.allocate("probe")
+    VIDEO_PORTS.release("probe")  # the port the next allocation will hand out
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", nxt))
+        with Runtime() as rt:
+            rx = NetworkReceiveActor(dest="127.0.0.1", width=16, height=8, runtime=rt)
+            assert rx.port != nxt and rx.port % 2 == 0
+        assert VIDEO_PORTS.allocate("probe") == nxt  # back in the pool, and rx's port freed
+        VIDEO_PORTS.release("probe")
+    with Runtime() as rt:  # closed without ever running: its socket and port go too
+        rx = NetworkReceiveActor(dest="127.0.0.1", width=16, height=8, runtime=rt)
+        port = rx.port
+        rx.close()
+        assert rx._sock.fileno() == -1 and VIDEO_PORTS.allocate("probe") == port
+        VIDEO_PORTS.release("probe")
+
+
 def test_without_sendmmsg_recvmmsg_gso(monkeypatch: pytest.MonkeyPatch) -> None:
     """The portable paths (send/recv_into loops, no GSO/GRO) give the same frames."""
-    from streamlib.net import rfc4175, udp
+    from streamlib.net import mmsg, rfc4175
 
-    monkeypatch.setattr(udp, "_sendmmsg", None)
-    monkeypatch.setattr(udp, "_recvmmsg", None)
+    monkeypatch.setattr(mmsg, "_sendmmsg", None)
+    monkeypatch.setattr(mmsg, "_recvmmsg", None)
     monkeypatch.setattr(rfc4175, "HAVE_MMSG", False)
     rx_sock = open_receiver(("127.0.0.1", 0))
     rx = VideoStreamReceiver(rx_sock, FrameAssembler("YCbCr-4:2:2/8", 64, 32))
@@ -772,7 +792,10 @@ def test_second_sender_on_the_port_never_touches_the_locked_stream(lock: str) ->
     b_pk = VideoPacketizer(fmt, w, h, ssrc=0xBBBB0002)
     # explicit: lock to B although A's packets come first
     want_ssrc = 0xBBBB0002 if lock == "explicit" else None
-    rx = VideoStreamReceiver(rx_sock, FrameAssembler(fmt, w, h, ssrc=want_ssrc))
+    # A long silence timeout: on a loaded machine A may pause > 100 ms (the default)
+    # before its second frame, and this test is about filtering, not about following.
+    rx = VideoStreamReceiver(rx_sock, FrameAssembler(fmt, w, h, ssrc=want_ssrc,
+                                                     idle_timeout_ms=60_000))
     a = VideoStreamSender(open_sender(rx_sock.getsockname()), a_pk, 240)
     b = VideoStreamSender(open_sender(rx_sock.getsockname()), b_pk, 240)
     a_frames = [_rgb(h, w, seed=40 + i) for i in range(n)]

@@ -132,6 +132,12 @@ def test_bad_configuration_names_actor_and_field() -> None:
             TestPatternActor(64, 16, timecode=True)
         with pytest.raises(ValueError, match="TestPatternActor: fps"):
             TestPatternActor(64, 48, fps=-1)
+        with pytest.raises(ValueError, match="TestPatternActor 'd': device: unknown device 'tpu'"):
+            TestPatternActor(64, 48, device="tpu", actor_id="d")
+        if not torch.cuda.is_available():
+            with pytest.raises(ValueError, match="TestPatternActor: device: 'cuda' requested but "
+                                                 "CUDA is not available"):
+                TestPatternActor(64, 48, device="cuda")
 
 
 class Collect(Actor):
@@ -247,3 +253,15 @@ def test_realtime_default_clock_still_works() -> None:
         rt.start()
         assert got.wait(10), "no frames from the SoftwareClock within 10 s"
     assert sink.frames[0].width == 64
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pattern", ["smpte_bars", "moving_box", "checkerboard"])
+def test_cuda_frames_equal_the_cpu_frames(pattern: str) -> None:
+    kw = {"width": 192, "height": 108, "pattern": pattern, "timecode": True}
+    src, on_gpu = run_pattern(5, device="cuda", **kw)
+    _, on_cpu = run_pattern(5, **kw)
+    assert src.device.type == "cuda" and all(f.data.is_cuda for f in on_gpu)
+    assert [f.frame_number for f in on_gpu] == [0, 1, 2, 3, 4]
+    for g, c in zip(on_gpu, on_cpu):
+        assert torch.equal(g.data.cpu(), c.data)

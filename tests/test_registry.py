@@ -13,6 +13,7 @@ from streamlib.registry import (
     ActorRegistry,
     ActorURI,
     PortAllocator,
+    default_port_allocator,
     default_registry,
     format_actor_uri,
     parse_actor_uri,
@@ -365,6 +366,12 @@ def test_default_range_allocates_even_ports_from_5000() -> None:
     assert ports.free_count == 496
 
 
+def test_default_port_allocator_is_one_shared_even_range() -> None:
+    ports = default_port_allocator()
+    assert ports is default_port_allocator()
+    assert (ports.start, ports.end, ports.step, ports.capacity) == (5004, 6998, 2, 998)
+
+
 def test_allocation_is_stable_per_key() -> None:
     ports = PortAllocator()
     a = ports.allocate(("video", 1))
@@ -508,3 +515,30 @@ def test_thread_safe_allocate_and_release_churn() -> None:
     held = ports.allocated()
     assert len(held) == 8 and len(set(held.values())) == 8
     assert ports.free_count == 12
+
+
+def test_allocate_bound_skips_ports_the_os_reports_in_use() -> None:
+    import errno
+
+    alloc = PortAllocator(7000, 7010)
+    tried: list[int] = []
+
+    def bind(port: int) -> str:
+        tried.append(port)
+        if port in (7000, 7002):
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        return f"socket on {port}"
+
+    assert alloc.allocate_bound("rx", bind) == (7004, "socket on 7004")
+    assert tried == [7000, 7002, 7004] and alloc.allocate("rx") == 7004
+    assert alloc.allocate("next") == 7000  # busy ports went back to the pool
+
+    def refused(port: int) -> str:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    with pytest.raises(PermissionError):
+        alloc.allocate_bound("other", refused)
+    assert alloc.release("other") is False  # holds nothing after a failure
+    with pytest.raises(OSError, match="in use"):
+        alloc.allocate_bound("x", lambda p: bind(7000), tries=2)
+    assert alloc.free_count == alloc.capacity - 2

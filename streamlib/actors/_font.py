@@ -49,11 +49,13 @@ def glyph_mask(char: str) -> torch.Tensor:
 class GlyphSet:
     """Glyph cells rendered once at ``scale`` with ``fg`` ink on ``bg``.
 
-    A cell is ``(7*scale, 6*scale, 3)`` uint8: the glyph scaled by pixel
-    repetition plus one blank column (``scale`` pixels) of spacing on its right.
+    A cell is ``(7*scale, 6*scale, 3)`` uint8 on ``device``: the glyph scaled by
+    pixel repetition plus one blank column (``scale`` pixels) of spacing on its
+    right. Drawing is then a device-side copy per character.
     """
 
-    def __init__(self, scale: int, fg: tuple[int, int, int], bg: tuple[int, int, int]) -> None:
+    def __init__(self, scale: int, fg: tuple[int, int, int], bg: tuple[int, int, int],
+                 device: torch.device | str = "cpu") -> None:
         if scale < 1:
             raise ValueError(f"font: scale must be >= 1, got {scale}")
         self.scale = scale
@@ -66,7 +68,7 @@ class GlyphSet:
             mask = torch.zeros((GLYPH_H, GLYPH_W + 1), dtype=torch.bool)
             mask[:, :GLYPH_W] = glyph_mask(char)
             big = mask.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
-            self.cells[char] = torch.where(big.unsqueeze(-1), fg_t, bg_t).contiguous()
+            self.cells[char] = torch.where(big.unsqueeze(-1), fg_t, bg_t).contiguous().to(device)
 
     def text_size(self, n_chars: int) -> tuple[int, int]:
         """(width, height) in pixels of ``n_chars`` characters."""

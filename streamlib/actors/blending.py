@@ -16,9 +16,11 @@ before the next, as an 8-bit compositor does.
 
 Backends of ``composite_into``: ``numba`` (row kernels compiled with
 ``@njit(cache=True, nogil=True)``, auto-vectorised; picked automatically when
-numba is installed and the frames are on the CPU) and ``torch`` (int16
-wrap-around arithmetic on the covered region only, in 64-row bands; any
-device). Both blend only the rectangle a layer covers.
+numba is installed and the frames are on the CPU), the CUDA kernel of
+``streamlib.kernels`` (every layer in one pass; picked automatically for CUDA
+frames when CuPy is installed) and ``torch`` (int16 wrap-around arithmetic on
+the covered region only, in 64-row bands; any device). All of them follow the
+rule above bit for bit.
 ``composite_reference`` is the float64 reference every backend must match bit
 for bit; ``resize_layer`` scales a layer. ``CompositorActor``
 (:mod:`streamlib.actors.compositor`, which re-exports these names) is the
@@ -37,8 +39,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "Placed", "composite_into", "composite_reference", "numba_available", "numba_kernels",
-    "opacity_code", "resize_layer",
+    "Placed", "composite_into", "composite_reference", "cuda_kernel_available", "numba_available",
+    "numba_kernels", "opacity_code", "resize_layer",
 ]
 
 Placed = tuple[torch.Tensor, int, int, float]  # (HWC uint8 data, x, y, opacity)
@@ -189,14 +191,32 @@ def numba_kernels() -> dict[str, Callable[..., None]]:
         return _kernels
 
 
+def cuda_kernel_available(out: torch.Tensor) -> bool:
+    """Whether ``out`` can be composited by the one-pass CUDA kernel
+    (``streamlib.kernels.composite``): a CUDA tensor and CuPy installed."""
+    if not out.is_cuda:
+        return False
+    from ..kernels import cupy_available  # noqa: PLC0415 - kernels imports this package
+
+    return cupy_available()
+
+
 def composite_into(out: torch.Tensor, layers: Sequence[Placed], backend: str = "auto") -> None:
     """Blend ``layers`` (data, x, y, opacity), in order, into ``out`` (H, W, 3) in place.
 
-    ``backend``: ``"numba"``, ``"torch"`` or ``"auto"`` (numba if installed and
-    ``out`` is on the CPU). Layer data must be uint8 (h, w, 3|4) on ``out``'s
+    ``backend``: ``"numba"``, ``"torch"`` or ``"auto"``: numba if installed and
+    ``out`` is on the CPU; on CUDA the one-pass kernel of ``streamlib.kernels``
+    (every layer in one launch per 8, on the current stream) when CuPy is
+    installed, else torch. Layer data must be uint8 (h, w, 3|4) on ``out``'s
     device. Raises ImportError for ``"numba"`` without numba.
     """
     height, width = out.shape[0], out.shape[1]
+    if backend == "auto" and layers and cuda_kernel_available(out):
+        from ..kernels import composite  # noqa: PLC0415
+
+        # ``out`` is its own base: each thread reads its pixel before writing it.
+        composite(width, height, layers=layers, base=out, out=out, backend="cuda")
+        return
     use_numba = out.device.type == "cpu" and (
         backend == "numba" or (backend == "auto" and numba_available()))
     kernels = numba_kernels() if use_numba else {}

@@ -19,6 +19,7 @@ import torch
 
 from ..actor import Actor
 from ..clocks import Clock, SoftwareClock, TimedTick
+from ..device import resolve_device
 from ..frames import PixelFormat, VideoFrame
 from ..ports import StreamInput, StreamOutput
 from .blending import (
@@ -107,18 +108,23 @@ class CompositorActor(Actor):
         fps: composite on an own ``SoftwareClock`` at this rate instead.
         interpolation: ``"nearest"`` or ``"bilinear"`` for layers with
             ``scale != 1`` (resized once per distinct input tensor).
-        backend: ``"auto"`` (numba when installed, else torch), ``"numba"``,
-            ``"torch"``. Frames on a GPU always use torch.
+        backend: ``"auto"`` (CPU: numba when installed, else torch; CUDA: the
+            one-pass kernel of ``streamlib.kernels`` when CuPy is installed,
+            else torch), ``"numba"`` (torch for CUDA frames), ``"torch"``.
         sync: hold a trigger frame until every layer whose upstream is running
             has a frame at least as new (same timestamp or later), so layers
             are frame-aligned. Default (None): only for frames on a virtual
             clock (offline lock-step renders, where the wait always ends within
             the tick); live streams composite the latest of each layer.
+        device: where to composite: ``"cpu"``, ``"cuda"``, ``"cuda:N"``. The
+            inputs are delivered there (CPU frames copied up once through the
+            staging bridge) and the output lives there. None (default): where
+            the inputs are (the CPU unless the actor runs on a GPU dispatcher).
         actor_id, clock, **kwargs: see ``Actor``.
 
     Raises:
-        ValueError: bad size, colour, layer parameters, trigger, interpolation
-            or backend (``"numba"`` when numba is missing).
+        ValueError: bad size, colour, layer parameters, trigger, interpolation,
+            backend (``"numba"`` when numba is missing) or device.
     """
 
     default_output_name = "video"
@@ -128,7 +134,7 @@ class CompositorActor(Actor):
                  layers: Mapping[str, Mapping[str, Any]] | None = None,
                  trigger: str | None = None, fps: float | None = None,
                  interpolation: Interpolation = "bilinear", backend: Backend = "auto",
-                 sync: bool | None = None,
+                 sync: bool | None = None, device: str | None = None,
                  actor_id: str | None = None, clock: Clock | None = None,
                  **kwargs: object) -> None:
         where = f"CompositorActor{'' if actor_id is None else f' {actor_id!r}'}"
@@ -143,6 +149,7 @@ class CompositorActor(Actor):
         if backend == "numba" and not numba_available():
             raise ValueError(f"{where}: backend='numba' but numba is not installed "
                              "(pip install numba, or use backend='auto')")
+        dev = None if device is None else resolve_device(device, where=f"{where}: device")
         if fps is not None and clock is None:
             try:
                 clock = SoftwareClock(fps)
@@ -153,7 +160,9 @@ class CompositorActor(Actor):
         self.background = color
         self.interpolation = interpolation
         self.backend: str = "numba" if backend == "numba" or (
-            backend == "auto" and numba_available()) else "torch"
+            backend == "auto" and numba_available()) else "torch"  # the CPU backend
+        self._blend_backend = backend  # "auto" lets CUDA frames take the CUDA kernel
+        self.device = dev  # read by the staging bridge: inputs arrive on this device
         self._lock = threading.Lock()
         self._order = itertools.count()
         self._layers: tuple[LayerSpec, ...] = ()  # copy-on-write, sorted by (z, order)
@@ -277,7 +286,7 @@ class CompositorActor(Actor):
         """
         frames = layers or {}
         placed: list[Placed] = []
-        device = background.data.device if background is not None else None
+        device = self.device or (background.data.device if background is not None else None)
         for spec in self._layers:
             frame = frames.get(spec.name)
             if frame is None:
@@ -301,7 +310,7 @@ class CompositorActor(Actor):
                 out.copy_(fill)
             out[:h, :w] = bg[:h, :w, :3]
         placed = [(d.to(device), x, y, o) for d, x, y, o in placed]
-        composite_into(out, placed, self.backend)
+        composite_into(out, placed, self._blend_backend)
         return out
 
     def _check_format(self, frame: VideoFrame, what: str) -> None:

@@ -28,9 +28,11 @@ a multicast group is not loopback, so sending to or joining one needs it too.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
+import socket
 import time
 from typing import Any
 
@@ -50,14 +52,19 @@ from ..net.udp import (
     is_multicast, open_receiver, open_sender, parse_dest,
 )
 from ..ports import StreamInput, StreamOutput
-from ..registry import PortAllocator
+from ..registry import default_port_allocator
 
 __all__ = ["NetworkSendActor", "NetworkReceiveActor", "VIDEO_PORTS"]
 
 logger = logging.getLogger("streamlib.network")
 
-# Ports handed out when no port is given: even ports, one per stream.
-VIDEO_PORTS = PortAllocator(6000, 6998)
+# Ports handed out when no port is given: the process-wide allocator shared with the
+# audio actors (``AUDIO_PORTS`` is the same object), so no two streams get one port.
+VIDEO_PORTS = default_port_allocator()
+
+
+def _release_port(key: str) -> None:
+    VIDEO_PORTS.release(key)
 
 
 def _who(cls: str, actor_id: str | None) -> str:
@@ -93,7 +100,7 @@ class NetworkSendActor(Actor):
 
     Args:
         dest: ``"host:port"`` to send to (``"127.0.0.1:5004"``, ``"[::1]:5004"``); a host
-            alone takes an even port from ``VIDEO_PORTS``.
+            alone takes an even port from ``VIDEO_PORTS`` (5004-6998, shared with audio).
         format: ``"YCbCr-4:2:2/10"``, ``"YCbCr-4:2:2/8"`` or ``"RGB/8"``.
         width: frame width (None: the first frame's; the SDP is written then).
         height: frame height (None: the first frame's).
@@ -160,7 +167,9 @@ class NetworkSendActor(Actor):
             else:
                 host = "127.0.0.1" if dest == "localhost" else dest.strip("[]")
                 check_destination(host, allow_remote=allow_remote)
-                self.dest = (host, VIDEO_PORTS.allocate(str(self.uri)))
+                key = str(self.uri)
+                self.dest = (host, VIDEO_PORTS.allocate(key))
+                self.add_close_callback(functools.partial(_release_port, key))  # also unrun
             if is_multicast(self.dest[0]) and ":" in self.dest[0]:
                 raise ValueError(f"IPv6 multicast is not supported, got {dest!r}")
         except ValueError as e:
@@ -281,7 +290,8 @@ class NetworkReceiveActor(Actor):
             address, port, format, size, rate and payload type (other arguments that
             say the same are ignored); a multicast ``c=`` address is joined.
         dest: ``"host:port"`` to listen on without an SDP (port 0: any free port; a
-            host alone: an even port from ``VIDEO_PORTS``; either way see ``.port``).
+            host alone: an even port from ``VIDEO_PORTS``, 5004-6998 shared with audio;
+            either way see ``.port``).
             A multicast group (``"239.1.2.3:5004"``) is bound and joined.
         format: ``"YCbCr-4:2:2/10"``, ``"YCbCr-4:2:2/8"`` or ``"RGB/8"`` (without SDP).
         width: frame width (without SDP).
@@ -370,16 +380,16 @@ class NetworkReceiveActor(Actor):
         # Bound now: a bad or busy port fails at construction, and packets that arrive
         # before the graph starts wait in the socket buffer.
         self._port_key: str | None = None
-        if port < 0:
+
+        def bind(p: int) -> socket.socket:
+            return open_receiver((host, p), rcvbuf=rcvbuf, multicast_interface=multicast_interface)
+
+        if port < 0:  # an allocated port another program holds is skipped
             self._port_key = f"{self.uri}#rx"
-            port = VIDEO_PORTS.allocate(self._port_key)
-        try:
-            self._sock = open_receiver((host, port), rcvbuf=rcvbuf,
-                                       multicast_interface=multicast_interface)
-        except BaseException:
-            if self._port_key is not None:
-                VIDEO_PORTS.release(self._port_key)
-            raise
+            port, self._sock = VIDEO_PORTS.allocate_bound(self._port_key, bind)
+        else:
+            self._sock = bind(port)
+        self.add_close_callback(self._close_socket)  # also when the graph never ran
         self.host, self.port = host, int(self._sock.getsockname()[1])
         self._rx: VideoStreamReceiver | None = None
         self.frames_out = 0
@@ -459,7 +469,10 @@ class NetworkReceiveActor(Actor):
         rx, self._rx = self._rx, None
         if rx is not None:
             rx.close()
-        self._sock.close()
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        self._sock.close()  # idempotent, like the release
         if self._port_key is not None:
             VIDEO_PORTS.release(self._port_key)
 

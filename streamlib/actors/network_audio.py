@@ -41,7 +41,7 @@ from ..net.udp import (
     parse_dest,
 )
 from ..ports import StreamInput, StreamOutput
-from ..registry import PortAllocator
+from ..registry import default_port_allocator
 
 logger = logging.getLogger("streamlib.network_audio")
 
@@ -49,8 +49,9 @@ Encoding = Literal["L24", "L16"]
 Timebase = Literal["tai", "monotonic", "realtime"]
 TIMEBASES: tuple[str, ...] = ("tai", "monotonic", "realtime")
 
-# Ports handed out when no destination is given: even ports, one per stream.
-AUDIO_PORTS = PortAllocator(5004, 5998)
+# Ports handed out when no port is given: the process-wide allocator shared with the
+# video actors (``VIDEO_PORTS`` is the same object), so no two streams get one port.
+AUDIO_PORTS = default_port_allocator()
 
 
 class PacketSink(Protocol):
@@ -159,8 +160,8 @@ class AudioNetworkSendActor(Actor):
 
     Args:
         dest: ``"host:port"`` to send to; a host alone (or None: 127.0.0.1) takes
-            an even port from ``AUDIO_PORTS`` (5004-5998), released when the actor
-            closes (see ``.port``, ``.sdp``).
+            an even port from ``AUDIO_PORTS`` (5004-6998, shared with video), released
+            when the actor closes (see ``.port``, ``.sdp``).
         encoding: ``L24`` or ``L16``.
         sample_rate: Hz; input frames must match.
         channels: 1..64 (ST 2110-30 level A: up to 8 at 1 ms); frames must match.

@@ -16,7 +16,7 @@ import torch
 
 from ..actor import Actor
 from ..clocks import TimedTick
-from ..device import current_stream, wait_ready
+from ..device import current_stream, resolve_device, wait_ready
 from ..frames import DataMessage, PixelFormat, VideoFrame
 from ..ports import StreamInput, StreamOutput
 from .inference import _tensors
@@ -88,23 +88,29 @@ class OverlayBoxesActor(Actor):
         sync: wait for each frame's own result (see above).
         max_pending: frames held while waiting for results (>= 1).
         key: payload key holding the boxes.
+        device: where frames are drawn (``"cpu"``, ``"cuda"``, ``"cuda:N"``):
+            frames are delivered there by the staging bridge. None (default):
+            the CPU, unless the actor runs on a GPU dispatcher.
         actor_id, **kwargs: see ``Actor``.
 
     Raises:
-        ValueError: bad color, thickness, max_pending; at run time, a frame
+        ValueError: bad color, thickness, max_pending, device; at run time, a frame
             format other than rgb24, rgba, bgr24, bgra.
     """
 
     def __init__(self, color: Sequence[int] = (255, 0, 0), thickness: int = 2,
                  score_threshold: float = 0.5, sync: bool = True, max_pending: int = 8,
-                 key: str = "boxes", *, actor_id: str | None = None, **kwargs: Any) -> None:
+                 key: str = "boxes", device: str | None = None, *, actor_id: str | None = None,
+                 **kwargs: Any) -> None:
         where = f"OverlayBoxesActor{'' if actor_id is None else f' {actor_id!r}'}"
         if len(color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in color):
             raise ValueError(f"{where}: color must be 3 ints in 0..255, got {color!r}")
         for name, value in (("thickness", thickness), ("max_pending", max_pending)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{where}: {name} must be an int >= 1, got {value!r}")
+        dev = None if device is None else resolve_device(device, where=f"{where}: device")
         super().__init__(actor_id=actor_id, **kwargs)
+        self.device = dev  # read by the staging bridge
         self.color = tuple(color)
         self.thickness, self.score_threshold = thickness, float(score_threshold)
         self.sync, self.max_pending, self.key = bool(sync), max_pending, key

@@ -39,6 +39,7 @@ import torch
 
 from ..actor import Actor
 from ..clocks import Clock, SoftwareClock, TimedTick
+from ..device import resolve_device
 from ..frames import VideoFrame
 from ..ports import StreamOutput
 from ._font import GlyphSet
@@ -232,13 +233,18 @@ class TestPatternActor(Actor):
         color_range: ``"limited"`` (black 16, white 235) or ``"full"`` (0, 255).
         timecode: burn ``HH:MM:SS:FF`` and the frame number into a box at the
             bottom centre (built-in 5x7 font; only that box changes per frame).
+        device: where frames live: ``"cpu"`` (default), ``"cuda"``,
+            ``"cuda:N"``. On CUDA the static image is made on the device once
+            (SMPTE bars by the ``patterns.cu`` kernel when CuPy is installed)
+            and per-frame changes (box, timecode) are drawn there: no host copy
+            per frame.
         actor_id, clock, **kwargs: see ``Actor``.
 
     Frames carry the tick's ``timestamp_ns``, ``frame_number`` and ``clock_id``.
 
     Raises:
-        ValueError: bad size, fps, pattern, color, box_size, color_range, or a
-            frame too small for ``smpte_bars`` or the timecode box.
+        ValueError: bad size, fps, pattern, color, box_size, color_range,
+            device, or a frame too small for ``smpte_bars`` or the timecode box.
     """
 
     __test__ = False  # not a pytest test class despite the name
@@ -246,8 +252,9 @@ class TestPatternActor(Actor):
     def __init__(self, width: int = 640, height: int = 360, fps: float = 30,
                  pattern: Pattern = "moving_box", *, color: Sequence[int] | None = None,
                  box_size: int = 64, color_range: ColorRange = "limited",
-                 timecode: bool = False, actor_id: str | None = None,
-                 clock: Clock | None = None, **kwargs: object) -> None:
+                 timecode: bool = False, device: str | None = None,
+                 actor_id: str | None = None, clock: Clock | None = None,
+                 **kwargs: object) -> None:
         where = f"TestPatternActor{'' if actor_id is None else f' {actor_id!r}'}"
         if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
             raise ValueError(f"{where}: width and height must be ints > 0, got {width!r}x{height!r}")
@@ -260,10 +267,17 @@ class TestPatternActor(Actor):
             raise ValueError(f"{where}: color must be 3 ints in 0..255, got {color!r}")
         if not isinstance(box_size, int) or box_size < 1:
             raise ValueError(f"{where}: box_size must be an int >= 1, got {box_size!r}")
+        dev = resolve_device("cpu" if device is None else device, where=f"{where}: device")
         try:
-            base = render_pattern(pattern, width, height, color, color_range=color_range)
+            if pattern == "smpte_bars" and dev.type == "cuda":
+                from ..kernels import smpte_bars  # noqa: PLC0415 - imports this module
+
+                base = smpte_bars(width, height, color_range, device=dev)
+            else:
+                base = render_pattern(pattern, width, height, color, color_range=color_range)
         except ValueError as exc:
             raise ValueError(f"{where}: pattern: {exc}") from None
+        base = base.to(dev)
         if clock is None:
             try:
                 clock = SoftwareClock(fps)
@@ -274,6 +288,7 @@ class TestPatternActor(Actor):
         self.color_range = color_range
         self.fps = fps
         self.box_size = max(1, min(box_size, width, height))
+        self.device = dev  # staging delivers nothing to a source; consumers read it
         self._white = code_level(1.0, color_range)
         self._base = base
         self.timecode = bool(timecode)
@@ -288,7 +303,7 @@ class TestPatternActor(Actor):
         scale = max(1, self.height // 240)
         while scale > 1 and (TIMECODE_CHARS * 6 + 4) * scale > self.width:
             scale -= 1
-        glyphs = GlyphSet(scale, (self._white,) * 3, (black,) * 3)
+        glyphs = GlyphSet(scale, (self._white,) * 3, (black,) * 3, device=self.device)
         text_w, text_h = glyphs.text_size(TIMECODE_CHARS)
         pad = 2 * scale
         box_w, box_h = text_w + 2 * pad, text_h + 2 * pad

@@ -128,7 +128,9 @@ class ShaderActor(Actor):
     actor's own thread (default ``dispatcher="dedicated"``). Output frames are
     on ``device``: by default the first input frame's device (a CUDA input
     gives a CUDA output, read back through CUDA-GL interop where available),
-    the CPU for a shader without inputs.
+    the CPU for a shader without inputs. Where interop runs and CUDA is in use,
+    inputs are delivered on the GPU (CPU frames uploaded once by the staging
+    bridge), so outputs are then on the GPU too unless ``device`` says otherwise.
 
     Args:
         fragment_source: GLSL fragment shader source (or use ``fragment_file``).
@@ -201,6 +203,7 @@ class ShaderActor(Actor):
         self._staging: npt.NDArray[np.uint8] | None = None
         self._first_ns: int | None = None
         self._uploader: TextureUploader | None = None
+        self.input_device: torch.device | None = None  # the interop device, once chosen
         self._readers: dict[str, TextureReader] = {}  # by output device
         self.upload_path: UploadPath = HOST  # path of the last input upload
         self.upload_reason = "no input uploaded yet"
@@ -228,11 +231,15 @@ class ShaderActor(Actor):
         self._staging = np.empty((self.height, self.width, comps), np.uint8)
         uploader = self._uploader = create_uploader(ctx)  # decided once; never raises
         self.upload_reason = uploader.reason
+        # Read by the staging bridge: with interop, CUDA inputs arrive as they are (no
+        # host copy) and CPU inputs are uploaded once; else everything comes as host data.
+        self.input_device = uploader.device if isinstance(uploader, CudaGLUploader) else None
         self._readers = {"cpu": HostReader(
             uploader.reason if uploader.path == HOST else "output device is the CPU")}
 
     def teardown(self) -> None:
         uploader, self._uploader = self._uploader, None
+        self.input_device = None
         if uploader is not None:
             uploader.close()  # unregister from CUDA while the context is current
         for reader in self._readers.values():
@@ -291,6 +298,7 @@ class ShaderActor(Actor):
         except InteropError as exc:  # e.g. registration refused: host uploads from now on
             uploader.close()
             self._uploader = uploader = HostUploader(f"interop failed: {exc}")
+            self.input_device = None  # host copies from the staging bridge from now on
             path, reason = uploader.upload(tex, data, flip=True), uploader.reason
         self.upload_path, self.upload_reason = path, reason
         return tex

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from .pgroup import VideoFormat, parse_format
 from .rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, RTP_VERSION, RTPError
-from .udp import HAVE_MMSG, BatchSender, MessageVector, enable_gso, gso_segments
+from .mmsg import HAVE_MMSG, BatchSender, MessageVector, enable_gso, gso_segments
 
 __all__ = ["SRD", "VideoPacket", "VideoPacketizer", "parse_packet", "serialize_packet",
            "SRD_SIZE", "PAYLOAD_HEADER_SIZE", "MAX_SRDS_SENT", "split_packets", "join_packets",
