@@ -9,8 +9,10 @@ TORCH_CPU ?= torch==2.13.0
 DEMO_ARGS ?= --seconds 10
 # Debian packages: ffmpeg/ffprobe (file checks), Xvfb (a real glfw window in
 # tests), Mesa EGL (headless OpenGL), GStreamer (the interop reference peer), g++
-# (builds the .cu kernels for the host: the kernel emulator tests).
+# (builds the .cu kernels for the host: the kernel emulator tests), linuxptp and
+# iproute2 (a ptp4l master in a network namespace: the PTP slave tests).
 SYSTEM_PKGS ?= g++ ffmpeg xvfb xauth xdotool libegl1 libgl1-mesa-dri libportaudio2 fontconfig fonts-dejavu-core \
+	linuxptp iproute2 \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 
 .PHONY: venv sysdeps test test-gpu demo bench bench-full typecheck clean

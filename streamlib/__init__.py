@@ -33,11 +33,13 @@ from .frames import AudioFrame, DataMessage, EventMessage, PixelFormat, VideoFra
 from .graph import Runtime, current_runtime, default_runtime, run
 from .metrics import ActorMetrics, LinkMetrics, MetricsSnapshot
 from .prometheus import MetricsServer, serve_metrics
+from .control import ControlServer, serve_control
 from .telemetry import Telemetry, TelemetrySample, gpu_status
 from .net.sdp import SDPStream, parse_sdp, write_sdp
 from .ports import PortKind, StreamInput, StreamOutput
 from .registry import (
-    ActorRegistry, ActorURI, PortAllocator, default_registry, format_actor_uri, parse_actor_uri,
+    ActorRegistry, ActorURI, PortAllocator, default_port_allocator, default_registry,
+    format_actor_uri, parse_actor_uri,
 )
 
 __version__ = "0.1.0"
@@ -57,7 +59,7 @@ __all__ = [
     "PortRangeExhaustedError", "ProcessPoolDispatcher", "PulseSource", "RegistryError",
     "RingBuffer", "RingBufferStats", "Runtime", "ShutdownTimeoutError", "SoftwareClock",
     "SDPStream", "parse_sdp", "write_sdp", "ActorMetrics", "LinkMetrics", "MetricsSnapshot",
-    "MetricsServer", "serve_metrics", "Telemetry", "TelemetrySample", "gpu_status", "StatsReport", "StatsSink", "StreamInput", "StreamOutput", "StreamlibError",
+    "MetricsServer", "serve_metrics", "ControlServer", "serve_control", "default_port_allocator", "Telemetry", "TelemetrySample", "gpu_status", "StatsReport", "StatsSink", "StreamInput", "StreamOutput", "StreamlibError",
     "SystemTAITimeSource", "TestPatternActor", "ThreadPoolDispatcher", "TimeSource",
     "TimedTick", "TransformActor", "VideoFrame", "VirtualClock", "WorkerError", "current_runtime",
     "default_registry", "default_runtime", "format_actor_uri", "frame_kind", "invert",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -25,6 +26,15 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
     return value
+
+
+def _control_address(text: str) -> tuple[str, int]:
+    from .control import parse_control_address
+
+    try:
+        return parse_control_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _has_display() -> bool:
@@ -147,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.headless and "DisplayActor" in types:
         overrides["DisplayActor"] = {"headless": True}
 
-    with Runtime(name=spec.name) as rt:
+    with Runtime(name=spec.name) as rt, contextlib.ExitStack() as control:
         try:
             pipeline = spec.build(rt, mode=mode, seconds=seconds, overrides=overrides,
                                   display=False if args.headless else None)
@@ -157,6 +167,16 @@ def _run(args: argparse.Namespace) -> int:
         limit = f"{seconds:g} s" if seconds else "Ctrl-C"
         print(f"running {spec.name} ({len(pipeline.actors)} actors, {mode}: {why}) until {limit}",
               flush=True)
+        if args.control is not None:
+            from .control import ControlServer
+
+            try:  # closed (by the ExitStack) before the runtime
+                server = control.enter_context(ControlServer(rt, *args.control))
+            except OSError as exc:
+                print(f"error: --control {args.control[0]}:{args.control[1]}: {exc}",
+                      file=sys.stderr)
+                return 2
+            print(f"control: {server.url}", flush=True)
         started = time.monotonic()
         interrupted = finished = False
         rt.start()
@@ -297,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="virtual clocks: render as fast as possible, lose nothing")
     mode.add_argument("--realtime", action="store_true", help="software clocks (wall time)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    run.add_argument("--control", type=_control_address, default=None, metavar="[HOST:]PORT",
+                     help="serve the JSON control plane (streamlib.control) on loopback; "
+                          "0 picks a free port; prints 'control: URL'")
     run.set_defaults(func=_run)
 
     actors = sub.add_parser("actors", help="list actor types and their parameters")

@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 from .catalog import ActorType, resolve_actor_type
 from .clocks import Clock, SoftwareClock, VirtualClock, parse_rate
@@ -42,6 +42,11 @@ from .errors import StreamlibError
 if TYPE_CHECKING:
     from .actor import Actor
     from .graph import Runtime
+    from .ports import StreamInput, StreamOutput
+
+# Turns a message into the exception to raise: a PipelineError prefixed with
+# the file here, an HTTP 400 in ``streamlib.control``.
+Fail = Callable[[str], Exception]
 
 Mode = Literal["realtime", "offline"]
 _TOP_KEYS = {"name", "description", "clocks", "actors", "connections"}
@@ -49,6 +54,7 @@ _ACTOR_KEYS = {"type", "clock", "dispatcher", "when"}
 _WHEN = ("display", "headless")
 _DISPATCHERS = ("asyncio", "thread", "dedicated", "process", "gpu", "gpu-inline")
 _CONNECTION = re.compile(r"^\s*([\w-]+)(?:\.(\w+))?\s*->\s*([\w-]+)(?:\.(\w+))?\s*$")
+_ENDPOINT = re.compile(r"^\s*([\w-]+)(?:\.(\w+))?\s*$")
 
 
 class PipelineError(StreamlibError, ValueError):
@@ -108,13 +114,11 @@ class PipelineSpec:
                     continue
                 params = dict(spec.params)
                 params.update((overrides or {}).get(spec.type.name, {}))
-                kwargs: dict[str, Any] = {"actor_id": spec.name, "runtime": runtime}
-                if spec.clock is not None:
-                    kwargs["clock"] = named[spec.clock]
-                if spec.dispatcher is not None:
-                    kwargs["dispatcher"] = spec.dispatcher
                 try:
-                    actors[spec.name] = spec.type.cls(**params, **kwargs)
+                    actors[spec.name] = create_actor(
+                        spec.type, spec.name, params, runtime,
+                        clock=None if spec.clock is None else named[spec.clock],
+                        dispatcher=spec.dispatcher)
                 except Exception as exc:  # noqa: BLE001 - rewrapped with file and actor
                     raise PipelineError(
                         f"{self.source}: actor {spec.name!r} ({spec.type.name}): {exc}"
@@ -135,13 +139,46 @@ class PipelineSpec:
         src, dst = actors[conn.src], actors[conn.dst]
         where = f"{self.source}: connection {conn.text!r}"
         try:
-            out = src.outputs[conn.src_port] if conn.src_port else src.default_output()
-            if conn.dst_port:
-                out >> dst.inputs[conn.dst_port]
-            else:
-                out >> dst
+            out, inp = resolve_link(src, conn.src_port, dst, conn.dst_port)
+            out.connect(inp)
         except (KeyError, TypeError, ValueError) as exc:
             raise PipelineError(f"{where}: {exc}") from exc
+
+
+def create_actor(atype: ActorType, name: str, params: Mapping[str, Any], runtime: Runtime, *,
+                 clock: Clock | None = None, dispatcher: str | None = None) -> Actor:
+    """Construct one actor of ``atype`` named ``name`` in ``runtime``.
+
+    ``params`` should have passed ``check_params``. Raises whatever the
+    constructor raises (ValueError/TypeError naming the field), and ValueError
+    when ``runtime`` already has an actor ``name``.
+    """
+    kwargs: dict[str, Any] = {"actor_id": name, "runtime": runtime}
+    if clock is not None:
+        kwargs["clock"] = clock
+    if dispatcher is not None:
+        kwargs["dispatcher"] = dispatcher
+    return atype.cls(**params, **kwargs)
+
+
+def resolve_link(src: Actor, src_port: str | None, dst: Actor,
+                 dst_port: str | None) -> tuple[StreamOutput, StreamInput]:
+    """The ports ``src[.src_port] -> dst[.dst_port]`` names: the default output,
+    and the default input for its kind, where a port is not given.
+
+    Raises PortError (a KeyError) naming an unknown port, PortKindError when
+    ``dst`` has no input for the output's kind. Connecting is left to the caller.
+    """
+    out = src.outputs[src_port] if src_port else src.default_output()
+    inp = dst.inputs[dst_port] if dst_port else dst.default_input(out.kind)
+    return out, inp
+
+
+def parse_endpoint(text: Any) -> tuple[str, str | None] | None:
+    """``"actor"`` or ``"actor.port"`` (one side of a connection) as
+    ``(actor, port or None)``; None when ``text`` is not in that form."""
+    m = _ENDPOINT.match(text) if isinstance(text, str) else None
+    return None if m is None else (m.group(1), m.group(2))
 
 
 def has_display() -> bool:
@@ -223,7 +260,7 @@ def parse_pipeline(data: Any, *, source: str = "<pipeline>") -> PipelineSpec:
     return PipelineSpec(source, str(data.get("name") or Path(source).stem), clocks, actors, conns)
 
 
-def _parse_clocks(raw: Any, fail: Any) -> dict[str, Fraction]:
+def _parse_clocks(raw: Any, fail: Fail) -> dict[str, Fraction]:
     if not isinstance(raw, dict):
         raise fail("'clocks' must be a mapping of name -> {fps: ...}")
     clocks: dict[str, Fraction] = {}
@@ -240,32 +277,55 @@ def _parse_clocks(raw: Any, fail: Any) -> dict[str, Fraction]:
     return clocks
 
 
-def _parse_actor(name: Any, body: Any, clocks: Mapping[str, Fraction], fail: Any) -> ActorSpec:
+def check_actor_name(name: Any, fail: Fail) -> str:
+    """``name`` when it is a valid actor name (letters, digits, ``_``, ``-``)."""
     if not isinstance(name, str) or not re.fullmatch(r"[\w-]+", name):
         raise fail(f"actor name {name!r} must be letters, digits, '_' or '-'")
-    if not isinstance(body, dict) or "type" not in body:
-        raise fail(f"actor {name!r}: expected a mapping with a 'type' field")
+    return name
+
+
+def resolve_type_field(name: str, type_name: Any, fail: Fail) -> ActorType:
+    """The actor type an actor's ``type`` field names (see ``resolve_actor_type``)."""
     try:
-        atype = resolve_actor_type(str(body["type"]))
+        return resolve_actor_type(str(type_name))
     except ValueError as exc:
         raise fail(f"actor {name!r}: field 'type': {exc}") from None
-    params = {k: v for k, v in body.items() if k not in _ACTOR_KEYS}
+
+
+def check_params(name: str, atype: ActorType, params: Mapping[str, Any], fail: Fail, *,
+                 also: str = "plus clock, dispatcher, when") -> None:
+    """Every key of ``params`` is a constructor parameter of ``atype`` and every
+    required one is there; ``also`` ends the list of accepted fields."""
     for key in params:
         if atype.param(key) is None:
             accepted = ", ".join(p.name for p in atype.params) or "none"
             raise fail(f"actor {name!r} ({atype.name}): unknown field {key!r} "
-                       f"(accepted: {accepted}; plus clock, dispatcher, when)")
+                       f"(accepted: {accepted}{'; ' + also if also else ''})")
     missing = [p.name for p in atype.params if p.required and p.name not in params]
     if missing:
         raise fail(f"actor {name!r} ({atype.name}): missing required field(s) {missing}")
+
+
+def check_dispatcher(name: str, dispatcher: Any, fail: Fail) -> str | None:
+    """``dispatcher`` when it is None or a dispatcher name."""
+    if dispatcher is not None and dispatcher not in _DISPATCHERS:
+        raise fail(f"actor {name!r}: field 'dispatcher': {dispatcher!r} is not one of "
+                   f"{', '.join(_DISPATCHERS)}")
+    return None if dispatcher is None else str(dispatcher)
+
+
+def _parse_actor(name: Any, body: Any, clocks: Mapping[str, Fraction], fail: Fail) -> ActorSpec:
+    name = check_actor_name(name, fail)
+    if not isinstance(body, dict) or "type" not in body:
+        raise fail(f"actor {name!r}: expected a mapping with a 'type' field")
+    atype = resolve_type_field(name, body["type"], fail)
+    params = {k: v for k, v in body.items() if k not in _ACTOR_KEYS}
+    check_params(name, atype, params, fail)
     clock = body.get("clock")
     if clock is not None and clock not in clocks:
         raise fail(f"actor {name!r}: field 'clock': unknown clock {clock!r} "
                    f"(declared: {sorted(clocks) or 'none'})")
-    dispatcher = body.get("dispatcher")
-    if dispatcher is not None and dispatcher not in _DISPATCHERS:
-        raise fail(f"actor {name!r}: field 'dispatcher': {dispatcher!r} is not one of "
-                   f"{', '.join(_DISPATCHERS)}")
+    dispatcher = check_dispatcher(name, body.get("dispatcher"), fail)
     when = body.get("when")
     if when is not None and when not in _WHEN:
         raise fail(f"actor {name!r}: field 'when': {when!r} is not one of {', '.join(_WHEN)}")
@@ -273,7 +333,7 @@ def _parse_actor(name: Any, body: Any, clocks: Mapping[str, Fraction], fail: Any
 
 
 def _parse_connection(index: int, raw: Any, actors: Mapping[str, ActorSpec],
-                      fail: Any) -> ConnectionSpec:
+                      fail: Fail) -> ConnectionSpec:
     m = _CONNECTION.match(raw) if isinstance(raw, str) else None
     if m is None:
         raise fail(f"connection #{index + 1} {raw!r}: expected 'actor[.port] -> actor[.port]'")
