@@ -35,6 +35,7 @@ from .metrics import ActorMetrics, LinkMetrics, MetricsSnapshot
 from .prometheus import MetricsServer, serve_metrics
 from .control import ControlServer, serve_control
 from .telemetry import Telemetry, TelemetrySample, gpu_status
+from .net.ptp import PTPSlave, PTPStats
 from .net.sdp import SDPStream, parse_sdp, write_sdp
 from .ports import PortKind, StreamInput, StreamOutput
 from .registry import (
@@ -58,7 +59,7 @@ __all__ = [
     "PTPClock", "PixelFormat", "PortAllocator", "PortError", "PortKind", "PortKindError",
     "PortRangeExhaustedError", "ProcessPoolDispatcher", "PulseSource", "RegistryError",
     "RingBuffer", "RingBufferStats", "Runtime", "ShutdownTimeoutError", "SoftwareClock",
-    "SDPStream", "parse_sdp", "write_sdp", "ActorMetrics", "LinkMetrics", "MetricsSnapshot",
+    "SDPStream", "parse_sdp", "write_sdp", "PTPSlave", "PTPStats", "ActorMetrics", "LinkMetrics", "MetricsSnapshot",
     "MetricsServer", "serve_metrics", "ControlServer", "serve_control", "default_port_allocator", "Telemetry", "TelemetrySample", "gpu_status", "StatsReport", "StatsSink", "StreamInput", "StreamOutput", "StreamlibError",
     "SystemTAITimeSource", "TestPatternActor", "ThreadPoolDispatcher", "TimeSource",
     "TimedTick", "TransformActor", "VideoFrame", "VirtualClock", "WorkerError", "current_runtime",
