@@ -243,9 +243,11 @@ def _netns_skip_reason() -> str | None:
     for tool, pkg in (("ip", "iproute2"), ("ptp4l", "linuxptp")):
         if shutil.which(tool) is None:
             return f"needs {tool} (Debian package {pkg})"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    name = f"slprobe{os.getpid()}"  # root is not enough in some containers: try it
+    probe = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=10)
     if probe.returncode != 0:
-        return f"ip netns unavailable: {probe.stderr.strip()}"
+        return f"cannot create a network namespace: {probe.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
     return None
 
 
