@@ -107,7 +107,15 @@ class Runtime:
             target=self._loop.run_forever, name=f"streamlib-runtime-{name}", daemon=True
         )
         self._thread.start()
-        atexit.register(self.close)
+        # At interpreter exit, close before concurrent.futures refuses new work (its hook
+        # runs in threading's exit phase, before atexit), or every teardown would fail.
+        early = getattr(threading, "_register_atexit", None)
+        try:
+            if early is not None:
+                early(self.close)
+        except RuntimeError:  # already exiting
+            pass
+        atexit.register(self.close)  # a no-op when the early hook ran (close is idempotent)
 
     # -- properties ------------------------------------------------------
     @property
