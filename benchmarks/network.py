@@ -47,7 +47,8 @@ import numpy as np
 from benchmarks._record import load, percentiles, results_dir, write_record
 from streamlib.net.jitter import FrameAssembler, VideoStreamReceiver
 from streamlib.net.pgroup import pack_rgb_fast, unpack_to_rgb_fast
-from streamlib.net.rfc4175 import VideoPacketizer, VideoStreamSender
+from streamlib.net.rfc4175 import VideoPacketizer
+from streamlib.net.video_sender import VideoStreamSender
 from streamlib.net.udp import open_receiver, open_sender, socket_rcvbuf
 
 FMT, W, H, BASE_FPS = "YCbCr-4:2:2/10", 1920, 1080, 60

@@ -22,7 +22,8 @@ import pytest
 
 from streamlib.net.jitter import FrameAssembler, VideoStreamReceiver
 from streamlib.net.pgroup import pack_rgb, parse_format, ycbcr422_10_to_planes
-from streamlib.net.rfc4175 import VideoPacketizer, VideoStreamSender
+from streamlib.net.rfc4175 import VideoPacketizer
+from streamlib.net.video_sender import VideoStreamSender
 from streamlib.net.sdp import parse_sdp, video_stream, write_sdp
 from streamlib.net.udp import open_receiver, open_sender
 from streamlib.registry import PortAllocator
@@ -178,8 +179,12 @@ def test_streamlib_to_ffmpeg(fmt: str, tmp_path: Path) -> None:
     f = parse_format(fmt)
     port = _port(("ff-rx", fmt))
     sdp = tmp_path / "stream.sdp"
+    # FFmpeg reads our SDP without TP (a burst sender claims no ST 2110-21 type) and with
+    tp = "2110TPN" if fmt == "RGB/8" else None
     sdp.write_text(write_sdp([video_stream("127.0.0.1", port, width=W, height=H,
-                                           sampling=f.sampling, depth=f.depth, fps=30)]))
+                                           sampling=f.sampling, depth=f.depth, fps=30,
+                                           tp=tp)]))
+    assert ("TP=2110TPN" in sdp.read_text()) == (tp is not None)
     out = tmp_path / "ff.raw"
     pix = {"YCbCr-4:2:2/10": "yuv422p10le", "YCbCr-4:2:2/8": "uyvy422", "RGB/8": "rgb24"}[fmt]
     proc = subprocess.Popen(

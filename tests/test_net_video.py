@@ -30,14 +30,14 @@ from streamlib.net.pgroup import (
     unpack_to_rgb_fast, ycbcr422_10_to_planes,
 )
 from streamlib.net.rfc4175 import (
-    SRD, VideoPacket, VideoPacketizer, VideoStreamSender, join_packets, parse_packet,
-    serialize_packet, split_packets,
+    SRD, VideoPacket, VideoPacketizer, join_packets, parse_packet, serialize_packet, split_packets,
 )
 from streamlib.net.rtp import RTPError
 from streamlib.net.sdp import audio_stream, parse_sdp, video_stream, write_sdp
 from streamlib.net.udp import (
     BatchReceiver, BatchSender, open_receiver, open_sender, parse_dest, recv_batch,
 )
+from streamlib.net.video_sender import VideoStreamSender
 from streamlib.ports import StreamInput
 from streamlib.registry import PortAllocator
 
@@ -138,7 +138,7 @@ def test_pgroup_errors() -> None:
 # -- SDP ----------------------------------------------------------------------------------
 
 def test_sdp_write_parse_round_trip() -> None:
-    v = video_stream("127.0.0.1", 5004, width=1920, height=1080, fps=59.94)
+    v = video_stream("127.0.0.1", 5004, width=1920, height=1080, fps=59.94, tp="2110TPN")
     a = audio_stream("127.0.0.1", 5006)
     text = write_sdp([v, a], session_id=7,
                      ts_refclk="ptp=IEEE1588-2008:08-00-11-FF-FE-21-E1-B0:0")
@@ -156,6 +156,51 @@ def test_sdp_write_parse_round_trip() -> None:
     assert pv.fmtp == v.fmtp and pv.port == 5004 and pv.encoding == "raw"
     assert pv.ts_refclk is not None and pv.ts_refclk.startswith("ptp=") and pv.mediaclk == "direct=0"
     assert (pa.encoding, pa.clock_rate, pa.channels, pa.ptime_ms) == ("L24", 48000, 2, 1.0)
+
+
+def test_sdp_tp_says_what_the_sender_is_configured_for() -> None:
+    # no ST 2110-21 claim unless asked: a burst sender meets no class
+    assert "TP" not in video_stream("127.0.0.1", 5004, width=64, height=48).fmtp
+    for tp in ("2110TPN", "2110TPNL", "2110TPW"):
+        assert video_stream("127.0.0.1", 5004, width=64, height=48, tp=tp).fmtp["TP"] == tp
+    with pytest.raises(ValueError, match="tp must be"):
+        video_stream("127.0.0.1", 5004, width=64, height=48, tp="2110TPX")
+    for timing, want in (("burst", None), ("narrow", "2110TPN"), ("wide", "2110TPW")):
+        with Runtime():
+            a = NetworkSendActor("127.0.0.1:40994", width=64, height=48, timing=timing)
+            s = a.sdp_stream()
+            assert s is not None and s.fmtp.get("TP") == want
+            assert (f"TP={want}" in (a.sdp or "")) == (want is not None)
+    with pytest.raises(ValueError, match="NetworkSendActor 'x': timing must be one of"):
+        NetworkSendActor(timing="fast", actor_id="x", runtime=Runtime())
+
+
+def test_paced_sender_configures_the_socket_and_skips_gso() -> None:
+    from streamlib.net.udp import open_sender
+    from streamlib.net.video_sender import pacing_rate
+
+    pk = VideoPacketizer("YCbCr-4:2:2/10", 1280, 720)
+    trs, rate = pacing_rate(pk, 25, "narrow")
+    assert trs == pytest.approx(40e6 * 1080 / 1125 / pk.n_packets)
+    assert rate == pytest.approx((int(pk.packet_sizes().max()) + 42) * 1e9 / trs, abs=1)
+    for timing in ("narrow", "wide", "burst"):
+        s = VideoStreamSender(open_sender(("127.0.0.1", 40996)), pk, 25, timing=timing)
+        try:
+            assert s.timing == timing and s.sdp_tp == {"narrow": "2110TPN",
+                                                       "wide": "2110TPW"}.get(timing)
+            if timing == "burst":
+                assert s.pacing_rate == 0 and s.tc_commands("eth0") == []
+            else:
+                assert not s.gso and s.per_message == 1 and s.pacing_rate == rate
+                if sys.platform.startswith("linux"):
+                    assert s.kernel_pacing  # SO_MAX_PACING_RATE = 47 taken
+                    got = s.sock.getsockopt(socket.SOL_SOCKET, 47, 8)
+                    assert int.from_bytes(got, sys.byteorder) == rate
+                assert f"rate {rate * 8}bit" in s.tc_commands("eth0")[1]
+        finally:
+            s.close()
+    with pytest.raises(ValueError, match="timing must be one of"):
+        VideoStreamSender(open_sender(("127.0.0.1", 40996)), pk, 25, timing="x")
 
 
 def test_sdp_parses_peer_files_and_rejects_garbage() -> None:
@@ -603,11 +648,11 @@ def test_receiver_skips_an_allocated_port_another_program_holds() -> None:
 
 def test_without_sendmmsg_recvmmsg_gso(monkeypatch: pytest.MonkeyPatch) -> None:
     """The portable paths (send/recv_into loops, no GSO/GRO) give the same frames."""
-    from streamlib.net import mmsg, rfc4175
+    from streamlib.net import mmsg, video_sender
 
     monkeypatch.setattr(mmsg, "_sendmmsg", None)
     monkeypatch.setattr(mmsg, "_recvmmsg", None)
-    monkeypatch.setattr(rfc4175, "HAVE_MMSG", False)
+    monkeypatch.setattr(video_sender, "HAVE_MMSG", False)
     rx_sock = open_receiver(("127.0.0.1", 0))
     rx = VideoStreamReceiver(rx_sock, FrameAssembler("YCbCr-4:2:2/8", 64, 32))
     tx = VideoStreamSender(open_sender(rx_sock.getsockname()),

@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import re
 import secrets
-import shutil
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
+from _netns import VethPair, netns_skip_reason
 from _ptp_fake_master import FakeMaster
 from streamlib.clocks import TimeSource
 from streamlib.net.ptp import (
@@ -28,7 +25,6 @@ from streamlib.net.ptp import (
     PTPMessage, PTPSlave, PTPTimestamp, Sync, build_delay_req, encode_message, parse_message,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 PID = PortIdentity(bytes.fromhex("a69203fffe58b4a6"), 1)
 
 
@@ -235,55 +231,23 @@ def test_slave_against_python_masters_on_loopback() -> None:
 
 # ------------------------------------------------------------------ ptp4l in namespaces
 
-def _netns_skip_reason() -> str | None:
-    if not sys.platform.startswith("linux"):
-        return "network namespaces are Linux-only"
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces (ip netns)"
-    for tool, pkg in (("ip", "iproute2"), ("ptp4l", "linuxptp")):
-        if shutil.which(tool) is None:
-            return f"needs {tool} (Debian package {pkg})"
-    name = f"slprobe{os.getpid()}"  # root is not enough in some containers: try it
-    probe = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=10)
-    if probe.returncode != 0:
-        return f"cannot create a network namespace: {probe.stderr.strip()}"
-    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
-    return None
-
-
-NETNS_SKIP = _netns_skip_reason()
+NETNS_SKIP = netns_skip_reason((("ptp4l", "linuxptp"),))
 needs_netns = pytest.mark.skipif(NETNS_SKIP is not None, reason=NETNS_SKIP or "")
 
 
-class Namespaces:
-    """Two namespaces joined by a veth pair, ptp4l as ST 2059-2 master in A."""
+class Namespaces(VethPair):
+    """Two namespaces joined by a veth pair (``_netns.VethPair``), ptp4l as ST 2059-2
+    master in A."""
 
     def __init__(self) -> None:
-        sfx = f"{os.getpid() % 100000}{secrets.token_hex(2)}"
-        self.a, self.b = f"slptpA{sfx}", f"slptpB{sfx}"
-        self.va, self.vb = f"spA{sfx}", f"spB{sfx}"  # <= 15 chars
-        self.slave_addr = "10.99.0.2"
+        super().__init__("ptp")
+        self.slave_addr = self.addr_b
         self.master_identity = ""
         self.log: list[str] = []
         self.ptp4l: subprocess.Popen[str] | None = None
-        self._created: list[str] = []
-
-    def _ip(self, *args: str) -> None:
-        subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
 
     def up(self) -> None:
-        for ns in (self.a, self.b):
-            self._ip("netns", "add", ns)
-            self._created.append(ns)
-        self._ip("link", "add", self.va, "type", "veth", "peer", "name", self.vb)
-        self._created.append("link:" + self.va)
-        self._ip("link", "set", self.va, "netns", self.a)
-        self._ip("link", "set", self.vb, "netns", self.b)
-        self._ip("-n", self.a, "addr", "add", "10.99.0.1/24", "dev", self.va)
-        self._ip("-n", self.b, "addr", "add", f"{self.slave_addr}/24", "dev", self.vb)
-        self._ip("-n", self.a, "link", "set", self.va, "up")
-        self._ip("-n", self.b, "link", "set", self.vb, "up")
-        self._ip("-n", self.b, "route", "add", "224.0.0.0/4", "dev", self.vb)
+        super().up()
         self.ptp4l = subprocess.Popen(
             ["ip", "netns", "exec", self.a, "ptp4l", "-i", self.va, "-S", "-4", "-m",
              "--domainNumber=127", "--priority1=1", "--logSyncInterval=-3",
@@ -315,15 +279,10 @@ class Namespaces:
             except subprocess.TimeoutExpired:
                 self.ptp4l.kill()
                 self.ptp4l.wait(5)
-        for item in reversed(self._created):
-            # deleting a namespace destroys the veth end inside it (and so the pair)
-            args = ["link", "del", item[5:]] if item.startswith("link:") else ["netns", "del", item]
-            subprocess.run(["ip", *args], capture_output=True, timeout=10)
+        super().down()
 
     def run_in_b(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
-        return subprocess.run(["ip", "netns", "exec", self.b, sys.executable, *argv], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=timeout)
+        return self.run_python(self.b, *argv, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

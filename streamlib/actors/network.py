@@ -44,7 +44,8 @@ from ..frames import PixelFormat, VideoFrame
 from ..net.jitter import FrameAssembler, ReceiverStats, VideoStreamReceiver
 from ..net.pgroup import VideoFormat, format_from_fmtp, pack_rgb_fast, parse_format, \
     unpack_to_rgb_fast
-from ..net.rfc4175 import VideoPacketizer, VideoStreamSender
+from ..net.rfc4175 import VideoPacketizer
+from ..net.video_sender import SENDER_TIMINGS, VideoStreamSender
 from ..net.rtp import media_timestamp
 from ..net.sdp import SDPStream, parse_rate, parse_sdp, video_stream, write_sdp
 from ..net.udp import (
@@ -126,6 +127,13 @@ class NetworkSendActor(Actor):
             ``"127.0.0.1"``: this host only).
         multicast_ttl: for a multicast ``dest``: IP TTL, 0..255 (0: never leaves this
             host); the SDP says ``c=IN IP4 <group>/<ttl>``.
+        timing: ST 2110-21 sender timing. ``"burst"`` (default): steps of 88 packets
+            over ``pacing`` of the frame period with UDP GSO, the highest packet rate
+            and what loopback needs; it meets no ST 2110-21 class, so the SDP has no
+            ``TP``. ``"narrow"`` / ``"wide"``: one packet per TRS paced by the kernel
+            (``SO_MAX_PACING_RATE``, no GSO) and SDP ``TP=2110TPN`` / ``2110TPW``; true
+            only where the egress qdisc paces (fq, or a tbf at the stream's rate; see
+            ``streamlib.net.video_sender.VideoStreamSender``), never on loopback.
 
     Raises ValueError (naming the actor and field) for a bad argument, a non-loopback
     ``dest`` without ``allow_remote`` or an IPv6 multicast ``dest``.
@@ -137,9 +145,12 @@ class NetworkSendActor(Actor):
                  gso: bool = True, allow_remote: bool = False, block_s: float | None = None,
                  ssrc: int | None = None, ts_refclk: str = "localmac=00-00-00-00-00-00",
                  device: str | None = None, *, multicast_interface: str = "0.0.0.0",
-                 multicast_ttl: int = DEFAULT_MULTICAST_TTL,
+                 multicast_ttl: int = DEFAULT_MULTICAST_TTL, timing: str = "burst",
                  actor_id: str | None = None, **kwargs: Any) -> None:
         who = _who("NetworkSendActor", actor_id)
+        if timing not in SENDER_TIMINGS:
+            raise ValueError(f"{who}: timing must be one of {SENDER_TIMINGS}, got {timing!r}")
+        self.timing = timing
         _check_multicast(who, multicast_interface, multicast_ttl)
         _check_ssrc(who, ssrc)
         from ..device import resolve_device
@@ -204,7 +215,8 @@ class NetworkSendActor(Actor):
             self.dest[0], self.dest[1], width=self.width, height=self.height,
             sampling=self.video_format.sampling, depth=self.video_format.depth, fps=self.fps,
             payload_type=self.payload_type, ts_refclk=self.ts_refclk,
-            ttl=self.multicast_ttl if self.multicast else None)
+            ttl=self.multicast_ttl if self.multicast else None,
+            tp={"narrow": "2110TPN", "wide": "2110TPW"}.get(self.timing))
 
     def _write_sdp(self) -> None:
         stream = self.sdp_stream()
@@ -222,7 +234,8 @@ class NetworkSendActor(Actor):
         sock = open_sender(self.dest, allow_remote=self.allow_remote,
                            multicast_interface=self.multicast_interface,
                            multicast_ttl=self.multicast_ttl)
-        return VideoStreamSender(sock, packetizer, self.fps, pacing=self.pacing, gso=self.gso)
+        return VideoStreamSender(sock, packetizer, self.fps, pacing=self.pacing, gso=self.gso,
+                                 timing=self.timing)
 
     def process(self, tick: TimedTick) -> None:
         for frame in self.inputs["video"].read_all_new():

@@ -3,7 +3,7 @@
 A receiver expects one audio packet per packet time, not a frame's worth at once,
 so ``PacedSender`` sends each frame's packets on a grid that continues across
 frames. Video has its own pacing, linear over each frame period, inside
-``streamlib.net.rfc4175.VideoStreamSender`` (ST 2110-21 style); the two differ in
+``streamlib.net.video_sender.VideoStreamSender`` (ST 2110-21 style); the two differ in
 what a late frame does (audio restarts the grid, video starts at once) and are not
 shared. Both names here are re-exported by ``streamlib.net.audio``.
 """

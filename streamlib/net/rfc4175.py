@@ -20,11 +20,7 @@ reused contiguous buffers (``build``).
 
 from __future__ import annotations
 
-import queue
-import socket
 import struct
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 import numpy as np
@@ -32,11 +28,11 @@ import numpy.typing as npt
 
 from .pgroup import VideoFormat, parse_format
 from .rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, RTP_VERSION, RTPError
-from .mmsg import HAVE_MMSG, BatchSender, MessageVector, enable_gso, gso_segments
+from .mmsg import MessageVector
 
 __all__ = ["SRD", "VideoPacket", "VideoPacketizer", "parse_packet", "serialize_packet",
            "SRD_SIZE", "PAYLOAD_HEADER_SIZE", "MAX_SRDS_SENT", "split_packets", "join_packets",
-           "VideoStreamSender"]
+           "VideoStreamSender", "SENDER_TIMINGS", "set_pacing_rate", "pacing_rate"]
 
 SRD_SIZE = 6
 PAYLOAD_HEADER_SIZE = 2  # extended sequence number
@@ -366,128 +362,14 @@ def join_packets(packets: Sequence[bytes | bytearray | memoryview]) -> bytes:
     return b"".join(struct.pack("!I", len(p)) + bytes(p) for p in packets)
 
 
+_SENDER_NAMES = ("VideoStreamSender", "SENDER_TIMINGS", "set_pacing_rate", "pacing_rate")
 
-class VideoStreamSender:
-    """Sends frames of pgroups as paced RFC 4175 packets from a thread of its own.
 
-    ``acquire()`` hands out one of ``buffers`` preallocated pgroup buffers (None when all
-    are queued: the caller drops the frame), the caller packs into it and ``submit``s it
-    with its RTP timestamp. The thread restamps the packet headers and sends the frame
-    in steps spread evenly over ``pacing`` x the frame period (ST 2110-21 style linear
-    pacing rather than one burst). Each step is one ``sendmmsg`` whose messages gather
-    header, pixel data (straight from the buffer: no copy in Python) and padding; with
-    UDP GSO (``gso=True`` and a uniform packetizer) each message carries up to 44
-    packets that the kernel splits, which roughly doubles the packet rate on loopback.
+def __getattr__(name: str) -> object:
+    # The paced sender lives in streamlib.net.video_sender (it imports the packetizer
+    # from here); these names stay importable from this module.
+    if name in _SENDER_NAMES:
+        from . import video_sender
 
-    Args:
-        sock: a connected UDP socket (``udp.open_sender``); closed by ``close``.
-        packetizer: the stream's ``VideoPacketizer``.
-        fps: frame rate the packets are paced for.
-        pacing: fraction of the frame period to spread packets over (0: burst).
-        batch: packets per pacing step.
-        buffers: pgroup buffers in flight.
-        gso: use UDP GSO when the OS supports it.
-
-    Raises ValueError for a bad fps/pacing/batch/buffers.
-    """
-
-    def __init__(self, sock: socket.socket, packetizer: VideoPacketizer, fps: float, *,
-                 pacing: float = 0.9, batch: int = 88, buffers: int = 3,
-                 gso: bool = True) -> None:
-        if not fps > 0 or not 0 <= pacing <= 1 or batch < 1 or buffers < 1:
-            raise ValueError(f"VideoStreamSender: need fps > 0, 0 <= pacing <= 1, batch >= 1, "
-                             f"buffers >= 1; got {fps}, {pacing}, {batch}, {buffers}")
-        self.sock, self.packetizer = sock, packetizer
-        self.period_ns = int(1e9 / fps)
-        self.pacing = pacing
-        self.per_message = 1
-        if gso and packetizer.uniform and HAVE_MMSG and enable_gso(sock, packetizer.segment_size):
-            self.per_message = gso_segments(packetizer.segment_size)
-        self.gso = self.per_message > 1
-        self.batch = max(1, batch // self.per_message)  # messages per step
-        self._sender = BatchSender(sock, max_batch=256)
-        self._free: queue.Queue[npt.NDArray[np.uint8]] = queue.Queue()
-        for _ in range(buffers):
-            self._free.put(np.zeros(packetizer.frame_bytes, np.uint8))
-        self._todo: queue.SimpleQueue[tuple[npt.NDArray[np.uint8], int] | None] = \
-            queue.SimpleQueue()
-        self.frames_sent = 0
-        self.packets_sent = 0
-        self.frames_dropped = 0
-        self.late_frames = 0   # frames that started more than a period behind schedule
-        self.error: BaseException | None = None
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="streamlib-rfc4175-send",
-                                        daemon=True)
-        self._thread.start()
-
-    def acquire(self, timeout: float = 0.0) -> npt.NDArray[np.uint8] | None:
-        """A free pgroup buffer to pack the next frame into, waiting up to ``timeout``
-        seconds; None when none frees up (the frame is counted in ``frames_dropped``)."""
-        try:
-            return self._free.get(timeout=timeout) if timeout > 0 else self._free.get_nowait()
-        except queue.Empty:
-            self.frames_dropped += 1
-            return None
-
-    def release(self, buf: npt.NDArray[np.uint8]) -> None:
-        """Give back an acquired buffer without sending it."""
-        self._free.put(buf)
-
-    def submit(self, buf: npt.NDArray[np.uint8], rtp_timestamp: int) -> None:
-        """Queue an acquired buffer for sending. Raises the sender thread's error, if any,
-        and RuntimeError after ``close``."""
-        if self.error is not None:
-            raise self.error
-        if self._closed:
-            raise RuntimeError("VideoStreamSender is closed")
-        self._todo.put((buf, rtp_timestamp))
-
-    def send_frame(self, buf: npt.NDArray[np.uint8], rtp_timestamp: int,
-                   start_ns: int | None = None) -> None:
-        """Send one frame on the calling thread, paced from ``start_ns`` (default: now)."""
-        pk = self.packetizer
-        pk.stamp(rtp_timestamp)
-        vec = pk.message_vector(buf, self.per_message)
-        msgs = vec.capacity
-        steps = max(1, -(-msgs // self.batch))
-        start = time.monotonic_ns() if start_ns is None else start_ns
-        span = self.period_ns * self.pacing
-        for c in range(steps):
-            due = start + int(span * c / steps)
-            wait = due - time.monotonic_ns()
-            if wait > 50_000:
-                time.sleep(wait / 1e9)
-            first = c * self.batch
-            self._sender.send_vector(vec, first, min(self.batch, msgs - first))
-        self.frames_sent += 1
-        self.packets_sent += pk.n_packets
-
-    def _run(self) -> None:
-        next_start = 0
-        try:
-            while True:
-                item = self._todo.get()
-                if item is None:
-                    return
-                buf, ts = item
-                now = time.monotonic_ns()
-                if next_start and now > next_start + self.period_ns:
-                    self.late_frames += 1
-                start = max(now, next_start)
-                try:
-                    self.send_frame(buf, ts, start)
-                finally:
-                    self._free.put(buf)
-                next_start = start + self.period_ns
-        except BaseException as e:  # noqa: BLE001 - handed to the submitting thread
-            self.error = e
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued, stop the thread, close the socket. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._todo.put(None)
-        self._thread.join(timeout)
-        self.sock.close()
+        return getattr(video_sender, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

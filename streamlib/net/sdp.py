@@ -141,15 +141,25 @@ def video_stream(address: str, port: int, *, width: int, height: int,
                  fps: float | int | str | Fraction = 60, colorimetry: str = "BT709",
                  payload_type: int = 96, interlace: bool = False, tcs: str = "SDR",
                  range_: str = "NARROW", ts_refclk: str | None = DEFAULT_TS_REFCLK,
-                 ttl: int | None = None) -> SDPStream:
-    """An ST 2110-20 ``raw/90000`` stream with the required fmtp parameters
-    (``PM=2110GPM; SSN=ST2110-20:2017; TP=2110TPN``). Raises ValueError for bad sizes."""
+                 ttl: int | None = None, tp: str | None = None) -> SDPStream:
+    """An ST 2110-20 ``raw/90000`` stream with the fmtp parameters
+    (``PM=2110GPM; SSN=ST2110-20:2017``, and ``TP=<tp>`` when given).
+
+    ``tp`` is the ST 2110-21 sender type the sender meets: ``"2110TPN"`` (narrow),
+    ``"2110TPNL"`` (narrow linear) or ``"2110TPW"`` (wide); None (default) writes no
+    ``TP``: a sender that does not pace to ST 2110-21 claims nothing (FFmpeg and
+    GStreamer receivers ignore it). Raises ValueError for bad sizes or ``tp``."""
     if width < 1 or height < 1:
         raise ValueError(f"video_stream: width and height must be >= 1, got {width}x{height}")
+    if tp not in (None, "2110TPN", "2110TPNL", "2110TPW"):
+        raise ValueError(f"video_stream: tp must be 2110TPN, 2110TPNL, 2110TPW or None, "
+                         f"got {tp!r}")
     fmtp = {"sampling": sampling, "width": str(width), "height": str(height),
             "depth": str(depth), "exactframerate": format_rate(fps),
-            "colorimetry": colorimetry, "PM": "2110GPM", "SSN": "ST2110-20:2017",
-            "TP": "2110TPN", "TCS": tcs, "RANGE": range_}
+            "colorimetry": colorimetry, "PM": "2110GPM", "SSN": "ST2110-20:2017"}
+    if tp is not None:
+        fmtp["TP"] = tp
+    fmtp.update({"TCS": tcs, "RANGE": range_})
     if interlace:
         fmtp["interlace"] = ""
     return SDPStream("video", address, port, payload_type, "raw", 90000, fmtp,
