@@ -273,7 +273,14 @@ def pacing_qdisc(pair: VethPair, timing: str, width: int, height: int,
     if probe.returncode == 0:
         return ["fq", "quantum", "1514", "initial_quantum", "1514", "flow_limit", "1000"]
     _, rate = pacing_rate(VideoPacketizer(FMT, width, height), fps, timing)
-    return ["tbf", "rate", f"{rate * 8}bit", "burst", "6000", "limit", "4mb"]
+    tbf = ["tbf", "rate", f"{rate * 8}bit", "burst", "6000", "limit", "4mb"]
+    probe = subprocess.run(pair.argv(pair.a, "tc", "qdisc", "replace", "dev", pair.va, "root",
+                                     *tbf), capture_output=True, text=True, timeout=10)
+    if probe.returncode != 0:  # a kernel without sch_fq and sch_tbf cannot pace at all
+        pytest.skip(f"no pacing qdisc (fq, tbf) in this kernel: {probe.stderr.strip()}")
+    subprocess.run(pair.argv(pair.a, "tc", "qdisc", "del", "dev", pair.va, "root"),
+                   capture_output=True, timeout=10)
+    return tbf
 
 
 @needs_netns
