@@ -120,6 +120,7 @@ class CompositorActor(Actor):
             inputs are delivered there (CPU frames copied up once through the
             staging bridge) and the output lives there. None (default): where
             the inputs are (the CPU unless the actor runs on a GPU dispatcher).
+            A CUDA device also makes ``dispatcher="gpu"`` the default.
         actor_id, clock, **kwargs: see ``Actor``.
 
     Raises:
@@ -155,6 +156,8 @@ class CompositorActor(Actor):
                 clock = SoftwareClock(fps)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{where}: fps: {exc}") from None
+        if dev is not None and dev.type == "cuda":  # its own CUDA stream, events between
+            kwargs.setdefault("dispatcher", "gpu")
         super().__init__(actor_id=actor_id, clock=clock, **kwargs)  # type: ignore[arg-type]
         self.width, self.height = width, height
         self.background = color

@@ -90,7 +90,8 @@ class OverlayBoxesActor(Actor):
         key: payload key holding the boxes.
         device: where frames are drawn (``"cpu"``, ``"cuda"``, ``"cuda:N"``):
             frames are delivered there by the staging bridge. None (default):
-            the CPU, unless the actor runs on a GPU dispatcher.
+            the CPU, unless the actor runs on a GPU dispatcher. A CUDA device
+            also makes ``dispatcher="gpu"`` the default.
         actor_id, **kwargs: see ``Actor``.
 
     Raises:
@@ -109,6 +110,8 @@ class OverlayBoxesActor(Actor):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{where}: {name} must be an int >= 1, got {value!r}")
         dev = None if device is None else resolve_device(device, where=f"{where}: device")
+        if dev is not None and dev.type == "cuda":  # its own CUDA stream, events between
+            kwargs.setdefault("dispatcher", "gpu")
         super().__init__(actor_id=actor_id, **kwargs)
         self.device = dev  # read by the staging bridge
         self.color = tuple(color)

@@ -237,7 +237,8 @@ class TestPatternActor(Actor):
             ``"cuda:N"``. On CUDA the static image is made on the device once
             (SMPTE bars by the ``patterns.cu`` kernel when CuPy is installed)
             and per-frame changes (box, timecode) are drawn there: no host copy
-            per frame.
+            per frame. A CUDA device also makes ``dispatcher="gpu"`` the default
+            (a CUDA stream of the actor's own).
         actor_id, clock, **kwargs: see ``Actor``.
 
     Frames carry the tick's ``timestamp_ns``, ``frame_number`` and ``clock_id``.
@@ -283,6 +284,8 @@ class TestPatternActor(Actor):
                 clock = SoftwareClock(fps)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{where}: fps: {exc}") from None
+        if dev is not None and dev.type == "cuda":  # its own CUDA stream, events between
+            kwargs.setdefault("dispatcher", "gpu")
         super().__init__(actor_id=actor_id, clock=clock, **kwargs)  # type: ignore[arg-type]
         self.width, self.height, self.pattern = width, height, pattern
         self.color_range = color_range
