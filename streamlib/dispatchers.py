@@ -387,12 +387,18 @@ def resolve_dispatcher(actor: Actor, owned: dict[str, Dispatcher],
                        max_workers: int | None = None) -> Dispatcher:
     """The dispatcher for ``actor.dispatcher``: an instance (caller-owned, the
     caller shuts it down) or a name, created once in ``owned`` (the runtime's,
-    shut down with it). ValueError naming the actor for an unknown name."""
+    shut down with it). Unset, it is ``"gpu"`` for an actor whose ``device``
+    attribute is a CUDA device, else ``"asyncio"`` (``async def process``) or
+    ``"thread"``. ValueError naming the actor for an unknown name."""
     spec = actor.dispatcher
     if isinstance(spec, Dispatcher):
         return spec
     if spec is None:
-        spec = "asyncio" if actor.is_async else "thread"
+        own = getattr(actor, "device", None)
+        if isinstance(own, torch.device) and own.type == "cuda":
+            spec = "gpu"  # an actor whose tensors live on a GPU: a CUDA stream of its own
+        else:
+            spec = "asyncio" if actor.is_async else "thread"
     if spec == "dedicated":
         # One thread for this actor alone: GL contexts and other thread-bound
         # resources stay current on it.

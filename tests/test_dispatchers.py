@@ -389,3 +389,23 @@ def test_process_teardown_and_shutdown_clean_up(tmp_path: Path) -> None:
     assert not children() & {"streamlib-torn", "streamlib-kept", "streamlib-hung"}
     assert thread_names() == threads
     assert shm_names() == shm
+
+
+def test_an_actor_with_a_cuda_device_defaults_to_the_gpu_dispatcher() -> None:
+    from streamlib.dispatchers import resolve_dispatcher
+
+    owned: dict[str, Dispatcher] = {}
+    on_gpu, on_cpu, chosen = (SyncRecorder(runtime=_FakeRuntime()) for _ in range(3))
+    on_gpu.device = torch.device("cuda", 0)  # type: ignore[attr-defined]
+    on_cpu.device = torch.device("cpu")  # type: ignore[attr-defined]
+    chosen.device = torch.device("cuda", 0)  # type: ignore[attr-defined]
+    chosen.dispatcher = "thread"
+    try:
+        assert isinstance(resolve_dispatcher(on_gpu, owned), GPUDispatcher)
+        d = resolve_dispatcher(on_cpu, owned)
+        assert type(d) is ThreadPoolDispatcher
+        assert type(resolve_dispatcher(chosen, owned)) is ThreadPoolDispatcher  # explicit wins
+        assert sorted(owned) == ["gpu", "thread"]
+    finally:
+        for disp in owned.values():
+            disp.shutdown()

@@ -38,16 +38,13 @@ FORMATS = list(GST_FORMAT)
 
 def _port(key: object) -> int:
     """A port of our range that nothing holds right now (parallel test runs)."""
-    for _ in range(PORTS.capacity):
-        port = PORTS.allocate(key)
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            PORTS.release(key)
-            PORTS.reserve(port, ("busy", port))
-    raise RuntimeError("no free UDP port in 40500-40998")
+
+    def probe(port: int) -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", port))  # EADDRINUSE: the allocator tries the next one
+        return port
+
+    return PORTS.allocate_bound(key, probe, tries=PORTS.capacity)[0]
 
 
 def _need(tool: str) -> None:

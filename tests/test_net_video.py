@@ -51,16 +51,13 @@ FMT_NAMES = list(FORMATS)
 def _port(key: str) -> int:
     """A port of our range that nothing on this machine holds right now (another test
     run may be using the same range at the same time)."""
-    for _ in range(PORTS.capacity):
-        port = PORTS.allocate(key)
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            PORTS.release(key)
-            PORTS.reserve(port, ("busy", port))  # skip it from now on
-    raise RuntimeError("no free UDP port in 40000-40498")
+
+    def probe(port: int) -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", port))  # EADDRINUSE: the allocator tries the next one
+        return port
+
+    return PORTS.allocate_bound(key, probe, tries=PORTS.capacity)[0]
 
 
 def _rgb(h: int, w: int, seed: int = 0, pairs: bool = False) -> np.ndarray:

@@ -29,6 +29,7 @@ actor built on them.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import threading
@@ -46,8 +47,9 @@ __all__ = [
 Placed = tuple[torch.Tensor, int, int, float]  # (HWC uint8 data, x, y, opacity)
 
 
+@functools.cache  # composite_into asks per frame; find_spec costs ~30 us each time
 def numba_available() -> bool:
-    """True when numba can be imported (checked without importing it)."""
+    """True when numba can be imported (checked once, without importing it)."""
     try:
         return importlib.util.find_spec("numba") is not None
     except (ImportError, ValueError):  # e.g. sys.modules["numba"] = None blocks it

@@ -204,9 +204,7 @@ class InferenceActor(Actor):
         self.model = self._resolve_model(model, model_kwargs, where)
         self._preprocess = self._resolve_hook(preprocess, "preprocess", where)
         self._postprocess = self._resolve_hook(postprocess, "postprocess", where)
-        if self.device.type == "cuda":
-            kwargs.setdefault("dispatcher", "gpu")
-        super().__init__(actor_id=actor_id, **kwargs)
+        super().__init__(actor_id=actor_id, **kwargs)  # CUDA device: "gpu" by default
         self.input_name, self.output_kind, self.batch = input, output, batch
         self.dtype_name, self.dtype = dtype, _DTYPES[dtype]
         self.topic = topic

@@ -110,8 +110,6 @@ class OverlayBoxesActor(Actor):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{where}: {name} must be an int >= 1, got {value!r}")
         dev = None if device is None else resolve_device(device, where=f"{where}: device")
-        if dev is not None and dev.type == "cuda":  # its own CUDA stream, events between
-            kwargs.setdefault("dispatcher", "gpu")
         super().__init__(actor_id=actor_id, **kwargs)
         self.device = dev  # read by the staging bridge
         self.color = tuple(color)

@@ -284,8 +284,6 @@ class TestPatternActor(Actor):
                 clock = SoftwareClock(fps)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{where}: fps: {exc}") from None
-        if dev is not None and dev.type == "cuda":  # its own CUDA stream, events between
-            kwargs.setdefault("dispatcher", "gpu")
         super().__init__(actor_id=actor_id, clock=clock, **kwargs)  # type: ignore[arg-type]
         self.width, self.height, self.pattern = width, height, pattern
         self.color_range = color_range
