@@ -69,3 +69,19 @@ class RegistryError(StreamlibError, KeyError):
 
 class PortRangeExhaustedError(StreamlibError, RuntimeError):
     """The port allocator has no free port left in its configured range."""
+
+
+class RunFailedError(ActorStateError):
+    """``Runtime.run(raise_on_failure=True)`` ended with failed or stalled actors."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class ConfigError(StreamlibError, ValueError):
+    """A parameter, field or request is invalid; the message names the actor, port or field."""
+
+
+class AccessDeniedError(StreamlibError, PermissionError):
+    """Untrusted input asked for something it is not allowed (a module, a file, code)."""

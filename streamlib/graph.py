@@ -37,6 +37,7 @@ from .clockdriver import ClockDriver
 from .clocks import Clock, TimedTick
 from .errors import ActorStateError
 from .metrics import MetricsRecorder, MetricsSnapshot, snapshot
+from .runresult import RunResult
 
 if TYPE_CHECKING:
     from .dispatchers import Dispatcher
@@ -68,9 +69,9 @@ def default_runtime() -> Runtime:
         return _default
 
 
-def run(seconds: float | None = None) -> None:
+def run(seconds: float | None = None, *, raise_on_failure: bool = False) -> RunResult:
     """Run the default runtime: see ``Runtime.run``. For plain scripts."""
-    default_runtime().run(seconds)
+    return default_runtime().run(seconds, raise_on_failure=raise_on_failure)
 
 
 class Runtime:
@@ -154,14 +155,29 @@ class Runtime:
         if pending:
             self._start_actors(pending)
 
-    def run(self, seconds: float | None = None) -> bool:
+    def run(self, seconds: float | None = None, *, raise_on_failure: bool = False) -> RunResult:
         """Start, then block until ``seconds`` pass or every clock has ended and
         the graph is idle (``seconds=None``: until then, or Ctrl-C).
 
-        Returns True when the graph finished on its own.
+        Returns a ``RunResult``: truthy when the graph finished on its own, with
+        the ids of actors that failed or stalled (``result.ok`` is False then).
+
+        Raises:
+            RunFailedError: with ``raise_on_failure=True``, when any actor failed
+                or stalled (the error carries the result).
         """
         self.start()
-        return self.wait(seconds)
+        result = self.result(self.wait(seconds))
+        return result.raise_on_failure() if raise_on_failure else result
+
+    def result(self, finished: bool) -> RunResult:
+        """A ``RunResult`` of the actors' states now, with ``finished`` as given."""
+        with self._lock:
+            actors = list(self._actors.values())
+        failed = sorted(a.actor_id for a in actors if a._sl.status is ActorStatus.FAILED)
+        errors = {a.actor_id: a._sl.error or "" for a in actors
+                  if a._sl.status is ActorStatus.FAILED}
+        return RunResult(finished=finished, failed=tuple(failed), errors=errors)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until all clocks are finished and nothing is in flight.

@@ -1,0 +1,51 @@
+"""``RunResult``: what ``Runtime.run()`` / ``wait()`` report, so a run with failed
+actors never looks like a success."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import RunFailedError
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of ``Runtime.run()``.
+
+    ``finished`` is True when the graph ended on its own (every clock ended and
+    nothing was in flight), False when the run stopped at its time limit (or was
+    interrupted). ``failed`` and ``stalled`` name the actors (ids, sorted) that
+    failed or were stalled at the end; ``errors`` maps each failed actor to its
+    last error text; ``restarts`` counts supervisor restarts per actor (only
+    actors restarted at least once).
+
+    ``bool(result)`` is ``finished`` (what ``run()`` returned before it returned
+    a result); ``ok`` is True only when no actor failed or stalled.
+    """
+
+    finished: bool
+    failed: tuple[str, ...] = ()
+    stalled: tuple[str, ...] = ()
+    errors: dict[str, str] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.finished
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.stalled
+
+    def raise_on_failure(self) -> RunResult:
+        """Return self, or raise ``RunFailedError`` naming the failed/stalled actors."""
+        if self.ok:
+            return self
+        parts = []
+        if self.failed:
+            parts.append(f"failed: {', '.join(self.failed)}")
+        if self.stalled:
+            parts.append(f"stalled: {', '.join(self.stalled)}")
+        first = next(iter(self.errors.values()), "")
+        last_line = first.strip().splitlines()[-1] if first.strip() else ""
+        detail = f" (first error: {last_line})" if last_line else ""
+        raise RunFailedError(f"run ended with actors {'; '.join(parts)}{detail}", self)
