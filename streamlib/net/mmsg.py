@@ -9,6 +9,10 @@ loop with the same results. ``enable_gso`` (UDP_SEGMENT) lets one send leave as 
 datagrams; ``BatchReceiver(gro=True)`` (UDP_GRO) takes such runs unsplit
 (``STREAMLIB_NO_GSO`` turns both off).
 
+Waiting uses ``poll`` (``wait_fd``), never ``select()``, whose FD_SETSIZE limit
+fails any descriptor of 1024 or more ("filedescriptor out of range") in a process
+with many files open.
+
 Opening the sockets (loopback guard, multicast, buffer sizes) is ``streamlib.net.udp``,
 which re-exports every public name here.
 """
@@ -29,11 +33,24 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = ["BatchSender", "BatchReceiver", "MessageVector", "recv_batch", "HAVE_MMSG",
-           "enable_gso", "gso_segments", "MAX_DATAGRAM"]
+           "enable_gso", "gso_segments", "MAX_DATAGRAM", "wait_fd"]
 
 MAX_DATAGRAM = 2048  # receive slot size: ST 2110 datagrams are <= 1460 bytes, jumbo-free
 _MSG_DONTWAIT = 0x40
 _MSG_WAITFORONE = 0x10000
+
+
+def wait_fd(fd: int, timeout: float | None, *, write: bool = False) -> bool:
+    """Wait up to ``timeout`` seconds (None: forever) until ``fd`` is readable (or
+    writable, ``write=True``), or has an error or hang-up to report (the next call on
+    it then raises). True if so, False on timeout. ``poll``: any descriptor number
+    works, unlike ``select()``. Raises ValueError for a negative (closed) ``fd``."""
+    if fd < 0:
+        raise ValueError(f"wait_fd: the socket is closed (fd {fd})")
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN | select.POLLPRI)
+    # poll takes milliseconds and rounds a fraction up, so a short wait never spins
+    return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1000.0))
 
 
 class _IOVec(ctypes.Structure):
@@ -212,7 +229,7 @@ class BatchSender:
                     continue
                 if err in (errno.EAGAIN, errno.ENOBUFS):
                     # Send buffer full: wait until writable rather than spin.
-                    select.select([], [fd], [], 0.05)
+                    wait_fd(fd, 0.05, write=True)
                     continue
                 raise OSError(err, f"sendmmsg failed: {os.strerror(err)}")
             done += n
@@ -274,8 +291,7 @@ class BatchReceiver:
         if _recvmmsg is None:
             return self._recv_loop(timeout)
         while True:
-            r, _, _ = select.select([fd], [], [], timeout)
-            if not r:
+            if not wait_fd(fd, timeout):
                 return 0
             n = _recvmmsg(fd, self._vec.address(0), self.batch, _MSG_DONTWAIT, None)
             self.syscalls += 1
@@ -312,9 +328,7 @@ class BatchReceiver:
         return total
 
     def _recv_loop(self, timeout: float | None) -> int:
-        fd = self.sock.fileno()
-        r, _, _ = select.select([fd], [], [], timeout)
-        if not r:
+        if not wait_fd(self.sock.fileno(), timeout):
             return 0
         n = 0
         while n < self.batch:
@@ -335,9 +349,7 @@ def recv_batch(sock: socket.socket, buffers: Sequence[memoryview | bytearray],
     Returns the sizes received (``[]`` on timeout). OSError from the OS is raised."""
     if not buffers:
         return []
-    fd = sock.fileno()
-    r, _, _ = select.select([fd], [], [], timeout)
-    if not r:
+    if not wait_fd(sock.fileno(), timeout):
         return []
     sizes: list[int] = []
     for buf in buffers:

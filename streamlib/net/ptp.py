@@ -323,7 +323,11 @@ class PTPSlave:
     # ------------------------------------------------------------ thread
     def _run(self) -> None:
         assert self._wake is not None
-        rlist = [*self._socks, self._wake[0]]
+        # poll, not select(): select fails for any descriptor >= 1024 (FD_SETSIZE)
+        by_fd = {s.fileno(): s for s in [*self._socks, self._wake[0]]}
+        poller = select.poll()
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN | select.POLLPRI)
         try:
             while not self._closed:
                 now = time.monotonic()
@@ -334,13 +338,13 @@ class PTPSlave:
                     self._send_delay_req()
                     now = time.monotonic()
                 wait = max(0.0, self._dr_next - now) if due else 0.25
-                ready, _, _ = select.select(rlist, [], [], min(wait, 0.25))
+                ready = [by_fd[fd] for fd, _ in poller.poll(min(wait, 0.25) * 1000.0)]
                 for s in ready:
                     if s is self._wake[0]:
                         return
                     self._drain(s)
                     if s is self._socks[0]:
-                        # a late TX stamp keeps select() readable (POLLERR): drop it
+                        # a late TX stamp keeps poll() reporting POLLERR: drop it
                         self._drain_errqueue(s, None)
         except Exception as e:  # noqa: BLE001 - report through stats(), not a dead thread
             if self._closed:
