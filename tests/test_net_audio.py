@@ -238,6 +238,28 @@ def test_window_zero_declares_holes_lost_at_once_and_flush_releases_the_tail() -
     assert out[0].metadata["partial"] and out[0].metadata["concealed"]
 
 
+@pytest.mark.parametrize("window", [8, 0, 3])
+def test_two_packets_past_the_window_swapped_after_a_loss_are_both_played(window: int) -> None:
+    """Issue 10: after a loss, the two packets just past the reorder window arriving
+    swapped used to drop the earlier one as stray and conceal it (lost 2, 1 true)."""
+    x = grid_signal(960)
+    pk = packetize(x)
+    past = window + 6  # packets 6..past-1 are within the window of the hole at 5
+    order = [i for i in range(20) if i != 5]
+    a, b = order.index(past), order.index(past + 1)
+    order[a], order[b] = order[b], order[a]
+    assert order[a:b + 1] == [past + 1, past]
+    d, frames = depacketize(scripted(order, pk), reorder_window=window)
+    s = d.stats
+    assert (s.received, s.played, s.lost, s.late, s.duplicate, s.stray, s.pending) == \
+        (19, 19, 1, 0, 0, 0, 0)
+    assert s.concealed_samples == 48 and accounted(d) == s.received
+    want = x.copy()
+    want[5 * 48:6 * 48] = 0  # only the packet that never came is silence
+    assert np.array_equal(joined(frames), want)
+    assert [f.metadata["lost_packets"] for f in frames] == [1]
+
+
 def _rtp(seq: int, ts: int, payload: bytes, *, ssrc: int = 0x1234, pt: int = 97, first: int = 0) -> bytes:
     buf = bytearray(12)
     pack_header(buf, payload_type=pt, sequence=seq, timestamp=ts, ssrc=ssrc)

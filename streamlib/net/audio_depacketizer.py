@@ -222,22 +222,33 @@ class AudioDepacketizer:
         # A jump that would declare packets lost, another SSRC, or a sequence far off:
         # wait for a successor to confirm it, so one corrupt packet cannot derail the stream.
         probe, self._probe = self._probe, pkt
-        if probe is None or probe.ssrc != pkt.ssrc or not self._follows(probe, pkt):
+        # The pair confirms itself in either order: the two packets past the window may
+        # arrive swapped, and the earlier of them must not be dropped as stray.
+        if probe is None or probe.ssrc != pkt.ssrc:
+            pair = None
+        elif self._follows(probe, pkt):
+            pair = (probe, pkt)
+        elif self._follows(pkt, probe):
+            pair = (pkt, probe)
+        else:
+            pair = None
+        if pair is None:
             st.stray += 1  # this one waits; a replaced probe stays counted as stray
             return
         self._probe = None
         st.stray -= 1  # the probe is used after all
-        probe_off = seq_diff(probe.seq, self._next_seq & 0xFFFF)
-        if probe.ssrc == self.ssrc and -MAX_MISORDER <= probe_off <= MAX_DROPOUT:
-            self._insert(probe, self._next_seq + probe_off)  # same stream after a loss burst
-            self._insert(pkt, self._next_seq + seq_diff(pkt.seq, self._next_seq & 0xFFFF))
+        first, then = pair
+        first_off = seq_diff(first.seq, self._next_seq & 0xFFFF)
+        if first.ssrc == self.ssrc and -MAX_MISORDER <= first_off <= MAX_DROPOUT:
+            self._insert(first, self._next_seq + first_off)  # same stream after a loss burst
+            self._insert(then, self._next_seq + seq_diff(then.seq, self._next_seq & 0xFFFF))
             return
         # a new stream (restarted sender, other source): finish the old one, start over
         st.resyncs += 1
         self._drain(partial=True)
         self._discontinuity = True
-        self._start(probe)
-        self._insert(pkt, self._next_seq + seq_diff(pkt.seq, self._next_seq & 0xFFFF))
+        self._start(first)
+        self._insert(then, self._next_seq + seq_diff(then.seq, self._next_seq & 0xFFFF))
 
     def _follows(self, first: _Packet, then: _Packet) -> bool:
         """Could ``then`` come shortly after ``first`` in one stream? Sequence numbers
