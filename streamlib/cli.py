@@ -8,7 +8,12 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .signals import StopSignals
+
+if TYPE_CHECKING:
+    from .pipeline import Mode, PipelineSpec
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -78,55 +83,24 @@ def _demo(args: argparse.Namespace) -> int:
 
 # -- streamlib run PIPELINE --------------------------------------------------
 
+# The progress rows and line live in streamlib.summary (kept here for callers).
 def _actor_rows(graph: dict[str, Any], previous: dict[str, int], dt: float) -> list[dict[str, Any]]:
-    dropped_by_actor: dict[str, int] = {}
-    for link in graph["links"]:
-        dst = link["to"].rsplit(".", 1)[0]
-        dropped_by_actor[dst] = dropped_by_actor.get(dst, 0) + link["dropped"]
-    rows = []
-    for a in graph["actors"]:
-        c = a["counters"]
-        # Rate of media produced (frames written); sinks and event-only actors:
-        # calls handled.
-        media = [o for o in a["outputs"] if o["kind"] != "event"]
-        out = sum(o["written"] for o in media) if media else c["processed"]
-        fps = (out - previous.get(a["id"], 0)) / dt if dt > 0 else 0.0
-        previous[a["id"]] = out
-        rows.append({
-            "id": a["id"], "status": a["status"], "processed": c["processed"], "out": out,
-            "fps": fps,
-            "drops": dropped_by_actor.get(a["id"], 0),  # frames overwritten unread
-            "latency": a.get("latency_ms"),
-            "process_ms": (c["process_ns_total"] / c["processed"] / 1e6) if c["processed"] else 0.0,
-            # Metrics window (streamlib.metrics): last-second CPU %, process P99.
-            "cpu": a.get("cpu_percent"),
-            "process_p99": (a.get("process_ms") or {}).get("p99"),
-        })
-    return rows
+    from .summary import actor_rows
+
+    return actor_rows(graph, previous, dt)
 
 
 def _progress_line(rows: list[dict[str, Any]]) -> str:
-    parts = []
-    for r in rows:
-        text = f"{r['id']} {r['fps']:.1f}fps"
-        if r.get("cpu") is not None:
-            text += f" cpu {r['cpu']:.0f}%"
-        if r["drops"]:
-            text += f" drop {r['drops']}"
-        if r["latency"]:
-            text += f" lat {r['latency']['p50']:.1f}/{r['latency']['p99']:.1f}ms"
-        if r["status"] != "running":
-            text += f" [{r['status']}]"
-        parts.append(text)
-    return " | ".join(parts)
+    from .summary import progress_line
+
+    return progress_line(rows)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .graph import Runtime
     from .pipeline import Mode, PipelineError, load_pipeline
 
     try:
-        spec = load_pipeline(args.pipeline)
+        spec = load_pipeline(args.pipeline, allow_modules=args.allow_module)
     except (PipelineError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -146,16 +120,29 @@ def _run(args: argparse.Namespace) -> int:
             print("error: --frames needs a pipeline with a 'clocks' section", file=sys.stderr)
             return 2
         seconds = args.frames / float(first_rate)
-    if mode == "offline" and seconds is None:
-        seconds = 10.0
     overrides: dict[str, dict[str, Any]] = {}
     if args.out:
         if "FileWriterActor" not in types:
             print("error: --out given but the pipeline has no FileWriterActor", file=sys.stderr)
             return 2
         overrides["FileWriterActor"] = {"path": args.out}
+    if args.overwrite:
+        overrides.setdefault("FileWriterActor", {})["overwrite"] = True
     if args.headless and "DisplayActor" in types:
         overrides["DisplayActor"] = {"headless": True}
+    # SIGINT/SIGTERM/SIGHUP stop the graph cleanly (files finalised, summary
+    # printed, exit 128+N); the previous handlers are back when the run returns.
+    with StopSignals() as stop:
+        return _run_pipeline(args, spec, mode, why, seconds, overrides, stop)
+
+
+def _run_pipeline(args: argparse.Namespace, spec: PipelineSpec, mode: Mode, why: str,
+                  seconds: float | None, overrides: dict[str, dict[str, Any]],
+                  stop: StopSignals) -> int:
+    from .graph import Runtime
+    from .pipeline import PipelineError
+    from .runlimits import finite_sources, sources_ended
+    from .summary import summarize
 
     with Runtime(name=spec.name) as rt, contextlib.ExitStack() as control:
         try:
@@ -164,62 +151,68 @@ def _run(args: argparse.Namespace) -> int:
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        limit = f"{seconds:g} s" if seconds else "Ctrl-C"
+        finite = finite_sources(pipeline.actors.values())
+        if seconds:
+            limit = f"{seconds:g} s"
+        elif finite:
+            limit = "the end of " + ", ".join(a.actor_id for a in finite)
+        else:  # realtime and endless (offline needs a limit: build refused it)
+            limit = "stopped (Ctrl-C, SIGTERM or SIGHUP)"
         print(f"running {spec.name} ({len(pipeline.actors)} actors, {mode}: {why}) until {limit}",
               flush=True)
         if args.control is not None:
             from .control import ControlServer
+            from .control_cli import server_options, token_line
 
             try:  # closed (by the ExitStack) before the runtime
-                server = control.enter_context(ControlServer(rt, *args.control))
-            except OSError as exc:
+                server = control.enter_context(
+                    ControlServer(rt, *args.control, **server_options(args)))
+            except (OSError, ValueError) as exc:
                 print(f"error: --control {args.control[0]}:{args.control[1]}: {exc}",
                       file=sys.stderr)
                 return 2
             print(f"control: {server.url}", flush=True)
+            print(token_line(args, server.token), flush=True)
         started = time.monotonic()
-        interrupted = finished = False
-        rt.start()
+        finished = interrupted = False
+        if not stop.event.is_set():
+            rt.start()
         previous: dict[str, int] = {}
         last = started
         live = _live_display(args.quiet)
         try:
-            while True:
+            while not stop.event.is_set():
+                step = 0.1  # short waits: a stop signal is seen within one
                 if mode == "realtime" and seconds is not None:
                     remaining = started + seconds - time.monotonic()
                     if remaining <= 0:
                         break
-                    step = min(1.0, remaining)
-                else:
-                    step = 1.0
+                    step = min(step, remaining)
                 if rt.wait(step):
                     finished = True
                     break
+                if finite and seconds is None and sources_ended(finite):
+                    rt.wait_idle(5.0)  # the sources' last frames reach the writers
+                    finished = True
+                    break
                 now = time.monotonic()
-                live(_progress_line(_actor_rows(rt.graph(), previous, now - last)))
-                last = now
-        except KeyboardInterrupt:
+                if now - last >= 1.0:
+                    live(_progress_line(_actor_rows(rt.graph(), previous, now - last)))
+                    last = now
+        except KeyboardInterrupt:  # off the main thread no handler is installed
             interrupted = True
         elapsed = time.monotonic() - started
-        graph = rt.graph()
-        writers = [a for a in pipeline.actors.values() if type(a).__name__ == "FileWriterActor"]
-    rows = _actor_rows(graph, {}, elapsed)
-    print(f"summary: {spec.name} ran {elapsed:.2f} s ({mode})"
-          + (", interrupted" if interrupted else ", finished" if finished else ""))
-    for r in rows:
-        lat = (f" latency p50 {r['latency']['p50']:.2f} ms p99 {r['latency']['p99']:.2f} ms"
-               if r["latency"] else "")
-        p99 = f" (p99 {r['process_p99']:.2f})" if r.get("process_p99") is not None else ""
-        print(f"  {r['id']:<16} {r['status']:<8} out {r['out']:>6}  {r['fps']:7.1f} fps  "
-              f"drops {r['drops']:<4} calls {r['processed']:>6}  "
-              f"process {r['process_ms']:.2f} ms{p99}{lat}")
-    for w in writers:
-        print(f"wrote {getattr(w, 'path', '?')}")
-    failed = [r["id"] for r in rows if r["status"] == "failed"]
-    for a in graph["actors"]:
-        if a["status"] == "failed" and a["error"]:
-            print(f"actor {a['id']} failed:\n{a['error']}", file=sys.stderr)
-    return 1 if failed else 0
+        before = rt.graph()  # failed/stalled states and link drops, before close()
+        result = rt.result(finished)
+    # The runtime is closed: every writer has finalised its file.
+    summary = summarize(
+        name=spec.name, mode=mode, elapsed=elapsed, finished=finished,
+        signal_name=stop.name or ("SIGINT" if interrupted else None),
+        signal_exit=stop.exit_code or (130 if interrupted else None),
+        before=before, actors=pipeline.actors.values(), result=result)
+    summary.print(lambda line: print(line, flush=True),
+                  lambda line: print(line, file=sys.stderr, flush=True))
+    return summary.exit_code
 
 
 def _live_display(quiet: bool) -> Any:
@@ -307,11 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a pipeline file (YAML or JSON)")
     run.add_argument("pipeline", help="path to the pipeline file")
     limit = run.add_mutually_exclusive_group()
-    limit.add_argument("--seconds", type=_positive, default=None, help="stop after this long")
+    limit.add_argument("--seconds", type=_positive, default=None,
+                       help="stop after this long (default: when every finite source, e.g. "
+                            "a FileReaderActor with loop: false, has ended; an endless graph "
+                            "runs until a signal in real time, and needs a limit offline)")
     limit.add_argument("--frames", type=int, default=0,
                        help="stop after this many frames of the first clock")
     run.add_argument("--headless", action="store_true", help="no windows: displays render offscreen")
     run.add_argument("--out", default=None, help="path for the pipeline's FileWriterActor")
+    run.add_argument("--overwrite", action="store_true",
+                     help="let file writers replace existing files (default: refuse)")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--offline", action="store_true",
                       help="virtual clocks: render as fast as possible, lose nothing")
@@ -319,7 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     run.add_argument("--control", type=_control_address, default=None, metavar="[HOST:]PORT",
                      help="serve the JSON control plane (streamlib.control) on loopback; "
-                          "0 picks a free port; prints 'control: URL'")
+                          "0 picks a free port; prints 'control: URL' and where the token is")
+    from .control_cli import add_arguments
+
+    add_arguments(run)
     run.set_defaults(func=_run)
 
     actors = sub.add_parser("actors", help="list actor types and their parameters")

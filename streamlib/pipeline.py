@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 from .catalog import ActorType, resolve_actor_type
 from .clocks import Clock, SoftwareClock, VirtualClock, parse_rate
 from .errors import StreamlibError
+from .runlimits import finite_duration, finite_sources
 
 if TYPE_CHECKING:
     from .actor import Actor
@@ -104,8 +105,6 @@ class PipelineSpec:
             display = has_display()
         skipped = {s.name for s in self.actors.values()
                    if s.when is not None and (s.when == "display") != display}
-        if mode == "offline" and seconds is None:
-            raise PipelineError(f"{self.source}: offline mode needs a duration (seconds)")
         named = {n: SoftwareClock(rate, clock_id="monotonic") for n, rate in self.clocks.items()}
         actors: dict[str, Actor] = {}
         try:
@@ -131,7 +130,13 @@ class PipelineSpec:
                 actor.close()
             raise
         if mode == "offline":
-            assert seconds is not None
+            if seconds is None and not finite_sources(actors.values()):
+                for actor in actors.values():
+                    actor.close()
+                raise PipelineError(
+                    f"{self.source}: offline mode needs a duration: no actor ends on its own "
+                    "(a FileReaderActor with loop: false would); give seconds "
+                    "(streamlib run: --seconds or --frames)")
             _make_offline(actors.values(), seconds)
         return Pipeline(self, runtime, actors, mode)
 
@@ -186,8 +191,18 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _make_offline(actors: Any, seconds: float) -> None:
-    """Swap every clock for a shared VirtualClock of the same rate (runtime not started)."""
+def _make_offline(actors: Any, seconds: float | None) -> None:
+    """Swap every clock for a shared VirtualClock of the same rate (runtime not started).
+
+    ``seconds=None``: run until the finite sources end (``streamlib.runlimits``):
+    a clock driving one is unlimited (the source closes it at its end), the
+    others stop after the longest finite source's duration.
+    """
+    actors = list(actors)
+    # rates whose shared clock a finite source ends (when no seconds are given)
+    ended_by_source: set[Fraction] = set() if seconds is not None else {
+        a.clock.rate for a in finite_sources(actors) if a.clock is not None}
+    limit = seconds if seconds is not None else finite_duration(actors)
     virtual: dict[Fraction, VirtualClock] = {}
     for actor in actors:
         clock: Clock | None = actor.clock
@@ -195,7 +210,8 @@ def _make_offline(actors: Any, seconds: float) -> None:
             continue
         rate = clock.rate
         if rate not in virtual:
-            ticks = max(1, math.ceil(seconds * rate))
+            ticks = (None if limit is None or rate in ended_by_source
+                     else max(1, math.ceil(limit * rate)))
             virtual[rate] = VirtualClock(rate, max_ticks=ticks, clock_id="virtual")
         clock.close()
         actor.clock = virtual[rate]

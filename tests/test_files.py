@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import os
 import subprocess
 import sys
+import threading
 import wave
 from fractions import Fraction
 from pathlib import Path
@@ -22,6 +24,7 @@ from streamlib import (
     TestPatternActor, TimedTick, VideoFrame, VirtualClock, render_pattern,
 )
 from streamlib.actors.audio import AudioGeneratorActor
+from streamlib.errors import ConfigError
 from streamlib.actors.file_reader import FileReaderActor
 from streamlib.actors.file_writer import FileWriterActor
 
@@ -208,7 +211,7 @@ def test_reader_reads_back_every_frame_and_all_audio(av_file: tuple[Path, FileWr
         assert (reader.width, reader.height, reader.fps, reader.has_audio) == (W, H, 30.0, True)
         assert abs(reader.duration_s - 2.0) < 1e-6 and isinstance(reader.clock, VirtualClock)
         sink = reader_into(reader)
-        assert rt.run(60) is True  # loop=False ends the stream
+        assert rt.run(60).finished is True  # loop=False ends the stream
         assert reader.finished and not reader.failed
     assert [f.frame_number for f in sink.video] == list(range(N))
     assert [f.timestamp_ns for f in sink.video] == [n * 1_000_000_000 // FPS for n in range(N)]
@@ -277,7 +280,7 @@ def test_reader_realtime_ends_and_run_returns(tmp_path: Path) -> None:
         assert isinstance(reader.clock, SoftwareClock) and reader.fps == 60.0
         assert not reader.has_audio
         sink = reader_into(reader)
-        assert rt.run(30) is True
+        assert rt.run(30).finished is True
     assert reader.finished and reader.frames_read + reader.frames_skipped == 12
     assert len(sink.video) == reader.frames_read and not sink.audio
 
@@ -322,7 +325,7 @@ def test_failing_reader_does_not_stop_other_actors(av_file: tuple[Path, FileWrit
         gone_sink, crash_sink, sink = reader_into(gone), reader_into(crash), Collect()
         src >> sink
         broken.write_bytes(b"garbage" * 100)  # the file went bad after construction
-        assert rt.run(60) is True  # the failed readers closed their clocks
+        assert rt.run(60).finished is True  # the failed readers closed their clocks
         assert gone.failed and str(broken) in (gone.error or "")
         assert crash.failed and "simulated decoder crash" in (crash.error or "")
         assert len(sink.video) == 20 and src.status is ActorStatus.RUNNING
@@ -368,3 +371,155 @@ def test_transcode_example(av_file: tuple[Path, FileWriterActor], tmp_path: Path
     assert len(frames) == N and (frames[0].width, frames[0].height) == (W, H)
     assert [round(float(f.time) * FPS) for f in frames] == list(range(N))
     assert abs(samples - 2 * RATE) <= AAC_TOLERANCE
+
+
+# -- writer: checked at construction, never overwrites, finalised on any stop ------
+
+def probe(path: Path) -> tuple[int, float]:
+    """(video frames ffprobe counts, container duration in s); fails on an unplayable file."""
+    if shutil.which("ffprobe") is None:
+        pytest.skip("ffprobe not installed (apt install ffmpeg)")
+    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                          "stream=nb_read_frames:format=duration", "-of", "json", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    info = json.loads(out.stdout)
+    return int(info["streams"][0]["nb_read_frames"]), float(info["format"]["duration"])
+
+
+def test_writer_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
+    path = tmp_path / "keep.mp4"
+    path.write_bytes(b"precious")
+    with Runtime() as rt:
+        with pytest.raises(ConfigError) as info:
+            FileWriterActor(str(path), actor_id="w")
+        assert str(info.value) == (f"FileWriterActor 'w': path: {str(path)!r} already exists; "
+                                   "pass overwrite=True to replace it")
+        assert path.read_bytes() == b"precious"
+        src = TestPatternActor(64, 48, pattern="solid", clock=VirtualClock(30, max_ticks=5))
+        writer = FileWriterActor(str(path), fps=30, overwrite=True, actor_id="w")
+        src >> writer
+        assert rt.run(30).ok
+    assert writer.completed and probe(path)[0] == 5
+
+
+def test_writer_refuses_a_file_that_appeared_after_construction(tmp_path: Path) -> None:
+    path = tmp_path / "late.mp4"
+    with Runtime() as rt:
+        src = TestPatternActor(64, 48, pattern="solid", clock=VirtualClock(30, max_ticks=3))
+        writer = FileWriterActor(str(path), fps=30, actor_id="w")
+        src >> writer
+        path.write_bytes(b"someone else's")
+        result = rt.run(30)
+    assert result.failed == ("w",)
+    assert "already exists; pass overwrite=True to replace it" in result.errors["w"]
+    assert path.read_bytes() == b"someone else's" and not writer.completed
+
+
+def test_writer_checks_size_format_and_folder_at_construction(tmp_path: Path) -> None:
+    with Runtime():
+        with pytest.raises(ConfigError) as info:
+            FileWriterActor(str(tmp_path / "odd.mp4"), width=33, height=20, actor_id="w")
+        assert str(info.value) == ("FileWriterActor 'w': width/height: yuv420p needs an even "
+                                   "frame size, got 33x20; crop or pass pix_fmt='yuv444p'")
+        FileWriterActor(str(tmp_path / "odd444.mkv"), width=33, height=20, pix_fmt="yuv444p")
+        with pytest.raises(ConfigError, match="width and height go together"):
+            FileWriterActor(str(tmp_path / "w.mp4"), width=64)
+        with pytest.raises(ConfigError) as info:
+            FileWriterActor(str(tmp_path / "clip.nope"), actor_id="w")
+        assert str(info.value) == (f"FileWriterActor 'w': path: no container format for "
+                                   f"{str(tmp_path / 'clip.nope')!r} (the format follows the "
+                                   "extension: .mp4, .mkv, .mov...)")
+        blocker = tmp_path / "file.txt"
+        blocker.write_text("x")
+        with pytest.raises(ConfigError) as info:
+            FileWriterActor(str(blocker / "sub" / "x.mp4"), actor_id="w")
+        assert str(info.value) == (f"FileWriterActor 'w': path: {str(blocker)!r} is not a "
+                                   f"folder, cannot write {str(blocker / 'sub' / 'x.mp4')!r}")
+        (tmp_path / "dir.mp4").mkdir()
+        with pytest.raises(ConfigError, match=r"path: '.*dir\.mp4' is a folder, not a file"):
+            FileWriterActor(str(tmp_path / "dir.mp4"))
+        FileWriterActor(str(tmp_path / "new" / "deeper" / "x.mp4"))  # created at open
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root may write into any folder")
+def test_writer_refuses_an_unwritable_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with Runtime(), pytest.raises(ConfigError) as info:
+            FileWriterActor(str(folder / "x.mp4"), actor_id="w")
+        assert str(info.value) == (f"FileWriterActor 'w': path: folder {str(folder)!r} is not "
+                                   f"writable, cannot write {str(folder / 'x.mp4')!r}")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_writer_fails_in_setup_when_the_upstream_size_cannot_be_encoded(tmp_path: Path) -> None:
+    with Runtime() as rt:
+        src = TestPatternActor(33, 20, pattern="solid", clock=VirtualClock(30, max_ticks=3),
+                               actor_id="src")
+        writer = FileWriterActor(str(tmp_path / "odd.mp4"), actor_id="w")
+        src >> writer
+        result = rt.run(30)
+    assert result.failed == ("w",)
+    assert ("ConfigError: w: upstream 'src' frame size: yuv420p needs an even frame size, "
+            "got 33x20") in result.errors["w"]
+    assert writer.frames_received == 0 and not (tmp_path / "odd.mp4").exists()
+
+
+def test_writer_counts_gaps_as_real_gaps(tmp_path: Path) -> None:
+    path = tmp_path / "gaps.mkv"
+    img = torch.from_numpy(render_pattern("gradient", 64, 48).numpy())
+    with Runtime() as rt:
+        src, writer = Passive(), FileWriterActor(str(path), fps=30)
+        src >> writer
+        rt.start()
+        for n in (0, 1, 4, 5):  # slots 2 and 3 never arrive
+            src.outputs["video"].write(VideoFrame(img, timestamp_ns=round(n * 1e9 / 30),
+                                                  frame_number=n))
+            assert rt.wait_idle(10)
+    assert writer.losses() == {"link": 0, "gaps": 2, "skipped": 0}
+    with av.open(str(path)) as c:
+        assert [round(float(f.time) * 30) for f in c.decode(video=0)] == [0, 1, 4, 5]
+
+
+class Boom(Actor):
+    """Fails on its first tick."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.inputs["video"] = StreamInput("video")
+
+    def process(self, tick: TimedTick) -> None:
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("how", ["runtime.close", "actor.close"])
+def test_writer_finalises_when_another_actor_fails_and_the_graph_is_closed(
+        tmp_path: Path, how: str) -> None:
+    path = tmp_path / "realtime.mp4"
+    ten = threading.Event()
+    rt = Runtime()
+    with rt:
+        src = TestPatternActor(64, 48, pattern="moving_box", clock=SoftwareClock(60),
+                               actor_id="src")
+        writer = FileWriterActor(str(path), fps=60, actor_id="w")
+        boom = Boom(actor_id="boom")
+        seen = Collect(on_video=lambda f: ten.set() if f.frame_number >= 10 else None)
+        src >> writer
+        src.outputs["video"] >> boom
+        src.outputs["video"] >> seen.inputs["video"]
+        rt.start()
+        assert ten.wait(20), "the source never reached frame 10"
+        assert rt.result(False).failed == ("boom",)
+        if how == "actor.close":
+            writer.close()
+            assert writer.completed  # before the runtime closes
+        rt.close()
+    assert writer.completed and writer.frames_written >= 10
+    frames, duration = probe(path)
+    assert frames == writer.frames_written
+    assert abs(duration - frames / 60) < 0.05

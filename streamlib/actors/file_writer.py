@@ -8,6 +8,12 @@ So a file written from a realtime source that dropped frames keeps its real
 duration (frames are held longer), and a lock-step ``VirtualClock`` render gets
 one frame per tick exactly.
 
+Gap policy: the file's declared rate is ``fps`` and a frame that never arrived
+is a real gap in the pts (the previous picture is held), never a shift of the
+later frames. Missing ``1/fps`` slots are counted in ``frames_missing``, frames
+lost on the input link (overwritten unread) in ``link_dropped()``, and
+``losses()`` sums them up for reports (``streamlib run`` prints a WARNING).
+
 The container is opened lazily on the first video frame (its size is known
 then). When the ``audio`` input is connected, opening waits (buffering at most
 ``audio_wait_frames`` video frames) for the first audio frame so the audio
@@ -17,6 +23,7 @@ its video and audio in the same tick, but the writer may be ticked in between.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -30,6 +37,7 @@ import torch
 
 from ..actor import Actor
 from ..clocks import FpsLike, TimedTick, parse_rate
+from ..errors import ConfigError
 from ..frames import AudioFrame, PixelFormat, VideoFrame
 from ..ports import StreamInput
 
@@ -66,7 +74,8 @@ class FileWriterActor(Actor):
 
     Args:
         path: output file; the container format follows the extension
-            (``.mp4``, ``.mkv``, ``.mov``...). Parent folders are created.
+            (``.mp4``, ``.mkv``, ``.mov``...). Missing parent folders are
+            created; the nearest existing one must be a writable folder.
         codec: video encoder name as known to FFmpeg (``libx264``, ``mpeg4``,
             ``mjpeg``...).
         fps: frame rate of the file's time base (int, float or ``"30000/1001"``).
@@ -81,11 +90,19 @@ class FileWriterActor(Actor):
         options: extra encoder options passed to FFmpeg (``{"tune": "film"}``).
         audio_wait_frames: video frames to buffer while waiting for the first
             audio frame when ``audio`` is connected (0: never wait).
+        overwrite: replace an existing file at ``path`` (default: refuse).
+        width, height: the file's frame size (both or neither); checked here
+            against ``pix_fmt`` and every frame is scaled to it. Without them
+            the first frame sets the size, and the upstream actor's declared
+            ``width``/``height`` are checked in ``setup`` before any frame.
         actor_id: unique id (default: generated).
 
     Raises:
-        ValueError: unknown ``codec``/``audio_codec``, bad ``fps``, ``crf``,
-            ``path`` or ``audio_wait_frames`` (the message names the field).
+        ConfigError (a ValueError): unknown ``codec``/``audio_codec``, bad
+            ``fps``, ``crf``, ``audio_wait_frames``, a frame size ``pix_fmt``
+            cannot hold (odd for ``yuv420p``), a ``path`` with no known container
+            extension, in an unwritable folder, or naming an existing file
+            without ``overwrite=True`` (the message names the field).
     """
 
     def __init__(
@@ -93,22 +110,32 @@ class FileWriterActor(Actor):
         crf: int | None = 23, preset: str | None = "veryfast", pix_fmt: str | None = None,
         bit_rate: int | None = None, audio_codec: str = "aac", audio_bit_rate: int = 128_000,
         options: dict[str, str] | None = None, audio_wait_frames: int = 30,
+        overwrite: bool = False, width: int | None = None, height: int | None = None,
         actor_id: str | None = None, **kwargs: Any,
     ) -> None:
         label = "FileWriterActor" + ("" if actor_id is None else f" '{actor_id}'")
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-            raise ValueError(f"{label}: path must be a non-empty file path, got {path!r}")
+            raise ConfigError(f"{label}: path must be a non-empty file path, got {path!r}")
         try:
             self.rate: Fraction = parse_rate(fps)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{label}: fps: {exc}") from None
+            raise ConfigError(f"{label}: fps: {exc}") from None
         default_pix_fmt = _check_codec(label, "codec", codec, "video")
         self.pix_fmt = pix_fmt or default_pix_fmt
         _check_codec(label, "audio_codec", audio_codec, "audio")
         if crf is not None and not (isinstance(crf, int) and 0 <= crf <= 51):
-            raise ValueError(f"{label}: crf must be an int in 0..51 or None, got {crf!r}")
+            raise ConfigError(f"{label}: crf must be an int in 0..51 or None, got {crf!r}")
         if not isinstance(audio_wait_frames, int) or audio_wait_frames < 0:
-            raise ValueError(f"{label}: audio_wait_frames must be an int >= 0, got {audio_wait_frames!r}")
+            raise ConfigError(f"{label}: audio_wait_frames must be an int >= 0, got {audio_wait_frames!r}")
+        if (width is None) != (height is None):
+            raise ConfigError(f"{label}: width and height go together, got width={width!r} "
+                              f"height={height!r}")
+        if width is not None and height is not None:
+            for name, value in (("width", width), ("height", height)):
+                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 16384:
+                    raise ConfigError(f"{label}: {name} must be an int in 1..16384, got {value!r}")
+            _check_size(label, "width/height", self.pix_fmt, width, height)
+        check_output_path(label, os.fspath(path), overwrite)
         kwargs.setdefault("dispatcher", "dedicated")  # encode work stays off the shared pool
         super().__init__(actor_id=actor_id, **kwargs)
         self.path = os.fspath(path)
@@ -118,12 +145,16 @@ class FileWriterActor(Actor):
         self.audio_bit_rate = audio_bit_rate
         self.options = dict(options or {})
         self.audio_wait_frames = audio_wait_frames
+        self.overwrite = bool(overwrite)
+        self._size = None if width is None or height is None else (width, height)
         # Deep enough that a realtime source outpacing one slow encode loses nothing.
         self.inputs["video"] = StreamInput("video", slots=8)
         self.inputs["audio"] = StreamInput("audio", slots=64)
 
         self.frames_written = 0       # video frames handed to the encoder
         self.frames_dropped = 0       # non-increasing pts, or arrived after finalize()
+        self.frames_missing = 0       # 1/fps slots with no frame (gaps in the pts)
+        self.frames_received = 0      # video frames read from the input
         self.audio_samples_written = 0
         self.audio_frames_dropped = 0
         self.width: int | None = None
@@ -136,6 +167,7 @@ class FileWriterActor(Actor):
         self._vstream: Any = None
         self._astream: Any = None
         self._finalized = False
+        self._closed_ok = False       # the container was closed without an error
         self._first_ts: int | None = None
         self._last_pts = -1
         self._pending_video: list[VideoFrame] = []
@@ -150,11 +182,41 @@ class FileWriterActor(Actor):
     def finalized(self) -> bool:
         return self._finalized
 
+    @property
+    def completed(self) -> bool:
+        """True when the file exists for real: frames were written and the
+        container (trailer included) was closed without an error."""
+        return self._closed_ok and self.frames_written > 0
+
+    def link_dropped(self) -> int:
+        """Video frames overwritten on the input link before this writer read them."""
+        return self.inputs["video"].stats().dropped
+
+    def losses(self) -> dict[str, int]:
+        """Frames that did not reach the file: ``link`` (overwritten unread),
+        ``gaps`` (missing ``1/fps`` slots), ``skipped`` (non-increasing pts or
+        after ``finalize()``); all zero for a lossless render."""
+        return {"link": self.link_dropped(), "gaps": self.frames_missing,
+                "skipped": self.frames_dropped}
+
     # -- actor hooks -------------------------------------------------------
+    def setup(self) -> None:
+        # Fail before the first frame when the upstream declares a size the
+        # pixel format cannot hold (what can be known before frames flow).
+        if self._size is not None:
+            return
+        upstream = self.inputs["video"].upstream
+        actor = upstream.actor if upstream is not None else None
+        width, height = getattr(actor, "width", None), getattr(actor, "height", None)
+        if actor is not None and isinstance(width, int) and isinstance(height, int):
+            _check_size(self.actor_id, f"upstream {actor.actor_id!r} frame size",
+                        self.pix_fmt, width, height)
+
     def process(self, tick: TimedTick) -> None:
         video = self.inputs["video"].read_all_new()
         audio = self.inputs["audio"].read_all_new()
         with self._lock:
+            self.frames_received += len(video)
             if self._finalized:
                 if video or audio:
                     self.frames_dropped += len(video)
@@ -188,6 +250,7 @@ class FileWriterActor(Actor):
             if self._finalized:
                 return
             self._finalized = True
+            flushed = False
             try:
                 if self._container is None and self._pending_video:
                     self._drain()
@@ -201,12 +264,14 @@ class FileWriterActor(Actor):
                         self._container.mux(packet)
                 for packet in self._vstream.encode(None):
                     self._container.mux(packet)
+                flushed = True
             finally:
                 container, self._container = self._container, None
-                if container is not None:
-                    container.close()
                 self._pending_video.clear()
                 self._pending_audio.clear()
+                if container is not None:
+                    container.close()  # writes the trailer: the file is playable from here
+                    self._closed_ok = flushed
         logger.info("%s: wrote %s (%d frames, %d audio samples)", self.actor_id, self.path,
                     self.frames_written, self.audio_samples_written)
 
@@ -219,11 +284,10 @@ class FileWriterActor(Actor):
         return len(self._pending_video) > self.audio_wait_frames
 
     def _open(self, first: VideoFrame) -> None:
-        self.width, self.height = first.width, first.height
-        if self.pix_fmt in ("yuv420p", "yuvj420p", "nv12") and (first.width % 2 or first.height % 2):
-            raise ValueError(
-                f"{self.actor_id}: {self.pix_fmt} needs an even frame size, got "
-                f"{first.width}x{first.height}; crop or pass pix_fmt='yuv444p'")
+        self.width, self.height = self._size or (first.width, first.height)
+        _check_size(self.actor_id, "frame size", self.pix_fmt, self.width, self.height)
+        # Again at open: the file may have appeared since construction.
+        check_output_path(self.actor_id, self.path, self.overwrite)
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
         options = dict(self.options)
@@ -235,7 +299,7 @@ class FileWriterActor(Actor):
         container = av.open(self.path, "w")
         try:
             vs: Any = container.add_stream(self.codec, rate=self.rate, options=options)
-            vs.width, vs.height, vs.pix_fmt = first.width, first.height, self.pix_fmt
+            vs.width, vs.height, vs.pix_fmt = self.width, self.height, self.pix_fmt
             vs.codec_context.time_base = Fraction(self.rate.denominator, self.rate.numerator)
             if self.bit_rate:
                 vs.bit_rate = self.bit_rate
@@ -256,7 +320,7 @@ class FileWriterActor(Actor):
         self._container, self._vstream = container, vs
         self._first_ts = first.timestamp_ns
         logger.info("%s: writing %s (%s %dx%d @ %s fps%s)", self.actor_id, self.path, self.codec,
-                    first.width, first.height, self.rate,
+                    self.width, self.height, self.rate,
                     f", {self.audio_codec} {self.sample_rate} Hz x{self.channels}"
                     if self._astream is not None else "")
 
@@ -277,6 +341,7 @@ class FileWriterActor(Actor):
         if pts <= self._last_pts:
             self.frames_dropped += 1
             return
+        self.frames_missing += max(0, pts - self._last_pts - 1)
         av_frame = av.VideoFrame.from_ndarray(_host_array(frame), format=_AV_FORMATS[frame.format])
         av_frame.pts = pts
         for packet in self._vstream.encode(av_frame):
@@ -357,14 +422,66 @@ def _host_array(frame: VideoFrame) -> npt.NDArray[Any]:
     return np.ascontiguousarray(arr)
 
 
+_EVEN_FORMATS = ("yuv420p", "yuvj420p", "nv12", "yuv422p", "yuvj422p")
+
+
+def _check_size(label: str, field: str, pix_fmt: str, width: int, height: int) -> None:
+    """ConfigError when ``pix_fmt`` cannot hold a ``width`` x ``height`` picture."""
+    even_height = pix_fmt not in ("yuv422p", "yuvj422p")  # 4:2:2 halves the width only
+    if pix_fmt in _EVEN_FORMATS and (width % 2 or (even_height and height % 2)):
+        raise ConfigError(
+            f"{label}: {field}: {pix_fmt} needs an even frame size, got {width}x{height}; "
+            "crop or pass pix_fmt='yuv444p'")
+
+
+@functools.lru_cache(maxsize=1)
+def _muxer_extensions() -> frozenset[str]:
+    """File extensions some FFmpeg muxer claims (what ``av.open(path, 'w')`` can guess)."""
+    found: set[str] = set()
+    for name in av.formats_available:
+        try:
+            fmt = av.ContainerFormat(name, "w")
+        except (av.error.FFmpegError, ValueError):
+            continue
+        found.update(e.lower() for e in fmt.extensions)
+    return frozenset(found)
+
+
+def check_output_path(label: str, path: str, overwrite: bool) -> None:
+    """ConfigError unless ``path`` can become a new media file: a known container
+    extension, the nearest existing folder writable, not an existing file unless
+    ``overwrite`` (then it must be a writable file)."""
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if not ext or ext not in _muxer_extensions():
+        raise ConfigError(f"{label}: path: no container format for {path!r} (the format "
+                          "follows the extension: .mp4, .mkv, .mov...)")
+    if os.path.isdir(path):
+        raise ConfigError(f"{label}: path: {path!r} is a folder, not a file")
+    if os.path.lexists(path):
+        if not overwrite:
+            raise ConfigError(f"{label}: path: {path!r} already exists; pass overwrite=True "
+                              "to replace it")
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"{label}: path: {path!r} exists and is not writable")
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(folder):  # created at open; the nearest existing one decides
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{label}: path: {folder!r} is not a folder, cannot write {path!r}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{label}: path: folder {folder!r} is not writable, cannot write "
+                          f"{path!r}")
+
+
 def _check_codec(label: str, field: str, name: str, kind: str) -> str:
     """Return the default pixel format of encoder ``name`` ("" for audio); ValueError if unusable."""
     try:
         codec = av.Codec(name, "w")
     except (av.error.FFmpegError, ValueError, TypeError):
-        raise ValueError(f"{label}: {field}: no {kind} encoder named {name!r} in this FFmpeg") from None
+        raise ConfigError(f"{label}: {field}: no {kind} encoder named {name!r} in this FFmpeg") from None
     if codec.type != kind:
-        raise ValueError(f"{label}: {field}: {name!r} is a {codec.type} encoder, not {kind}")
+        raise ConfigError(f"{label}: {field}: {name!r} is a {codec.type} encoder, not {kind}")
     if kind != "video":
         return ""
     if name in _X26X:
