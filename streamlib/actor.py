@@ -13,6 +13,7 @@ runtime), so a subclass's ports exist before the first tick can arrive.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import itertools
@@ -32,6 +33,7 @@ from .registry import ActorURI
 if TYPE_CHECKING:
     from .dispatchers import Dispatcher
     from .graph import Runtime
+    from .supervisor import RestartPolicy, RestartSpec
 
 DispatcherName = Literal["asyncio", "thread", "dedicated", "process", "gpu", "gpu-inline"]
 DispatcherSpec = Union["Dispatcher", DispatcherName, None]
@@ -42,6 +44,7 @@ class ActorStatus(str, Enum):
     STARTING = "starting"  # setup() running
     RUNNING = "running"
     FAILED = "failed"      # setup() or process() raised; no further ticks
+    STALLED = "stalled"    # one process() call overran its stall budget; no further ticks
     STOPPED = "stopped"    # closed; teardown() done
 
 
@@ -81,6 +84,8 @@ class _ActorState:
         "runtime", "status", "error", "busy", "pending", "current_tick",
         "counters", "close_callbacks", "lock", "dispatcher", "inherits_ticks",
         "window", "measure_cpu", "cpu_ns", "in_process",
+        "call_started_ns", "call_seq", "stall_timeout", "restart", "restarts", "stalls",
+        "ctor", "replaced_by", "release_on_start",
     )
 
     def __init__(self) -> None:
@@ -102,6 +107,19 @@ class _ActorState:
         self.measure_cpu = True
         self.cpu_ns = UNKNOWN
         self.in_process = False
+        # Watchdog (streamlib.watchdog): when the process() call in flight began
+        # (monotonic ns, 0: none) and which call it is; the watchdog and the
+        # loop race to end a call under ``lock``, the winner releases its tick.
+        self.call_started_ns = 0
+        self.call_seq = 0
+        self.stall_timeout: float | None = None  # None: the runtime's
+        # Supervisor (streamlib.supervisor): policy, history, how to rebuild.
+        self.restart: RestartPolicy | None = None
+        self.restarts = 0
+        self.stalls = 0
+        self.ctor: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
+        self.replaced_by: Actor | None = None
+        self.release_on_start = 0  # runtime.hold() units released once running
 
 
 _ProcessFn = Callable[["Actor", TimedTick], Union[Awaitable[None], None]]
@@ -137,6 +155,11 @@ def _cpu_timed(fn: _ProcessFn) -> _ProcessFn:
     return process
 
 
+# Set by the supervisor while it rebuilds an actor: the id the rebuilt one takes,
+# whatever its subclass passes (auto ids would otherwise move on).
+rebuilding_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "streamlib_rebuilding_id", default=None)
+
 _ids: dict[str, itertools.count[int]] = {}
 _ids_lock = threading.Lock()
 
@@ -154,6 +177,7 @@ class _ActorMeta(ABCMeta):
             raise TypeError(
                 f"{cls.__name__}.__init__ must call super().__init__() (actor not initialised)"
             )
+        actor._sl.ctor = (args, dict(kwargs))  # the supervisor rebuilds from these
         actor._sl_attach()  # after the subclass __init__ so its ports exist
         return actor
 
@@ -173,6 +197,11 @@ class Actor(metaclass=_ActorMeta):
       in shared memory), ``"gpu"`` (a worker thread with a CUDA stream of the
       actor's own), ``"gpu-inline"`` (that stream, on the runtime loop thread:
       for enqueue-only GPU actors) or a ``Dispatcher`` instance (which the caller owns and shuts down).
+    * ``stall_timeout``: seconds one ``process`` call may take before the
+      watchdog marks the actor ``stalled`` (None: the runtime's budget; 0:
+      never watched). See ``streamlib.watchdog``.
+    * ``restart``: ``"never"`` (default), ``"on-failure"``, ``"always"`` or a
+      ``RestartPolicy`` (rate limit, backoff); see ``streamlib.supervisor``.
     * ``runtime``: defaults to the enclosing ``with Runtime()`` block, else the
       process-wide default runtime that starts actors immediately.
     """
@@ -196,13 +225,24 @@ class Actor(metaclass=_ActorMeta):
         dispatcher: DispatcherSpec = None,
         runtime: Runtime | None = None,
         host: str = "localhost",
+        stall_timeout: float | None = None,
+        restart: RestartSpec = None,
     ) -> None:
+        from .supervisor import RestartPolicy, check_stall_timeout
+
+        forced = rebuilding_id.get()
+        if forced is not None:
+            rebuilding_id.set(None)  # actors built inside this constructor keep their own ids
+            actor_id = forced
         if actor_id is None:
             actor_id = _auto_id(type(self))
         if not isinstance(actor_id, str) or not actor_id:
             raise ValueError(f"actor_id must be a non-empty str, got {actor_id!r}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"actor '{actor_id}': clock must be a Clock, got {type(clock).__name__}")
+        where = f"actor '{actor_id}'"
+        policy = RestartPolicy.coerce(restart, where=where)
+        stall_timeout = check_stall_timeout(stall_timeout, where=where)
         self.actor_id = actor_id
         self.clock = clock
         self.dispatcher = dispatcher
@@ -210,6 +250,8 @@ class Actor(metaclass=_ActorMeta):
         self.inputs: PortDict[StreamInput] = PortDict(self, StreamInput, "inputs")
         self.outputs: PortDict[StreamOutput] = PortDict(self, StreamOutput, "outputs")
         self._sl = _ActorState()
+        self._sl.restart = policy
+        self._sl.stall_timeout = stall_timeout
         self._sl_requested_runtime = runtime
 
     # -- the one method --------------------------------------------------
@@ -237,6 +279,20 @@ class Actor(metaclass=_ActorMeta):
     @property
     def failed(self) -> bool:
         return self._sl.status is ActorStatus.FAILED
+
+    @property
+    def stalled(self) -> bool:
+        return self._sl.status is ActorStatus.STALLED
+
+    @property
+    def restarts(self) -> int:
+        """How many times the supervisor rebuilt this actor (kept across rebuilds)."""
+        return self._sl.restarts
+
+    @property
+    def replaced_by(self) -> Actor | None:
+        """The actor the supervisor rebuilt in this one's place (``runtime.get(id)``), or None."""
+        return self._sl.replaced_by
 
     @property
     def error(self) -> str | None:
@@ -281,8 +337,19 @@ class Actor(metaclass=_ActorMeta):
                 for p in self.outputs.values()
             ],
             "counters": self._sl.counters.as_dict(),
+            "stall_timeout": self._sl_stall_budget(),
+            "stalls": self._sl.stalls,
+            "restart": None if self._sl.restart is None else self._sl.restart.as_dict(),
+            "restarts": self._sl.restarts,
             **self._sl_window_description(),
         }
+
+    def _sl_stall_budget(self) -> float | None:
+        """Seconds one process() call may take (the actor's, else the runtime's); None: unwatched."""
+        budget = self._sl.stall_timeout
+        if budget is None and self._sl.runtime is not None:
+            budget = self._sl.runtime.stall_timeout
+        return budget or None
 
     def _sl_window_description(self) -> dict[str, Any]:
         # Metrics over the last calls (streamlib.metrics.window_stats).
@@ -339,10 +406,13 @@ class Actor(metaclass=_ActorMeta):
         self._sl.close_callbacks.append(callback)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop ticking, run ``teardown`` and detach. Idempotent."""
+        """Stop ticking, run ``teardown`` and detach. Idempotent. On an actor
+        the supervisor rebuilt, closes the rebuilt one too."""
         with self._sl.lock:
             if self._sl.status is ActorStatus.STOPPED:
                 return
+        if self._sl.replaced_by is not None:
+            self._sl.replaced_by.close(timeout)
         runtime = self._sl.runtime
         if runtime is not None:
             runtime._stop_actor(self, timeout=timeout)

@@ -6,8 +6,9 @@ Actor methods may be plain functions or ``async def``; every dispatcher runs
 both.
 
 * ``AsyncioDispatcher``: inline on the runtime's loop.
-* ``ThreadPoolDispatcher``: a named thread pool; ``async`` methods run on the
-  worker thread inside a per-thread event loop.
+* ``ThreadPoolDispatcher``: a named pool of daemon threads that grows on
+  demand (``streamlib.workerpool``); ``async`` methods run on the worker thread
+  inside a per-thread event loop.
 * ``GPUDispatcher``: a thread pool that runs each actor on its own stream
   (``stream_for(actor)``: a CUDA stream, or the no-op ``CPUStream`` twin).
 * ``ProcessPoolDispatcher`` (in ``streamlib.procpool``, re-exported here): one
@@ -22,13 +23,14 @@ import functools
 import inspect
 import threading
 from abc import ABC, abstractmethod
-from concurrent.futures import Future, ThreadPoolExecutor, wait as wait_futures
+from concurrent.futures import Future, wait as wait_futures
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterator, Self
 
 import torch
 
 from .device import CPUStream, DeviceLike, Stream, new_stream, resolve_device, stream_context, wait_ready
 from .errors import DispatcherShutdownError, ShutdownTimeoutError
+from .workerpool import WorkerPool
 
 if TYPE_CHECKING:
     from .actor import Actor
@@ -80,6 +82,12 @@ class Dispatcher(ABC):
     @property
     def is_shutdown(self) -> bool:
         return self._closed
+
+    def abandon(self, actor: Actor) -> bool:
+        """Give up on ``actor``'s call in flight (stalled); True when one was
+        abandoned. The base class cannot: a call on the loop or in a worker
+        process is left to finish (the actor is stalled all the same)."""
+        return False
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Refuse new work, wait up to ``timeout`` s for running work, release everything.
@@ -160,6 +168,10 @@ class AsyncioDispatcher(Dispatcher):
 class ThreadPoolDispatcher(Dispatcher):
     """Runs actor methods on an owned pool of threads named ``<name_prefix>_N``.
 
+    ``max_workers=None`` (the runtime's default) gives every busy actor a
+    thread (see ``streamlib.workerpool``): no actor waits for another's call,
+    and a stalled call is abandoned rather than waited for.
+
     An ``async def`` method runs on the worker thread in that thread's own event
     loop (created lazily, closed at shutdown), so it may block without stalling
     the runtime. Exceptions re-raise unchanged in the awaiting coroutine.
@@ -171,8 +183,9 @@ class ThreadPoolDispatcher(Dispatcher):
                  name_prefix: str = "streamlib-worker") -> None:
         super().__init__()
         self.name_prefix = name_prefix
-        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix=name_prefix)
+        self._pool = WorkerPool(max_workers, name_prefix=name_prefix)
         self._futures: set[Future[None]] = set()
+        self._calls: dict[int, Future[None]] = {}  # id(actor) -> its call in flight
         self._local = threading.local()
         self._loops_lock = threading.Lock()
         self._loops: set[asyncio.AbstractEventLoop] = set()
@@ -197,9 +210,10 @@ class ThreadPoolDispatcher(Dispatcher):
         with self._cond:
             if self._closed:
                 raise self._refused(actor, what)
-            cf = self._executor.submit(self._call, actor, fn)
+            cf: Future[None] = self._pool.submit(functools.partial(self._call, actor, fn))
             self._futures.add(cf)
-        cf.add_done_callback(self._forget)
+            self._calls[id(actor)] = cf
+        cf.add_done_callback(functools.partial(self._forget, id(actor)))
         try:
             await asyncio.wrap_future(cf)
         except asyncio.CancelledError:
@@ -208,9 +222,22 @@ class ThreadPoolDispatcher(Dispatcher):
                 raise self._refused(actor, what) from None  # queued work cancelled by shutdown
             raise
 
-    def _forget(self, cf: Future[None]) -> None:
+    def _forget(self, key: int, cf: Future[None]) -> None:
         with self._cond:
             self._futures.discard(cf)
+            if self._calls.get(key) is cf:
+                del self._calls[key]
+
+    def abandon(self, actor: Actor) -> bool:
+        """Give up on ``actor``'s running call (the watchdog found it stalled):
+        its thread no longer counts against ``max_workers`` and ``shutdown`` does
+        not wait for it; the thread exits if the call ever returns."""
+        with self._cond:
+            cf = self._calls.pop(id(actor), None)
+            if cf is None:
+                return False
+            self._futures.discard(cf)
+        return self._pool.abandon(cf)
 
     def _call(self, actor: Actor, fn: _Method) -> None:
         with self._context(actor):
@@ -249,13 +276,13 @@ class ThreadPoolDispatcher(Dispatcher):
             futures = set(self._futures)
         _, pending = wait_futures(futures, timeout)
         if pending:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(cancel_queued=True, join_timeout=timeout)
             self._close_idle_loops()
             running = sum(not f.cancelled() for f in pending)
             raise ShutdownTimeoutError(
                 f"{self.name} dispatcher: {running} call(s) still running after {timeout} s "
                 "(queued calls were cancelled; threads exit when the running calls return)")
-        self._executor.shutdown(wait=True)  # nothing runs: threads exit at once
+        self._pool.shutdown(join_timeout=max(timeout, 1.0))  # nothing runs: threads exit at once
         self._close_idle_loops()
 
 

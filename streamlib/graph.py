@@ -37,7 +37,11 @@ from .clockdriver import ClockDriver
 from .clocks import Clock, TimedTick
 from .errors import ActorStateError
 from .metrics import MetricsRecorder, MetricsSnapshot, snapshot
+from .progress import endless_offline, never_ticked
 from .runresult import RunResult
+from .stopping import retire, stop_actors
+from .supervisor import Supervisor
+from .watchdog import DEFAULT_STALL_TIMEOUT, Watchdog
 
 if TYPE_CHECKING:
     from .dispatchers import Dispatcher
@@ -83,8 +87,18 @@ class Runtime:
     """
 
     def __init__(self, *, autostart: bool = False, name: str = "streamlib",
-                 max_workers: int | None = None, collect_metrics: bool = True) -> None:
+                 max_workers: int | None = None, collect_metrics: bool = True,
+                 stall_timeout: float | None = DEFAULT_STALL_TIMEOUT) -> None:
+        from .supervisor import check_stall_timeout
+
         self.name = name
+        # Watchdog (streamlib.watchdog): seconds one process() call may take
+        # before its actor is marked stalled, unless the actor sets its own;
+        # None or 0: not watched.
+        self.stall_timeout = check_stall_timeout(stall_timeout, where=f"runtime {name!r}")
+        self.supervisor = Supervisor(self)  # one-for-one restarts (streamlib.supervisor)
+        self._watchdog: Watchdog | None = None
+        self._stuck: dict[str, str] = {}  # actors that keep an offline graph from ending
         # Metrics (streamlib.metrics): per-call sample windows, per-actor CPU
         # time and tick-origin latency, taken by ``recorder``. On by default;
         # False keeps only counters. Fixed at construction.
@@ -152,6 +166,7 @@ class Runtime:
                 return
             self._started = True
             pending = list(self._actors.values())
+        self._start_watchdog()
         if pending:
             self._start_actors(pending)
 
@@ -175,15 +190,22 @@ class Runtime:
         with self._lock:
             actors = list(self._actors.values())
         failed = sorted(a.actor_id for a in actors if a._sl.status is ActorStatus.FAILED)
+        stalled = sorted(a.actor_id for a in actors if a._sl.status is ActorStatus.STALLED)
         errors = {a.actor_id: a._sl.error or "" for a in actors
-                  if a._sl.status is ActorStatus.FAILED}
-        return RunResult(finished=finished, failed=tuple(failed), errors=errors)
+                  if a._sl.status in (ActorStatus.FAILED, ActorStatus.STALLED)}
+        restarts = {a.actor_id: a._sl.restarts for a in actors if a._sl.restarts}
+        stuck = {**self._stuck, **never_ticked(self)}
+        return RunResult(finished=finished, failed=tuple(failed), stalled=tuple(stalled),
+                         errors=errors, restarts=restarts, stuck=stuck)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until all clocks are finished and nothing is in flight.
 
         A graph whose clocks never end (``SoftwareClock``) only returns at
-        ``timeout``. Returns True if the graph finished, False on timeout.
+        ``timeout``. Returns True if the graph finished, False on timeout;
+        also False, without a timeout, when every lock-step clock has ended
+        but an actor on an endless realtime clock keeps the graph from ever
+        finishing (``result().stuck`` names it; see ``streamlib.progress``).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -202,6 +224,11 @@ class Runtime:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
+                if deadline is None and self._inflight == 0:
+                    stuck = endless_offline(self)
+                    if stuck:
+                        self._stuck = stuck
+                        return False
                 # Bounded waits: a driver ending notifies, but re-checking is cheap.
                 self._cond.wait(0.5 if remaining is None else min(0.5, remaining))
         return True
@@ -222,22 +249,30 @@ class Runtime:
             self._closed = True
             drivers = list(self._drivers.values())
             actors = list(self._actors.values())
+        # ``timeout`` bounds the whole close, however many calls are stuck:
+        # process() calls still running at half of it are abandoned (their
+        # daemon threads cannot keep the process alive), see streamlib.stopping.
+        deadline = time.monotonic() + max(0.0, timeout)
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         atexit.unregister(self.close)
+        if self._watchdog is not None:
+            self._watchdog.stop()
         for driver in drivers:
             driver.stop()
         if self._loop.is_running():
-            for actor in actors:
-                try:
-                    self._call(self._astop(actor), timeout)
-                except Exception:  # noqa: BLE001 - keep closing the rest
-                    logger.exception("runtime %r: stopping actor %r failed",
-                                     self.name, actor.actor_id)
+            try:
+                self._call(stop_actors(self, actors, deadline), left() + 1.0)
+            except Exception:  # noqa: BLE001 - keep closing the rest
+                logger.exception("runtime %r: stopping actors failed", self.name)
         for driver in drivers:
             if driver.thread.is_alive() and driver.thread is not threading.current_thread():
-                driver.thread.join(timeout)
+                driver.thread.join(left())
         for dispatcher in self._dispatchers.values():
             try:
-                dispatcher.shutdown(timeout)
+                dispatcher.shutdown(left())
             except Exception:  # noqa: BLE001
                 logger.exception("runtime %r: dispatcher %r shutdown failed",
                                  self.name, dispatcher.name)
@@ -245,7 +280,7 @@ class Runtime:
             self._telemetry.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+            self._thread.join(max(left(), 0.5))
             if not self._thread.is_alive():
                 self._loop.close()
         self._wake_waiters()
@@ -327,7 +362,15 @@ class Runtime:
             self._actors[actor.actor_id] = actor
             start_now = self._started
         if start_now:
+            self._start_watchdog()
             self._start_actors([actor])
+
+    def _start_watchdog(self) -> None:
+        with self._lock:
+            if self._watchdog is not None or self._closed:
+                return
+            self._watchdog = Watchdog(self)
+        self._watchdog.start()
 
     def _start_actors(self, actors: list[Actor]) -> None:
         for actor in actors:
@@ -354,6 +397,7 @@ class Runtime:
         except Exception:  # noqa: BLE001 - isolate the failure to this actor
             self._fail(actor, "setup")
             self._release_pending(actor)
+            self._release_start_hold(actor)
 
     async def _activate(self, actors: list[Actor], setups: list[asyncio.Task[None]]) -> None:
         # Clocks start only once every actor started together is set up, so
@@ -367,6 +411,8 @@ class Runtime:
                     new_drivers += self._subscribe(actor, actor.clock)
         for driver in new_drivers:  # after every subscription, so none misses tick 0
             driver.start()
+        for actor in actors:
+            self._release_start_hold(actor)  # a supervisor's rebuild is complete
         for actor in actors:
             st = actor._sl
             if st.status is ActorStatus.RUNNING and st.pending is not None and not st.busy:
@@ -386,13 +432,28 @@ class Runtime:
             driver.subscribers = driver.subscribers + [actor]
         return [driver] if new else []
 
-    def _unsubscribe(self, actor: Actor) -> None:
+    def _unsubscribe(self, actor: Actor, *, stop_idle: bool = True) -> None:
+        """Remove ``actor`` from its clock's driver; a driver left without
+        subscribers is stopped and dropped (``stop_idle``; the supervisor keeps
+        it for the rebuilt actor)."""
         with self._lock:
             for key, driver in list(self._drivers.items()):
                 if actor in driver.subscribers:
                     driver.subscribers = [a for a in driver.subscribers if a is not actor]
-                    if not driver.subscribers:
+                    if not driver.subscribers and stop_idle:
                         driver.stop()
+                        del self._drivers[key]  # or every driver ever made stays here
+
+    def _drop_clock_of(self, old: Actor, new: Actor) -> None:
+        """After a rebuild: stop the old actor's driver if the new actor did not keep its clock."""
+        clock = old.clock
+        if clock is None or clock is new.clock:
+            return
+        with self._lock:
+            driver = self._drivers.get(id(clock))
+            if driver is not None and not driver.subscribers:
+                driver.stop()
+                del self._drivers[id(clock)]
 
     # -- ticking -----------------------------------------------------------
     def _notify(self, actor: Actor, tick: TimedTick) -> None:
@@ -410,7 +471,7 @@ class Runtime:
 
     def _on_tick(self, actor: Actor, tick: TimedTick) -> None:
         st = actor._sl
-        if st.status in (ActorStatus.FAILED, ActorStatus.STOPPED) or self._closed:
+        if st.status in _NO_TICKS or self._closed:
             self._done()
             return
         st.counters.ticks += 1
@@ -431,28 +492,80 @@ class Runtime:
             while tick is not None and st.status is ActorStatus.RUNNING:
                 st.current_tick = tick
                 st.cpu_ns = -1
+                with st.lock:  # the watchdog reads these from its thread
+                    st.call_seq += 1
+                    seq = st.call_seq
+                    st.call_started_ns = time.monotonic_ns()
                 started = time.perf_counter_ns()
                 try:
                     await dispatcher.dispatch(actor, tick)
                 except Exception:  # noqa: BLE001 - isolate the failure to this actor
-                    self._fail(actor, "process")
+                    if self._end_call(actor, seq):  # else: stalled already; ignore its end
+                        self._fail(actor, "process")
+                        self._done()
+                except BaseException:  # cancelled: close() abandoned the call
+                    if self._end_call(actor, seq):
+                        self._done()
+                    raise
                 else:
-                    elapsed = time.perf_counter_ns() - started
-                    c = st.counters
-                    c.processed += 1
-                    c.process_ns_last = elapsed
-                    c.process_ns_total += elapsed
-                    c.process_ns_max = max(c.process_ns_max, elapsed)
-                    if self.collect_metrics:
-                        self.recorder.record(actor, tick, elapsed)
+                    if self._end_call(actor, seq):
+                        elapsed = time.perf_counter_ns() - started
+                        c = st.counters
+                        c.processed += 1
+                        c.process_ns_last = elapsed
+                        c.process_ns_total += elapsed
+                        c.process_ns_max = max(c.process_ns_max, elapsed)
+                        if self.collect_metrics:
+                            self.recorder.record(actor, tick, elapsed)
+                        self._done()
                 finally:
                     st.current_tick = None
-                    self._done()
+                if st.status is not ActorStatus.RUNNING:
+                    break
                 tick, st.pending = st.pending, None
-            if tick is not None:  # stopped or failed with a tick still waiting
-                self._done()
         finally:
             st.busy = False
+            if st.status is not ActorStatus.RUNNING:  # stopped, failed or stalled
+                self._release_pending(actor)
+
+    def _end_call(self, actor: Actor, seq: int) -> bool:
+        """End call ``seq`` of ``actor``; True for the one caller (the loop, or
+        the watchdog declaring it stalled) that then releases its tick."""
+        st = actor._sl
+        with st.lock:
+            if st.call_seq != seq or not st.call_started_ns:
+                return False
+            st.call_started_ns = 0
+            return True
+
+    def _stall(self, actor: Actor, seq: int, elapsed: float, budget: float) -> None:
+        """Watchdog thread: call ``seq`` of ``actor`` overran ``budget``; mark it stalled."""
+        st = actor._sl
+        if st.status is not ActorStatus.RUNNING or self._closed:
+            return
+        self.hold()  # no idle instant before the loop has decided about a restart
+        if not self._end_call(actor, seq):
+            self.release()
+            return
+        st.status = ActorStatus.STALLED
+        st.stalls += 1
+        st.error = (f"actor '{actor.actor_id}' stalled: one process() call still running "
+                    f"after {elapsed:.3g} s (stall_timeout {budget:g} s); the call was abandoned")
+        logger.error("%s; other actors keep running", st.error)
+        self._done()  # the stuck call's tick: lock-step clocks go on without it
+        if st.dispatcher is not None:
+            st.dispatcher.abandon(actor)
+        try:
+            self._loop.call_soon_threadsafe(self._after_stall, actor)
+        except RuntimeError:  # loop closed
+            self.release()
+
+    def _after_stall(self, actor: Actor) -> None:
+        try:
+            self._release_pending(actor)
+            self.supervisor.on_down(actor, "stalled")
+        finally:
+            self.release()
 
     def _fail(self, actor: Actor, phase: str) -> None:
         st = actor._sl
@@ -462,11 +575,17 @@ class Runtime:
             st.counters.failed += 1
         logger.error("actor %r failed in %s(); other actors keep running\n%s",
                      actor.actor_id, phase, st.error.rstrip())
+        self.supervisor.on_down(actor, phase)
 
     def _release_pending(self, actor: Actor) -> None:
         if actor._sl.pending is not None:
             actor._sl.pending = None
             self._done()
+
+    def _release_start_hold(self, actor: Actor) -> None:
+        held, actor._sl.release_on_start = actor._sl.release_on_start, 0
+        if held:
+            self._done(held)
 
     def hold(self) -> None:
         """Count one unit of work in flight (a bridge copying a frame, a network
@@ -510,33 +629,18 @@ class Runtime:
             actor._sl.status = ActorStatus.STOPPED
             actor._sl_run_close_callbacks()
             return
-        self._call(self._astop(actor), timeout)
+        self._call(stop_actors(self, [actor], time.monotonic() + timeout), timeout + 1.0)
 
     async def _astop(self, actor: Actor) -> None:
-        st = actor._sl
-        if st.status is ActorStatus.STOPPED:
-            return
-        ran_setup = st.status in (ActorStatus.RUNNING, ActorStatus.FAILED, ActorStatus.STARTING)
-        st.status = ActorStatus.STOPPED
-        self._unsubscribe(actor)
-        task = self._tasks.get(actor.actor_id)
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            try:
-                await asyncio.shield(task)  # let the in-flight process() finish
-            except Exception:  # noqa: BLE001
-                pass
-        self._release_pending(actor)
-        for inp in actor.inputs.values():
-            inp.disconnect()
-        actor.disconnect()
-        if ran_setup and st.dispatcher is not None:
-            try:
-                await st.dispatcher.teardown(actor)
-            except Exception:  # noqa: BLE001
-                logger.exception("actor %r: teardown() failed", actor.actor_id)
-        dedicated = self._dispatchers.pop(f"dedicated:{actor.actor_id}", None)
-        if dedicated is not None:
-            dedicated.shutdown(1.0)  # its one thread is idle now; the join is brief
+        await stop_actors(self, [actor], time.monotonic() + 5.0)
+
+    async def _retire(self, actor: Actor) -> None:
+        await retire(self, actor)
+
+    def _reinstate(self, actor: Actor) -> None:
+        """Put ``actor`` back in the table after a rebuild failed (so results report it)."""
         with self._lock:
-            self._actors.pop(actor.actor_id, None)
-        actor._sl_run_close_callbacks()
+            self._actors.setdefault(actor.actor_id, actor)
+
+
+_NO_TICKS = (ActorStatus.FAILED, ActorStatus.STOPPED, ActorStatus.STALLED)

@@ -17,10 +17,12 @@ class RunResult:
     interrupted). ``failed`` and ``stalled`` name the actors (ids, sorted) that
     failed or were stalled at the end; ``errors`` maps each failed actor to its
     last error text; ``restarts`` counts supervisor restarts per actor (only
-    actors restarted at least once).
+    actors restarted at least once); ``stuck`` maps actors that keep an
+    offline graph from ever finishing or progressing to why (see
+    ``streamlib.progress``).
 
     ``bool(result)`` is ``finished`` (what ``run()`` returned before it returned
-    a result); ``ok`` is True only when no actor failed or stalled.
+    a result); ``ok`` is True only when no actor failed, stalled or was stuck.
     """
 
     finished: bool
@@ -28,16 +30,17 @@ class RunResult:
     stalled: tuple[str, ...] = ()
     errors: dict[str, str] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
+    stuck: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return self.finished
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.stalled
+        return not self.failed and not self.stalled and not self.stuck
 
     def raise_on_failure(self) -> RunResult:
-        """Return self, or raise ``RunFailedError`` naming the failed/stalled actors."""
+        """Return self, or raise ``RunFailedError`` naming the failed/stalled/stuck actors."""
         if self.ok:
             return self
         parts = []
@@ -45,7 +48,9 @@ class RunResult:
             parts.append(f"failed: {', '.join(self.failed)}")
         if self.stalled:
             parts.append(f"stalled: {', '.join(self.stalled)}")
-        first = next(iter(self.errors.values()), "")
+        if self.stuck:
+            parts.append(f"stuck: {', '.join(sorted(self.stuck))}")
+        first = next(iter(self.errors.values()), "") or next(iter(self.stuck.values()), "")
         last_line = first.strip().splitlines()[-1] if first.strip() else ""
         detail = f" (first error: {last_line})" if last_line else ""
         raise RunFailedError(f"run ended with actors {'; '.join(parts)}{detail}", self)

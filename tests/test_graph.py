@@ -177,7 +177,7 @@ def test_virtual_clock_pipeline_is_lossless_and_exact() -> None:
         src = Source(clock=VirtualClock(25, max_ticks=50))
         sink = Sink()
         src >> Double() >> sink
-        assert rt.run(timeout := 30) is True, f"did not finish in {timeout}s"
+        assert rt.run(timeout := 30).finished is True, f"did not finish in {timeout}s"
         assert [f.frame_number for f in sink.got] == list(range(50))
         assert [f.timestamp_ns for f in sink.got] == [n * 40_000_000 for n in range(50)]
         assert [int(f.data[0, 0, 0]) for f in sink.got] == [(n % 256) * 2 % 256 for n in range(50)]

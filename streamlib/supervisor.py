@@ -1,0 +1,230 @@
+"""Supervision: restart policies and the one-for-one ``Supervisor`` of a runtime.
+
+Like an Erlang/OTP one-for-one supervisor: when an actor fails (``process``
+raised) or stalls (the watchdog, ``streamlib.watchdog``), and its policy says
+so, that actor alone is torn down and rebuilt from the arguments its
+constructor was called with (recorded by the actor metaclass), under the same
+id, with the same links (every input fed by the same upstream output, every
+output feeding the same inputs) and the same counters; ``restarts`` counts the
+rebuilds. The old object is left ``failed``/``stalled`` with ``replaced_by``
+set; ``runtime.get(actor_id)`` is the new one.
+
+Policies (``Actor(restart=...)``, pipeline files and the control plane's
+``restart`` field; ``RestartPolicy`` for the limits):
+
+* ``"never"`` (default): a failed or stalled actor stays so.
+* ``"on-failure"``: rebuilt after ``process`` raised or stalled.
+* ``"always"``: also after ``setup`` raised (a broken configuration then
+  retries until the rate limit).
+
+At most ``max_restarts`` rebuilds within ``window`` seconds; the next failure
+leaves the actor failed, with the reason appended to its error. Rebuild ``n``
+(counted within the window) waits ``backoff * backoff_factor ** (n - 1)``
+seconds, at most ``backoff_max``. While a rebuild is pending the runtime holds
+one unit of work, so a lock-step (offline) graph waits for the new actor
+instead of running ahead without it. A stalled actor's ``teardown`` is not
+called: its stuck ``process`` call still owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable, Literal, Union
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .actor import Actor
+    from .graph import Runtime
+
+logger = logging.getLogger("streamlib")
+
+RestartMode = Literal["never", "on-failure", "always"]
+RESTART_MODES: tuple[str, ...] = ("never", "on-failure", "always")
+RestartSpec = Union["RestartPolicy", str, None]
+
+
+def _number(where: str, name: str, value: Any, *, minimum: float, integer: bool = False) -> None:
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value) or value < minimum:
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{where}: restart field {name!r} must be {kind} >= {minimum:g}, "
+                          f"got {value!r}")
+
+
+def check_stall_timeout(value: Any, *, where: str) -> float | None:
+    """``value`` as seconds (None: the runtime's budget, 0: unwatched); ConfigError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{where}: stall_timeout must be a number of seconds >= 0 "
+                          f"(0: not watched), got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When and how fast the supervisor rebuilds an actor (see the module docstring)."""
+
+    mode: RestartMode = "never"
+    max_restarts: int = 3
+    window: float = 60.0
+    backoff: float = 0.1
+    backoff_factor: float = 2.0
+    backoff_max: float = 5.0
+
+    FIELDS = ("mode", "max_restarts", "window", "backoff", "backoff_factor", "backoff_max")
+
+    def __post_init__(self) -> None:
+        self.validate("restart policy")
+
+    def validate(self, where: str) -> None:
+        if self.mode not in RESTART_MODES:
+            raise ConfigError(f"{where}: restart must be one of {', '.join(RESTART_MODES)}, "
+                              f"got {self.mode!r}")
+        _number(where, "max_restarts", self.max_restarts, minimum=0, integer=True)
+        _number(where, "window", self.window, minimum=0)
+        _number(where, "backoff", self.backoff, minimum=0)
+        _number(where, "backoff_factor", self.backoff_factor, minimum=1)
+        _number(where, "backoff_max", self.backoff_max, minimum=0)
+
+    @classmethod
+    def coerce(cls, spec: Any, *, where: str) -> RestartPolicy | None:
+        """None for no supervision; a policy from a mode name, a mapping
+        (``{"mode": ..., "max_restarts": ...}``, as in pipeline files) or a
+        policy. ConfigError naming ``where`` and the field otherwise."""
+        if spec is None or spec == "never":
+            return None
+        if isinstance(spec, RestartPolicy):
+            policy = spec
+        elif isinstance(spec, str):
+            if spec not in RESTART_MODES:
+                raise ConfigError(f"{where}: restart must be one of {', '.join(RESTART_MODES)}, "
+                                  f"got {spec!r}")
+            policy = cls(mode=spec)  # type: ignore[arg-type]
+        elif isinstance(spec, dict):
+            unknown = sorted(set(spec) - set(cls.FIELDS))
+            if unknown:
+                raise ConfigError(f"{where}: restart: unknown field(s) {unknown} "
+                                  f"(accepted: {', '.join(cls.FIELDS)})")
+            if "mode" not in spec:
+                raise ConfigError(f"{where}: restart: missing field 'mode' "
+                                  f"(one of {', '.join(RESTART_MODES)})")
+            try:
+                policy = cls(**spec)
+            except ConfigError as exc:
+                raise ConfigError(str(exc).replace("restart policy", where, 1)) from None
+        else:
+            raise ConfigError(f"{where}: restart must be one of {', '.join(RESTART_MODES)}, "
+                              f"a mapping or a RestartPolicy, got {type(spec).__name__}")
+        return None if policy.mode == "never" else policy
+
+    def restarts_after(self, reason: str) -> bool:
+        """Whether a failure of kind ``reason`` ("process", "stalled", "setup") is restarted."""
+        if self.mode == "always":
+            return True
+        return self.mode == "on-failure" and reason in ("process", "stalled")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before rebuild number ``attempt`` (1-based, within the window)."""
+        return min(self.backoff_max, self.backoff * self.backoff_factor ** max(0, attempt - 1))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Supervisor:
+    """The runtime's one-for-one supervisor; its methods run on the runtime loop.
+
+    ``now`` is the time source of the rate window (inject a fake in tests).
+    """
+
+    def __init__(self, runtime: Runtime, now: Callable[[], float] = time.monotonic) -> None:
+        self.runtime = runtime
+        self.now = now
+        self._history: dict[str, deque[float]] = {}
+
+    def on_down(self, actor: Actor, reason: str) -> bool:
+        """``actor`` failed in ``reason``; schedule its rebuild (True) when its policy allows."""
+        from .actor import ActorStatus
+
+        st = actor._sl
+        policy = st.restart
+        rt = self.runtime
+        if policy is None or rt.closed or not policy.restarts_after(reason) \
+                or st.status not in (ActorStatus.FAILED, ActorStatus.STALLED) \
+                or st.replaced_by is not None:
+            return False
+        history = self._history.setdefault(actor.actor_id, deque())
+        now = self.now()
+        while history and now - history[0] > policy.window:
+            history.popleft()
+        if len(history) >= policy.max_restarts:
+            note = (f"restart limit reached: {len(history)} restart(s) within "
+                    f"{policy.window:g} s (max_restarts={policy.max_restarts}); left {st.status.value}")
+            st.error = f"{st.error or ''}\n{note}".lstrip()
+            logger.error("actor %r: %s", actor.actor_id, note)
+            return False
+        history.append(now)
+        delay = policy.delay(len(history))
+        rt.hold()  # lock-step clocks wait for the rebuilt actor
+        logger.warning("actor %r %s; restarting in %.3g s (restart %d within %g s)",
+                       actor.actor_id, "stalled" if reason == "stalled" else f"failed in {reason}()",
+                       delay, len(history), policy.window)
+        rt.loop.call_later(delay, lambda: rt._spawn(f"restart:{actor.actor_id}",
+                                                    self._restart(actor)))
+        return True
+
+    async def _restart(self, old: Actor) -> None:
+        from .actor import ActorStatus, rebuilding_id
+        from .graph import _current
+
+        rt = self.runtime
+        handed_over = False
+        try:
+            if rt.closed or old._sl.status not in (ActorStatus.FAILED, ActorStatus.STALLED):
+                return  # closed or removed meanwhile
+            inputs = {name: p.upstream for name, p in old.inputs.items()}
+            outputs = {name: list(p.links) for name, p in old.outputs.items()}
+            await rt._retire(old)
+            args, kwargs = old._sl.ctor
+            if kwargs.get("runtime") is not None:
+                kwargs = {**kwargs, "runtime": rt}
+            id_token = rebuilding_id.set(old.actor_id)
+            rt_token = _current.set(rt)
+            try:
+                new = type(old)(*args, **kwargs)  # attaches and starts (setup is scheduled)
+            finally:
+                _current.reset(rt_token)
+                rebuilding_id.reset(id_token)
+            st = new._sl
+            st.counters = old._sl.counters
+            st.restarts = old._sl.restarts + 1
+            st.stalls = old._sl.stalls
+            st.release_on_start += 1  # our hold() ends once the new actor runs
+            handed_over = True
+            for name, upstream in inputs.items():
+                if upstream is not None and name in new.inputs:
+                    upstream.connect(new.inputs[name])
+            for name, links in outputs.items():
+                for inp in links:
+                    if name in new.outputs and inp.upstream is None:
+                        new.outputs[name].connect(inp)
+            old._sl.replaced_by = new
+            rt._drop_clock_of(old, new)
+            logger.warning("actor %r restarted (%d restart(s))", new.actor_id, st.restarts)
+        except Exception:  # noqa: BLE001 - a rebuild that fails leaves the actor failed
+            import traceback
+
+            old._sl.error = f"{old._sl.error or ''}\nrestart failed:\n{traceback.format_exc()}"
+            old._sl.status = ActorStatus.FAILED
+            rt._reinstate(old)
+            logger.exception("actor %r: restart failed; it stays failed", old.actor_id)
+        finally:
+            if not handed_over:
+                rt.release()

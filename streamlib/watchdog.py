@@ -1,0 +1,73 @@
+"""``Watchdog``: marks an actor ``stalled`` when one ``process`` call overruns its budget.
+
+One daemon thread per started runtime (``streamlib-watchdog-<name>``), owned
+and stopped by ``Runtime.close()``. It is a thread, not a loop task, so it
+also sees a call that blocks the loop itself (a sync actor on the asyncio
+dispatcher). Budget: the actor's ``stall_timeout``, else the runtime's
+(``Runtime(stall_timeout=5.0)``); 0 or None turns watching off. ``setup`` and
+``teardown`` are not watched (loading a model may take long); ``close()``
+bounds them instead.
+
+A stalled actor gets no further ticks, like a failed one; the tick it held
+and any waiting tick are released, so lock-step (offline) graphs go on
+without it; a thread dispatcher abandons the stuck call's thread (queued work
+moves to a fresh one, see ``streamlib.workerpool``); and the supervisor may
+rebuild the actor. If the stuck call returns later, its result is ignored and
+the actor stays stalled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .actor import Actor
+    from .graph import Runtime
+
+logger = logging.getLogger("streamlib")
+
+DEFAULT_STALL_TIMEOUT = 5.0
+
+
+class Watchdog:
+    """Scans the runtime's actors every ``period`` seconds (a quarter of the
+    smallest budget, between 10 ms and 0.5 s)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name=f"streamlib-watchdog-{runtime.name}")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Idempotent; joins the thread (it wakes at once)."""
+        self._stop.set()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+
+    def _period(self, actors: list[Actor]) -> float:
+        budgets = [b for b in (a._sl_stall_budget() for a in actors) if b]
+        return min(0.5, max(0.01, min(budgets, default=2.0) / 4))
+
+    def _run(self) -> None:
+        rt = self.runtime
+        while True:
+            actors = rt.actors()
+            if self._stop.wait(self._period(actors)):
+                return
+            now = time.monotonic_ns()
+            for actor in actors:
+                budget = actor._sl_stall_budget()
+                started = actor._sl.call_started_ns
+                if budget and started and now - started > budget * 1e9:
+                    try:
+                        rt._stall(actor, actor._sl.call_seq, (now - started) / 1e9, budget)
+                    except Exception:  # noqa: BLE001 - the watchdog must outlive any actor
+                        logger.exception("watchdog: marking actor %r stalled failed",
+                                         actor.actor_id)
