@@ -4,7 +4,7 @@
 
 The runtime starts empty; every actor and link below is made through the
 control plane (streamlib.control), exactly as a separate agent process or
-`curl` would do it.
+`curl` would do it, sending the server's bearer token with every request.
 """
 
 import json
@@ -19,8 +19,8 @@ from streamlib.control import ControlServer
 
 def call(method: str, url: str, body: object = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    # server.headers: the bearer token every request needs, and the JSON content type
+    request = urllib.request.Request(url, data=data, method=method, headers=server.headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 

@@ -1,18 +1,19 @@
 """The catalogue of actor types: names, parameters and docs, for graph files and agents.
 
 Built-in actors are found by class name (``TestPatternActor``); any other actor
-class is named ``package.module:ClassName``. Parameters come from the
+class is named ``package.module:ClassName`` (imported only as ``streamlib.trust``
+allows). Parameters come from the
 constructor signature, so the catalogue can never disagree with the code.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from dataclasses import dataclass
 from typing import Any
 
 from .actor import Actor
+from .trust import resolve_object
 
 # Constructor parameters every actor shares; graph files set them in their own way.
 _COMMON = {"self", "actor_id", "clock", "dispatcher", "runtime", "host", "kwargs", "args"}
@@ -80,18 +81,16 @@ def builtin_actor_types() -> dict[str, ActorType]:
 
 
 def resolve_actor_type(name: str) -> ActorType:
-    """``TestPatternActor`` or ``package.module:Class``; ValueError listing known types."""
+    """``TestPatternActor`` or ``package.module:Class``; ValueError listing known types.
+
+    A module is imported only when the current ``streamlib.trust`` policy allows
+    it (AccessDeniedError otherwise, before any import), and the object must be
+    an Actor subclass."""
     builtins = builtin_actor_types()
     if name in builtins:
         return builtins[name]
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"actor type {name!r} cannot be imported: {exc}") from None
-        if not (inspect.isclass(obj) and issubclass(obj, Actor)):
-            raise ValueError(f"actor type {name!r} is not an Actor subclass")
+        obj = resolve_object(name, f"actor type {name!r}", kind="actor")
         return describe_actor_class(obj, name)
     raise ValueError(
         f"unknown actor type {name!r}; known types: {', '.join(builtins)} "

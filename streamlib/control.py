@@ -1,11 +1,12 @@
 """The agent control plane: create, connect and inspect actors of a running graph over HTTP.
 
-``ControlServer(runtime)`` serves JSON on loopback (``allow_remote=True`` to
-bind elsewhere)::
+``ControlServer(runtime)`` serves JSON on loopback (``allow_remote=True`` and an
+explicit token to bind elsewhere); every request carries its bearer token::
 
     with Runtime() as rt, ControlServer(rt, port=8765) as server:
         rt.start()
-        ...  # curl -s -X POST server.url/actors -d '{"id": "bars", "type": "TestPatternActor"}'
+        ...  # curl -s -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\
+             #      -X POST server.url/actors -d '{"id": "bars", "type": "TestPatternActor"}'
 
 Routes (request and response bodies are JSON):
 
@@ -14,7 +15,8 @@ Routes (request and response bodies are JSON):
 * ``GET /graph``: ``runtime.graph()``. ``GET /metrics``: ``runtime.metrics().as_dict()``.
 * ``GET /actors``: every actor's entry of ``graph()``; ``GET /actors/<id>``: one.
 * ``POST /actors`` ``{"type": ..., "id": ..., "params": {...}, "clock": ..., "dispatcher": ...}``
-  creates an actor, validated like an actor of a pipeline file (201, its entry).
+  creates an actor, validated like an actor of a pipeline file (201, its entry;
+  see ``streamlib.control_actors``).
   ``clock`` is ``{"fps": 30}`` (a ``SoftwareClock``), ``{"fps": 30, "type":
   "virtual", "max_ticks": 90}`` (a ``VirtualClock``) or the id of an actor whose
   clock to share; left out, the actor makes its own (sources) or has none.
@@ -25,51 +27,61 @@ Routes (request and response bodies are JSON):
 * ``POST /start``: starts a runtime that was not started (wire first, then start).
 
 Errors are ``{"error": "..."}``: 400 for a bad request (the message names the
-field, actor or port), 404 for an unknown actor or route, 405 for a method a
-route does not have, 409 for a conflict (duplicate actor id, input already
-linked, runtime closed), 500 for a bug (logged). The server and the graph keep
-running after any of them.
+field, actor or port), 401 without the right token, 403 for what the server
+does not allow (an ``Origin``, a module, code, a file outside its folders), 404
+for an unknown actor or route, 405 for a method a route does not have, 408 for
+a request not received within the read deadline, 409 for a conflict
+(duplicate actor id, input already linked, runtime closed), 413 for a body
+over ``max_body``, 415 for a body that is not ``application/json``, 421 for a
+``Host`` that is not this server, 500 for a bug (logged). The server and the
+graph keep running after any of them.
 
-Threads: the server runs ``http.server.ThreadingHTTPServer`` on one owned,
-non-daemon thread, one short-lived thread per request; ``close()`` stops it,
-waits for requests in progress and releases the port, and it stops by itself
-once the main thread has finished. Request threads never touch the runtime's
-loop directly: they use the runtime's cross-thread entry points (actors are
-created with ``runtime=`` and attach under its lock, start through
-``call_soon_threadsafe``; ``Actor.close`` waits on the loop with
+Security (``docs/architecture.md``, "Securing the control plane"): a bearer
+token on every request (``token=``, ``token_file=``, else generated with
+``secrets``; ``server.token``), the ``Host``/``Origin``/content-type/size/depth
+checks and per-connection read deadline of ``streamlib.httpguard``, and the
+trust policy of ``streamlib.trust``: built-in types and registered names only,
+modules from ``allow_modules``, draw/shader code with ``allow_code``, files
+under ``input_dir``/``output_dir`` only, frame sizes within limits.
+
+Threads: ``streamlib.httpguard.ServingThread`` runs the server on one owned,
+non-daemon thread, one tracked daemon thread per connection; ``close()``
+stops accepting, cuts open connections (a slow client never delays it), waits
+for requests in progress within its timeout and releases the port, and the
+server stops by itself once the main thread has finished. Request threads
+never touch the runtime's loop directly: they use the runtime's cross-thread
+entry points (actors are created with ``runtime=`` and attach under its lock,
+start through ``call_soon_threadsafe``; ``Actor.close`` waits on the loop with
 ``run_coroutine_threadsafe``; port links are copy-on-write under the port's
 lock), and one lock serialises this server's mutations so that checks such as
 "is this id free" and the change they guard are atomic among requests.
-
-Security: there is no authentication. Anyone who can connect can create any
-actor type, including ``package.module:Class`` (which imports that module), so
-the default is loopback only; on a shared machine other local users can reach
-loopback too.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
-import socket
-import socketserver
+import os
 import threading
 import urllib.parse
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Collection
 
-from .errors import PortError, PortKindError
+from . import httpguard
+from .control_actors import CreationRules, bad, check_fields, parse_clock, refusal
+from .errors import ConfigError, PortError, PortKindError
+from .httpguard import Refusal
+from .limits import MAX_FRAME_PIXELS, MAX_FRAME_SIDE
+from .trust import TrustPolicy, check_modules
 
 if TYPE_CHECKING:
     from .actor import Actor
-    from .clocks import Clock
     from .graph import Runtime
 
 logger = logging.getLogger("streamlib.control")
 
 MAX_BODY = 1 << 20  # bytes; a request body is a small JSON object
-_ACTOR_FIELDS = ("type", "id", "params", "clock", "dispatcher")
-_CLOCK_FIELDS = ("fps", "type", "max_ticks")
+MIN_TOKEN = 16  # characters of a token given explicitly
 _LINK_FIELDS = ("from", "to")
 # Route key -> method -> handler name; a key is the path with "<id>" for an actor id.
 _ROUTES: dict[str, dict[str, str]] = {
@@ -84,18 +96,23 @@ _ROUTES: dict[str, dict[str, str]] = {
 }
 
 
-class _Reply(Exception):
+class _Reply(Refusal):
     """An error response: HTTP ``status`` and the ``error`` message."""
 
     def __init__(self, status: int, message: str, allow: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.allow = allow
+        super().__init__(status, message, None if allow is None else {"Allow": allow})
 
 
-def _bad(message: str) -> _Reply:
-    return _Reply(400, message)
+_bad = bad
+_check_fields = check_fields
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        check_bind_host(host)
+    except ValueError:
+        return False
+    return True
 
 
 def check_bind_host(host: str, *, allow_remote: bool = False) -> None:
@@ -108,8 +125,8 @@ def check_bind_host(host: str, *, allow_remote: bool = False) -> None:
     except ValueError:
         raise ValueError(
             f"ControlServer: field 'host': {host!r} is not a loopback address (127.0.0.0/8, "
-            "::1, localhost); pass allow_remote=True to accept other machines (the control "
-            "plane has no authentication)") from None
+            "::1, localhost); pass allow_remote=True and an explicit token (token= or "
+            "token_file=) to accept other machines") from None
 
 
 def parse_control_address(text: str) -> tuple[str, int]:
@@ -137,27 +154,8 @@ def parse_control_address(text: str) -> tuple[str, int]:
     return host, port
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    # Request threads are joined by server_close() (so close() leaves none
-    # behind) rather than abandoned as daemons.
-    daemon_threads = False
-    block_on_close = True
-    timeout = 0.1  # handle_request() returns this often to check for close()
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN (a DNS query); skip it.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-
-class _ServerV6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(httpguard.GuardedHandler):
     server_version = "streamlib-control"
-    timeout = 10.0  # a silent client cannot hold a request thread (and close()) for long
     control: ControlServer  # set on the per-server subclass
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -176,37 +174,54 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._handle("PATCH")
 
     def _handle(self, method: str) -> None:
-        allow = None
+        headers: dict[str, str] = {}
         try:
-            # Read the body before any reply: closing with unread bytes makes
-            # the kernel reset the connection, and the client may lose the reply.
-            body = self._read_body()
+            body = self._admit()
             status, payload = self.control._dispatch(method, self.path, body)
-        except _Reply as reply:
-            status, payload, allow = reply.status, {"error": reply.message}, reply.allow
+        except Refusal as reply:
+            status, payload, headers = reply.status, {"error": reply.message}, reply.headers
+        except TimeoutError:
+            status, payload = 408, {"error": f"request not received within "
+                                             f"{self.read_deadline_s:g} s"}
+            self.close_connection = True
         except Exception as exc:  # noqa: BLE001 - a bad request must not kill the server
             logger.exception("control: %s %s failed", method, self.path)
             status, payload = 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
         data = (json.dumps(payload, default=repr) + "\n").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if allow is not None:
-            self.send_header("Allow", allow)
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_reply(status, data, "application/json", headers)
 
-    def _read_body(self) -> bytes | None:
+    def _admit(self) -> bytes | None:
+        """The request's body once its headers passed every check (see
+        ``streamlib.httpguard``); the body is read (or drained) before any reply:
+        closing with unread bytes makes the kernel reset the connection."""
+        control = self.control
         text = self.headers.get("Content-Length")
-        if not text:
-            return None
         try:
-            length = int(text)
+            length = int(text) if text else 0
         except ValueError:
             raise _bad(f"bad Content-Length {text!r}") from None
-        if length > MAX_BODY:
-            raise _bad(f"request body too large ({length} bytes; at most {MAX_BODY})")
-        return self.rfile.read(length) if length > 0 else None
+        if length < 0:
+            raise _bad(f"bad Content-Length {text!r}")
+        try:
+            httpguard.check_host(self.headers.get("Host"), control._hosts,
+                                 wildcard=control._wildcard)
+            httpguard.check_origin(self.headers.get("Origin"), control.allowed_origins)
+            httpguard.check_bearer(self.headers.get("Authorization"), control.token)
+            if length > control.max_body:
+                raise Refusal(413, f"request body too large ({length} bytes; at most "
+                                   f"{control.max_body})")
+            if length:
+                httpguard.check_json_content_type(self.headers.get("Content-Type"))
+        except Refusal:
+            self.drain(length)
+            raise
+        if not length:
+            return None
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise _bad(f"request body ended after {len(body)} of {length} bytes")
+        httpguard.check_json_depth(body)
+        return body
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         logger.debug("control: " + format, *args)
@@ -219,33 +234,101 @@ class ControlServer:
         runtime: the runtime to drive (started or not).
         host: the address to listen on; loopback unless ``allow_remote``.
         port: TCP port; 0 picks a free one (see ``port``/``url``).
-        allow_remote: accept a non-loopback ``host`` (no authentication!).
+        allow_remote: accept a non-loopback ``host`` (needs ``token``/``token_file``).
+        token: the bearer token every request must send (16 characters or more);
+            by default one is generated (``secrets``) and kept in ``token``.
+        token_file: read the token from this file when it exists (it must not be
+            readable by others), else write the generated token there (mode 0600).
+        allowed_origins: ``Origin`` values accepted (browser pages you trust,
+            e.g. ``"http://localhost:3000"``); requests with any other get 403.
+        allowed_hosts: more ``Host`` names to accept (e.g. the machine's name
+            on a remote bind); the bound address and ``localhost`` always are.
+        allow_modules: modules (a package allows its submodules) whose actor
+            classes and functions requests may name; none by default.
+        allow_code: accept draw code and shader code (off by default).
+        input_dir: the folder files read over the control plane must lie in
+            (``draw_file``, ``FileReaderActor.path``...); none by default.
+        output_dir: the folder files written must lie in (``FileWriterActor.path``...);
+            none by default: writers are refused.
+        max_body: request body limit in bytes (413 beyond).
+        max_frame_side, max_frame_pixels: limits on ``width``/``height`` (400 beyond).
+        read_deadline_s: per connection, for the whole request (408 or cut off).
 
     The socket is bound at construction; ``start()`` (or entering the ``with``
     block) starts serving; ``close()`` is idempotent.
 
     Raises:
-        ValueError: ``host`` is not loopback without ``allow_remote``, or ``port``
-            is out of range (the message names the field).
-        OSError: the address cannot be bound.
+        ValueError: ``host`` is not loopback without ``allow_remote``, a remote
+            bind without an explicit token, a bad option (ConfigError naming it).
+        OSError: the address cannot be bound, or ``token_file`` cannot be used.
     """
 
     def __init__(self, runtime: Runtime, host: str = "127.0.0.1", port: int = 0, *,
-                 allow_remote: bool = False) -> None:
+                 allow_remote: bool = False, token: str | None = None,
+                 token_file: str | os.PathLike[str] | None = None,
+                 allowed_origins: Collection[str] = (), allowed_hosts: Collection[str] = (),
+                 allow_modules: Collection[str] = (), allow_code: bool = False,
+                 input_dir: str | os.PathLike[str] | None = None,
+                 output_dir: str | os.PathLike[str] | None = None,
+                 max_body: int = MAX_BODY, max_frame_side: int = MAX_FRAME_SIDE,
+                 max_frame_pixels: int = MAX_FRAME_PIXELS,
+                 read_deadline_s: float = httpguard.READ_DEADLINE_S) -> None:
         check_bind_host(host, allow_remote=allow_remote)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"ControlServer: field 'port' must be an int in 0..65535, got {port!r}")
+        for name, value in (("max_body", max_body), ("max_frame_side", max_frame_side),
+                            ("max_frame_pixels", max_frame_pixels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"ControlServer: field {name!r} must be an int >= 1, "
+                                  f"got {value!r}")
+        if not read_deadline_s > 0:
+            raise ConfigError(f"ControlServer: field 'read_deadline_s' must be > 0, "
+                              f"got {read_deadline_s!r}")
+        self.token, explicit = self._token(token, token_file)
+        if not explicit and not _is_loopback(host):
+            raise ConfigError(
+                f"ControlServer: binding {host!r} beyond loopback needs a token given "
+                "explicitly (token=... or an existing token_file=...; --token/--token-file): "
+                "a generated one would only be known to this machine")
+        self.token_file = None if token_file is None else Path(token_file)
+        self.allowed_origins = frozenset(str(o).strip() for o in allowed_origins)
+        self.max_body = max_body
+        policy = TrustPolicy(
+            source="the control plane",
+            allow_modules=check_modules(allow_modules, "ControlServer: field 'allow_modules'"),
+            allow_code=bool(allow_code), restrict_files=True,
+            input_dir=None if input_dir is None else _folder(input_dir, "input_dir"),
+            output_dir=None if output_dir is None else _folder(output_dir, "output_dir"),
+            hint="allow_modules=[...] (--allow-module ...)")
+        self.rules = CreationRules(policy, max_frame_side, max_frame_pixels)
         self.runtime = runtime
         self._mutations = threading.Lock()
-        self._state = threading.Lock()
-        handler = type("ControlHandler", (_Handler,), {"control": self})
-        server_cls = _ServerV6 if ":" in host else _Server
-        self._server = server_cls((host, port), handler)
+        handler = type("ControlHandler", (_Handler,), {"control": self,
+                                                       "read_deadline_s": read_deadline_s})
+        self._server = httpguard.GuardedHTTPServer((host, port), handler)
         self.host = host
         self.port: int = int(self._server.server_address[1])
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self._hosts = httpguard.allowed_hosts(host, self.port, [
+            str(self._server.server_address[0]), *allowed_hosts])
+        self._wildcard = host in ("0.0.0.0", "::", "")
+        self._serving = httpguard.ServingThread(self._server, f"streamlib-control-{self.port}")
+
+    @staticmethod
+    def _token(token: str | None, token_file: str | os.PathLike[str] | None) -> tuple[str, bool]:
+        """The token and whether it was given (not generated here)."""
+        if token is not None and token_file is not None:
+            raise ConfigError("ControlServer: give one of 'token' and 'token_file', not both")
+        if token is not None:
+            if not isinstance(token, str) or len(token.strip()) < MIN_TOKEN:
+                raise ConfigError(f"ControlServer: field 'token' must be a str of at least "
+                                  f"{MIN_TOKEN} characters")
+            return token.strip(), True
+        if token_file is not None and Path(token_file).exists():
+            return httpguard.read_token_file(token_file, "ControlServer: field 'token_file'"), True
+        generated = httpguard.new_token()
+        if token_file is not None:
+            httpguard.write_token_file(token_file, generated)
+        return generated, False
 
     @property
     def url(self) -> str:
@@ -254,43 +337,26 @@ class ControlServer:
         return f"http://{host}:{self.port}"
 
     @property
+    def headers(self) -> dict[str, str]:
+        """What a client sends with every request (the token, JSON bodies)."""
+        return {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+
+    @property
     def closed(self) -> bool:
-        return self._closed
+        return self._serving.closed
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> ControlServer:
         """Start serving on the server's own thread (once); returns self.
 
         Raises RuntimeError after ``close()``."""
-        with self._state:
-            if self._closed:
-                raise RuntimeError("ControlServer: closed; create a new one")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve,
-                                                name=f"streamlib-control-{self.port}")
-                self._thread.start()
+        self._serving.start()
         return self
 
-    def _serve(self) -> None:
-        main = threading.main_thread()
-        try:
-            while not self._stop.is_set() and main.is_alive():
-                self._server.handle_request()
-        finally:
-            self._server.server_close()  # joins the request threads still running
-
     def close(self, timeout: float = 5.0) -> None:
-        """Stop serving, wait for requests in progress, release the port. Idempotent."""
-        with self._state:
-            if self._closed:
-                return
-            self._closed = True
-            thread = self._thread
-        self._stop.set()
-        if thread is None:
-            self._server.server_close()
-        elif thread is not threading.current_thread():
-            thread.join(timeout)
+        """Stop serving, cut open connections, wait for requests in progress
+        (``timeout`` in all), release the port. Idempotent."""
+        self._serving.close(timeout)
 
     def __enter__(self) -> ControlServer:
         return self.start()
@@ -348,32 +414,15 @@ class ControlServer:
 
     # -- mutations --------------------------------------------------------------
     def _create_actor(self, body: dict[str, Any]) -> tuple[int, Any]:
-        from .pipeline import (
-            check_actor_name, check_dispatcher, check_params, create_actor, resolve_type_field,
-        )
-
-        _check_fields(body, _ACTOR_FIELDS)
-        for name in ("id", "type"):
-            if name not in body:
-                raise _bad(f"field {name!r} is required")
-        actor_id = check_actor_name(body["id"], _bad)
-        atype = resolve_type_field(actor_id, body["type"], _bad)
-        params = body.get("params") or {}
-        if not isinstance(params, dict):
-            raise _bad(f"actor {actor_id!r}: field 'params' must be a JSON object, "
-                       f"got {type(params).__name__}")
-        check_params(actor_id, atype, params, _bad,
-                     also="id, type, clock and dispatcher go beside 'params'")
-        dispatcher = check_dispatcher(actor_id, body.get("dispatcher"), _bad)
-        rt = self.runtime
+        request = self.rules.check(body)  # nothing imported, read or allocated before
+        actor_id, rt = request.actor_id, self.runtime
         with self._mutations:
             self._check_open()
             if any(a.actor_id == actor_id for a in rt.actors()):
                 raise _Reply(409, f"runtime {rt.name!r} already has an actor {actor_id!r}")
-            clock, owned = self._clock(actor_id, body.get("clock"))
+            clock, owned = parse_clock(actor_id, request.clock, self._actor)
             try:
-                actor = create_actor(atype, actor_id, params, rt, clock=clock,
-                                     dispatcher=dispatcher)
+                actor = self.rules.create(request, rt, clock)
             except Exception as exc:  # noqa: BLE001 - constructor errors are bad requests
                 if owned and clock is not None:
                     clock.close()
@@ -382,43 +431,8 @@ class ControlServer:
                                                        for a in rt.actors()):
                     # Created meanwhile by code in the runtime's own process.
                     raise _Reply(409, str(exc)) from None
-                raise _bad(f"actor {actor_id!r} ({atype.name}): {exc}") from None
+                raise refusal(f"actor {actor_id!r} ({request.atype.name}): ", exc) from None
         return 201, actor.describe()
-
-    def _clock(self, actor_id: str, spec: Any) -> tuple[Clock | None, bool]:
-        """The clock a request names, and whether this server made it."""
-        from .clocks import SoftwareClock, VirtualClock, parse_rate
-
-        where = f"actor {actor_id!r}: field 'clock'"
-        if spec is None:
-            return None, False
-        if isinstance(spec, str):
-            other = self._actor(spec, f"{where}: ")
-            if other.clock is None:
-                raise _bad(f"{where}: actor {spec!r} has no clock to share")
-            return other.clock, False
-        if not isinstance(spec, dict):
-            raise _bad(f"{where}: expected {{\"fps\": N}} (optional \"type\": \"software\" or "
-                       f"\"virtual\", \"max_ticks\": N) or the id of an actor whose clock to "
-                       f"share, got {spec!r}")
-        _check_fields(spec, _CLOCK_FIELDS, f"{where}: ")
-        if "fps" not in spec:
-            raise _bad(f"{where}: field 'fps' is required")
-        kind = spec.get("type", "software")
-        if kind not in ("software", "virtual"):
-            raise _bad(f"{where}: field 'type': {kind!r} is not one of software, virtual")
-        max_ticks = spec.get("max_ticks")
-        if max_ticks is not None and (kind != "virtual" or isinstance(max_ticks, bool)
-                                      or not isinstance(max_ticks, int) or max_ticks < 1):
-            raise _bad(f"{where}: field 'max_ticks' must be an int >= 1 on a virtual clock, "
-                       f"got {max_ticks!r} (type {kind})")
-        try:
-            rate = parse_rate(spec["fps"])
-        except (TypeError, ValueError) as exc:
-            raise _bad(f"{where}: field 'fps': {exc}") from None
-        if kind == "virtual":
-            return VirtualClock(rate, max_ticks=max_ticks, clock_id="virtual"), True
-        return SoftwareClock(rate, clock_id="monotonic"), True
 
     def _delete_actor(self, actor_id: str) -> tuple[int, Any]:
         with self._mutations:
@@ -497,23 +511,23 @@ def _route_list() -> list[str]:
     return [f"{m} {path}" for path, methods in _ROUTES.items() for m in methods]
 
 
+def _folder(path: str | os.PathLike[str], name: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"ControlServer: field {name!r}: {str(p)!r} is not a folder")
+    return p.resolve()
+
+
 def _json_object(body: bytes | None) -> dict[str, Any]:
     if body is None:  # POST /start needs no body; others say what is missing
         return {}
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _bad(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise _bad(f"request body must be a JSON object, got {type(data).__name__}")
     return data
-
-
-def _check_fields(body: dict[str, Any], accepted: tuple[str, ...], where: str = "") -> None:
-    unknown = [k for k in body if k not in accepted]
-    if unknown:
-        raise _bad(f"{where}unknown field {unknown[0]!r} "
-                   f"(accepted: {', '.join(accepted) or 'none'})")
 
 
 def _link(src: str, dst: str) -> dict[str, str]:
@@ -521,9 +535,9 @@ def _link(src: str, dst: str) -> dict[str, str]:
 
 
 def serve_control(runtime: Runtime, port: int = 0, host: str = "127.0.0.1", *,
-                  allow_remote: bool = False) -> ControlServer:
-    """A started ``ControlServer`` for ``runtime``; see the class."""
-    return ControlServer(runtime, host, port, allow_remote=allow_remote).start()
+                  allow_remote: bool = False, **options: Any) -> ControlServer:
+    """A started ``ControlServer`` for ``runtime``; ``options`` as for the class."""
+    return ControlServer(runtime, host, port, allow_remote=allow_remote, **options).start()
 
 
 __all__ = ["ControlServer", "serve_control", "parse_control_address", "check_bind_host",

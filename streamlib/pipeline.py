@@ -18,6 +18,15 @@ parameters, clocks, connection syntax) and every error names the file, the
 actor and the field. Building creates the actors in a ``Runtime`` and links
 them; port names are checked then, against the ports the actors declared.
 
+Trust: a pipeline file that names modules (``type: package.module:Class``,
+``model: package.module:factory``) is as powerful as a Python script: importing
+a module runs its code. So by default a file gets built-in actor types and
+functions registered by name (``streamlib.register_function``) only; modules
+must be allowed by whoever runs it (``load_pipeline(path, allow_modules=[...])``,
+``streamlib run --allow-module PKG``), and are checked before they are imported
+(see ``streamlib.trust``). Inline draw and shader code is accepted: it is text
+of the file the user chose to run.
+
 Two modes: ``realtime`` uses ``SoftwareClock``s; ``offline`` replaces every
 clock with a ``VirtualClock`` (one per distinct rate, shared, so sources of the
 same rate stay frame-aligned) limited to the requested duration, and the graph
@@ -39,6 +48,7 @@ from .catalog import ActorType, resolve_actor_type
 from .clocks import Clock, SoftwareClock, VirtualClock, parse_rate
 from .errors import StreamlibError
 from .runlimits import finite_duration, finite_sources
+from .trust import TrustPolicy, applied, check_modules
 
 if TYPE_CHECKING:
     from .actor import Actor
@@ -88,6 +98,7 @@ class PipelineSpec:
     clocks: Mapping[str, Fraction]
     actors: Mapping[str, ActorSpec]
     connections: tuple[ConnectionSpec, ...]
+    policy: TrustPolicy = field(default_factory=lambda: file_policy(()))
 
     def build(self, runtime: Runtime, *, mode: Mode = "realtime", seconds: float | None = None,
               overrides: Mapping[str, Mapping[str, Any]] | None = None,
@@ -114,10 +125,11 @@ class PipelineSpec:
                 params = dict(spec.params)
                 params.update((overrides or {}).get(spec.type.name, {}))
                 try:
-                    actors[spec.name] = create_actor(
-                        spec.type, spec.name, params, runtime,
-                        clock=None if spec.clock is None else named[spec.clock],
-                        dispatcher=spec.dispatcher)
+                    with applied(self.policy):  # model/fn strings resolve under it
+                        actors[spec.name] = create_actor(
+                            spec.type, spec.name, params, runtime,
+                            clock=None if spec.clock is None else named[spec.clock],
+                            dispatcher=spec.dispatcher)
                 except Exception as exc:  # noqa: BLE001 - rewrapped with file and actor
                     raise PipelineError(
                         f"{self.source}: actor {spec.name!r} ({spec.type.name}): {exc}"
@@ -233,10 +245,20 @@ class Pipeline:
 
 # -- loading ------------------------------------------------------------------
 
-def load_pipeline(path: str | Path) -> PipelineSpec:
+def file_policy(allow_modules: Any, source: str = "a pipeline file") -> TrustPolicy:
+    """The trust policy of a pipeline file: built-ins, registered names, inline
+    code, and modules only from ``allow_modules``."""
+    return TrustPolicy(source=source, allow_modules=check_modules(allow_modules, "allow_modules"),
+                       hint="allow_modules=[...] (streamlib run --allow-module ...)")
+
+
+def load_pipeline(path: str | Path, *, allow_modules: Any = ()) -> PipelineSpec:
     """Read and validate a pipeline file (``.yaml``/``.yml`` or ``.json``).
 
-    Raises FileNotFoundError naming the path, PipelineError for invalid content.
+    ``allow_modules``: module names (a package allows its submodules) whose
+    actor classes and functions the file may name; none by default.
+    Raises FileNotFoundError naming the path, PipelineError for invalid content
+    (a module not allowed included: it is not imported).
     """
     p = Path(path)
     if not p.is_file():
@@ -251,13 +273,25 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
             data = yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - yaml and json raise different types
         raise PipelineError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {exc}") from None
-    return parse_pipeline(data, source=str(p))
+    return parse_pipeline(data, source=str(p), allow_modules=allow_modules)
 
 
-def parse_pipeline(data: Any, *, source: str = "<pipeline>") -> PipelineSpec:
-    """Validate an already-parsed pipeline mapping; PipelineError on any problem."""
+def parse_pipeline(data: Any, *, source: str = "<pipeline>",
+                   allow_modules: Any = ()) -> PipelineSpec:
+    """Validate an already-parsed pipeline mapping; PipelineError on any problem.
+    ``allow_modules`` as for ``load_pipeline``."""
     def fail(msg: str) -> PipelineError:
         return PipelineError(f"{source}: {msg}")
+
+    try:
+        policy = file_policy(allow_modules, f"pipeline file {source}")
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    with applied(policy):
+        return _parse(data, source, policy, fail)
+
+
+def _parse(data: Any, source: str, policy: TrustPolicy, fail: Fail) -> PipelineSpec:
 
     if not isinstance(data, dict):
         raise fail(f"top level must be a mapping, got {type(data).__name__}")
@@ -273,7 +307,8 @@ def parse_pipeline(data: Any, *, source: str = "<pipeline>") -> PipelineSpec:
     if not isinstance(raw_conns, list):
         raise fail("'connections' must be a list of 'a.port -> b.port' strings")
     conns = tuple(_parse_connection(i, c, actors, fail) for i, c in enumerate(raw_conns))
-    return PipelineSpec(source, str(data.get("name") or Path(source).stem), clocks, actors, conns)
+    return PipelineSpec(source, str(data.get("name") or Path(source).stem), clocks, actors, conns,
+                        policy)
 
 
 def _parse_clocks(raw: Any, fail: Fail) -> dict[str, Fraction]:
@@ -304,7 +339,7 @@ def resolve_type_field(name: str, type_name: Any, fail: Fail) -> ActorType:
     """The actor type an actor's ``type`` field names (see ``resolve_actor_type``)."""
     try:
         return resolve_actor_type(str(type_name))
-    except ValueError as exc:
+    except (ValueError, PermissionError) as exc:  # PermissionError: a module not allowed
         raise fail(f"actor {name!r}: field 'type': {exc}") from None
 
 

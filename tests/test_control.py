@@ -42,11 +42,22 @@ class Collector(Actor):
             self.got.set()
 
 
-def call(method: str, url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+TOKEN = "test-token-0123456789abcdef"
+
+
+def serve(rt: Runtime, **options: Any) -> ControlServer:
+    """The control server of these tests: a known token, this module allowed."""
+    options.setdefault("token", TOKEN)
+    return ControlServer(rt, allow_modules=["test_control"], **options)
+
+
+def call(method: str, url: str, body: Any = None, raw: bytes | None = None, *,
+         token: str = TOKEN) -> tuple[int, Any]:
     """(status, decoded JSON body) of one request; HTTP errors are returned, not raised."""
     data = raw if raw is not None else None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.headers["Content-Type"] == "application/json"
@@ -60,7 +71,7 @@ def call(method: str, url: str, body: Any = None, raw: bytes | None = None) -> t
 @pytest.fixture
 def live() -> Iterator[tuple[Runtime, str]]:
     """A started, empty runtime and its control server's URL."""
-    with Runtime(name="ctl") as rt, ControlServer(rt) as server:
+    with Runtime(name="ctl") as rt, serve(rt) as server:
         rt.start()
         yield rt, server.url
 
@@ -131,7 +142,7 @@ def test_graph_built_linked_unlinked_and_edited_over_http_while_running(
 
 
 def test_wired_over_http_then_started_runs_lock_step_with_a_shared_virtual_clock() -> None:
-    with Runtime(name="wired") as rt, ControlServer(rt) as server:
+    with Runtime(name="wired") as rt, serve(rt) as server:
         url = server.url
         for actor_id in ("a", "b"):
             assert call("POST", f"{url}/actors", {"id": actor_id, "type": COLLECTOR,
@@ -184,7 +195,7 @@ def wired() -> Iterator[str]:
     """A runtime (not started) with src -> sink linked and an unlinked ``lonely``."""
     rt = Runtime(name="err")  # no ``with``: it would stay the current runtime of later tests
     try:
-        with ControlServer(rt) as server:
+        with serve(rt) as server:
             src = TestPatternActor(16, 8, fps=30, actor_id="src", runtime=rt)
             src >> Collector(actor_id="sink", runtime=rt)
             Collector(actor_id="lonely", runtime=rt)
@@ -299,7 +310,7 @@ def test_errors_have_exact_status_and_message(wired: str, method: str, path: str
 def test_an_input_already_linked_is_a_conflict(wired: str) -> None:
     status, body = call("POST", f"{wired}/connections", {"from": "src", "to": "sink.video"})
     assert status == 200
-    with Runtime(name="conflict") as rt, ControlServer(rt) as server:
+    with Runtime(name="conflict") as rt, serve(rt) as server:
         TestPatternActor(8, 4, actor_id="one") >> Collector(actor_id="sink")
         TestPatternActor(8, 4, actor_id="two")
         assert call("POST", f"{server.url}/connections", {"from": "two", "to": "sink.video"}) == (
@@ -308,7 +319,7 @@ def test_an_input_already_linked_is_a_conflict(wired: str) -> None:
 
 
 def test_concurrent_creates_of_one_id_make_exactly_one_actor() -> None:
-    with Runtime(name="race") as rt, ControlServer(rt) as server:
+    with Runtime(name="race") as rt, serve(rt) as server:
         barrier = threading.Barrier(8)
         statuses: list[int] = []
 
@@ -360,7 +371,7 @@ def test_cli_refuses_a_remote_control_address(capsys: pytest.CaptureFixture[str]
 def test_close_is_idempotent_and_leaves_no_thread_or_port_behind() -> None:
     with Runtime(name="life") as rt:
         before = set(threading.enumerate())
-        server = ControlServer(rt).start()
+        server = serve(rt).start()
         assert server.start() is server  # starting twice serves once
         url, port = server.url, server.port
         assert url == f"http://127.0.0.1:{port}"
@@ -380,7 +391,7 @@ def test_close_is_idempotent_and_leaves_no_thread_or_port_behind() -> None:
             urllib.request.urlopen(f"{url}/graph", timeout=5)
         with pytest.raises(RuntimeError, match="closed"):
             server.start()
-        again = ControlServer(rt, port=port)  # the port was released
+        again = serve(rt, port=port)  # the port was released
         again.close()  # never started: closing only releases the socket
         again.close()
 
@@ -400,14 +411,18 @@ def test_cli_run_serves_control_and_an_agent_adds_an_actor() -> None:
                 url = line.split()[1]
                 break
         assert url is not None and re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
-        status, graph = call("GET", f"{url}/graph")
+        token_line = proc.stdout.readline()  # generated: printed, as no file was given
+        assert token_line.startswith("control token: "), token_line
+        token = token_line.split()[2]
+        assert call("GET", f"{url}/graph", token="wrong-token")[0] == 401
+        status, graph = call("GET", f"{url}/graph", token=token)
         assert status == 200 and graph["runtime"] == "console"
         assert [a["id"] for a in graph["actors"]] == ["bars", "invert", "stats"]
         assert len(graph["links"]) == 2
         assert call("POST", f"{url}/actors", {"id": "probe", "type": "StatsSink", "params": {
-            "report_interval_s": None, "printer": None}})[0] == 201
-        assert call("POST", f"{url}/connections", {"from": "invert.video", "to": "probe"}) == (
-            201, {"from": "invert.video", "to": "probe.in"})
+            "report_interval_s": None, "printer": None}}, token=token)[0] == 201
+        assert call("POST", f"{url}/connections", {"from": "invert.video", "to": "probe"},
+                    token=token) == (201, {"from": "invert.video", "to": "probe.in"})
         rest, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -415,7 +430,7 @@ def test_cli_run_serves_control_and_an_agent_adds_an_actor() -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     assert "control: " not in rest  # printed once
-    probe = re.search(r"^\s+probe\s+running\s+out\s+\d+.*calls\s+(\d+)", rest, flags=re.M)
+    probe = re.search(r"^\s+probe\s+(?:running|stopped)\s+out\s+\d+.*calls\s+(\d+)", rest, flags=re.M)
     assert probe is not None, rest
     assert int(probe.group(1)) > 0  # frames reached the actor the agent added
 

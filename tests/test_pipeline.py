@@ -102,7 +102,8 @@ def test_failing_actor_in_a_file_does_not_stop_the_rest(tmp_path: Path,
     text = GOOD + "  - bars.video -> boom.video\n" + ""
     text = text.replace("  stats:", "  boom:   {type: '_pipeline_actors:Exploder', at: 5}\n  stats:")
     path = write(tmp_path, text)
-    assert main(["run", str(path), "--offline", "--frames", "30", "-q"]) == 1
+    assert main(["run", str(path), "--offline", "--frames", "30", "-q",
+                 "--allow-module", "_pipeline_actors"]) == 1
     out, err = capsys.readouterr()
     assert "boom             failed" in out
     stats_line = next(l for l in out.splitlines() if l.strip().startswith("stats"))

@@ -21,6 +21,7 @@ from ..actor import Actor
 from ..clocks import Clock, SoftwareClock, TimedTick
 from ..device import resolve_device
 from ..frames import PixelFormat, VideoFrame
+from ..limits import check_frame_size
 from ..ports import StreamInput, StreamOutput
 from .blending import (
     Placed, composite_into, composite_reference, numba_available, numba_kernels, opacity_code,
@@ -141,6 +142,7 @@ class CompositorActor(Actor):
         where = f"CompositorActor{'' if actor_id is None else f' {actor_id!r}'}"
         if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
             raise ValueError(f"{where}: width and height must be ints > 0, got {width!r}x{height!r}")
+        check_frame_size(width, height, where)  # before allocating anything
         color = parse_color(background, f"{where}: background")
         if interpolation not in ("nearest", "bilinear"):
             raise ValueError(f"{where}: interpolation must be 'nearest' or 'bilinear', "

@@ -30,9 +30,11 @@ import numpy as np
 import skia
 import torch
 
+from .. import trust
 from ..actor import Actor
 from ..clocks import Clock, SoftwareClock, TimedTick
 from ..frames import VideoFrame
+from ..limits import check_frame_size
 from ..ports import StreamOutput
 
 __all__ = ["DrawFunction", "DrawingActor", "DrawingContext", "parse_color"]
@@ -45,7 +47,6 @@ _NAMED_COLORS: dict[str, tuple[int, int, int, int]] = {
     "yellow": (255, 255, 0, 255), "cyan": (0, 255, 255, 255), "magenta": (255, 0, 255, 255),
     "gray": (128, 128, 128, 255), "grey": (128, 128, 128, 255),
 }
-_MAX_SIDE = 16384
 _MAX_SEEN_ERRORS = 256  # distinct errors remembered for log de-duplication
 
 
@@ -102,8 +103,8 @@ def parse_color(value: object, where: str = "color") -> tuple[int, int, int, int
 class DrawingActor(Actor):
     """Draws each frame with skia-python and publishes RGBA ``outputs['video']``.
 
-    ``draw`` is a callable ``draw(canvas: skia.Canvas, ctx: DrawingContext)``
-    or Python source defining ``def draw(canvas, ctx): ...`` (its namespace
+    ``draw`` is a callable ``draw(canvas: skia.Canvas, ctx: DrawingContext)``,
+    the name of one registered with ``streamlib.register_function``, or Python source defining ``def draw(canvas, ctx): ...`` (its namespace
     has ``skia``, ``math`` and ``torch``; module-level names persist across
     frames). Output pixels are straight (unpremultiplied) RGBA. Errors in the
     draw function are reported and counted, never fatal (see module docs).
@@ -133,10 +134,7 @@ class DrawingActor(Actor):
                  clock: Clock | None = None, **kwargs: Any) -> None:
         super().__init__(actor_id=actor_id, clock=clock or SoftwareClock(fps), **kwargs)
         name = f"DrawingActor '{self.actor_id}'"
-        for field, value in (("width", width), ("height", height)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_SIDE:
-                raise ValueError(f"{name}: {field} must be an int in 1..{_MAX_SIDE}, got {value!r}")
-        self.width, self.height = width, height
+        self.width, self.height = check_frame_size(width, height, name)
         self.fps = float(self.clock.fps if self.clock is not None and self.clock.fps else fps)
         self._clear = None if clear is None else skia.Color(*parse_color(clear, f"{name}: clear"))
         self._code_filename: str | None = None
@@ -153,9 +151,15 @@ class DrawingActor(Actor):
         if (draw is None) == (draw_file is None):
             raise ValueError(f"{name}: give exactly one of draw (callable or source) and draw_file")
         if draw_file is not None:
+            trust.check_code(f"{name}: field 'draw_file'", "draw code")
             path = Path(draw_file)
-            return self._compile(name, path.read_text(encoding="utf-8"), str(path.resolve()))
+            return self._compile(name, path.read_text(encoding="utf-8"), str(path.resolve()),
+                                 quote=False)
         if isinstance(draw, str):
+            registered = trust.registered_function(draw.strip())
+            if registered is not None:
+                return self._load_draw(name, registered, None)
+            trust.check_code(f"{name}: field 'draw'", "draw code (Python source)")
             return self._compile(name, draw, f"<draw_code:{self.actor_id}>")
         if callable(draw):
             code = getattr(draw, "__code__", None)
@@ -163,7 +167,10 @@ class DrawingActor(Actor):
             return draw
         raise TypeError(f"{name}: draw must be a callable or a str of source, got {type(draw).__name__}")
 
-    def _compile(self, name: str, source: str, filename: str) -> DrawFunction:
+    def _compile(self, name: str, source: str, filename: str, *,
+                 quote: bool = True) -> DrawFunction:
+        """``quote=False`` (source read from a file): messages give line numbers and
+        exception types only, never text of the file (it may not be draw code)."""
         self._code_filename = filename
         if filename.startswith("<"):  # let tracebacks show the offending source line
             lines = source.splitlines(keepends=True)
@@ -171,6 +178,9 @@ class DrawingActor(Actor):
         try:
             code = compile(source, filename, "exec")
         except SyntaxError as exc:
+            if not quote:
+                raise ValueError(f"{name}: syntax error in draw_file {filename!r} at line "
+                                 f"{exc.lineno}") from None
             text = (exc.text or "").strip()
             raise ValueError(
                 f"{name}: syntax error in draw code at line {exc.lineno}: {exc.msg}"
@@ -182,6 +192,9 @@ class DrawingActor(Actor):
             exec(code, namespace)  # noqa: S102 - running the user's own draw code is the point
         except Exception as exc:
             where = self._user_location(exc)
+            if not quote:
+                raise ValueError(f"{name}: draw_file raised {type(exc).__name__} while "
+                                 f"loading{where}") from None
             raise ValueError(f"{name}: draw code raised while loading{where}: "
                              f"{type(exc).__name__}: {exc}") from exc
         fn = namespace.get("draw")

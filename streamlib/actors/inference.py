@@ -22,13 +22,12 @@ fixed-weight model (no download) that finds the bright box of
 
 from __future__ import annotations
 
-import importlib
-import re
 from collections import deque
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 
+from .. import trust
 from ..actor import Actor
 from ..clocks import TimedTick
 from ..device import (
@@ -45,35 +44,21 @@ _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
     "float64": torch.float64,
 }
-_SPEC_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 _FORMAT_FOR_CHANNELS = {1: PixelFormat.GRAY8, 3: PixelFormat.RGB24, 4: PixelFormat.RGBA}
 
 
 # -- resolving "package.module:name" ------------------------------------------------------
 def resolve_object(spec: str, where: str = "") -> Any:
-    """The object named by ``"package.module:attr"`` (``attr`` may be dotted).
+    """The object named by ``"package.module:attr"`` (``attr`` may be dotted), as
+    the current ``streamlib.trust`` policy allows (anything, from Python code).
 
     Raises:
         ValueError: the string is not of that form, the module cannot be
             imported, or it has no such attribute; the message starts with
             ``where`` and quotes ``spec``.
+        AccessDeniedError: the policy does not allow the module (not imported).
     """
-    prefix = f"{where}: " if where else ""
-    if not isinstance(spec, str) or not _SPEC_RE.match(spec.strip()):
-        raise ValueError(f"{prefix}{spec!r} is not of the form 'package.module:name'")
-    module_name, _, attr = spec.strip().partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import failure is a configuration error
-        raise ValueError(f"{prefix}cannot import module {module_name!r} for {spec!r} "
-                         f"({type(exc).__name__}: {exc})") from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"{prefix}{spec!r}: {module_name!r} has no attribute {attr!r}") \
-                from None
-    return obj
+    return trust.resolve_object(spec, where)
 
 
 def _index(value: Any, i: int) -> Any:
@@ -228,7 +213,11 @@ class InferenceActor(Actor):
             raise TypeError(f"{where}: model_kwargs must be a dict, got "
                             f"{type(model_kwargs).__name__}")
         if isinstance(model, str):
-            target = resolve_object(model, f"{where}: model")
+            # A registered name, else 'module:attr'; the policy vets an object
+            # before it is called (a factory from a module not allowed is refused).
+            target = trust.registered_function(model.strip())
+            if target is None:
+                target = trust.resolve_object(model, f"{where}: model", kind="model")
             if isinstance(target, torch.nn.Module):
                 model = target
             elif callable(target):
@@ -251,7 +240,9 @@ class InferenceActor(Actor):
         if hook is None:
             return None
         if isinstance(hook, str):
-            hook = resolve_object(hook, f"{where}: {name}")
+            found = trust.registered_function(hook.strip())
+            hook = found if found is not None else trust.resolve_object(
+                hook, f"{where}: {name}", kind="function")
         if not callable(hook):
             raise TypeError(f"{where}: {name} must be callable or 'module:function', "
                             f"got {type(hook).__name__}")
@@ -417,6 +408,9 @@ class BrightBoxDetector(torch.nn.Module):
         scores = torch.where(found, count / area, torch.zeros_like(area))
         boxes = torch.where(found.unsqueeze(1), boxes, torch.zeros_like(boxes))
         return {"boxes": boxes.unsqueeze(1), "scores": scores.unsqueeze(1)}
+
+
+trust.register_function("bright_box", BrightBoxDetector)  # model: bright_box
 
 
 def __getattr__(name: str) -> Any:

@@ -41,6 +41,7 @@ from ..actor import Actor
 from ..clocks import Clock, SoftwareClock, TimedTick
 from ..device import resolve_device
 from ..frames import VideoFrame
+from ..limits import check_frame_size
 from ..ports import StreamOutput
 from ._font import GlyphSet
 
@@ -259,6 +260,7 @@ class TestPatternActor(Actor):
         where = f"TestPatternActor{'' if actor_id is None else f' {actor_id!r}'}"
         if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
             raise ValueError(f"{where}: width and height must be ints > 0, got {width!r}x{height!r}")
+        check_frame_size(width, height, where)  # before allocating anything
         if pattern not in PATTERNS:
             raise ValueError(f"{where}: pattern must be one of {', '.join(PATTERNS)}; got {pattern!r}")
         if color_range not in COLOR_RANGES:

@@ -29,10 +29,12 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from .. import trust
 from ..actor import Actor
 from ..clocks import Clock, SoftwareClock, TimedTick
 from ..device import ready_event, resolve_device
 from ..frames import PixelFormat, VideoFrame
+from ..limits import check_frame_size
 from ..gl import (
     FULLSCREEN_VERTEX_SHADER, GLContextError, ShaderCompileError, create_offscreen_context,
     upload_texture,
@@ -46,7 +48,6 @@ from ..ports import StreamInput, StreamOutput
 __all__ = ["ShaderActor", "prepare_fragment_source"]
 
 OutputFormat = Literal["rgba", "rgb24"]
-_MAX_SIDE = 16384
 # How each accepted input format is read by the shader: channels in GL order
 # plus the swizzle that makes ``texture()`` return RGBA.
 _INPUT_FORMATS: dict[PixelFormat, str] = {
@@ -167,9 +168,7 @@ class ShaderActor(Actor):
         kwargs.setdefault("dispatcher", "dedicated")
         super().__init__(actor_id=actor_id, clock=clock, **kwargs)
         label = f"ShaderActor '{self.actor_id}'"
-        for field, value in (("width", width), ("height", height)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_SIDE:
-                raise ValueError(f"{label}: {field} must be an int in 1..{_MAX_SIDE}, got {value!r}")
+        check_frame_size(width, height, label)
         if output_format not in ("rgba", "rgb24"):
             raise ValueError(f"{label}: output_format must be 'rgba' or 'rgb24', got {output_format!r}")
         bad = [n for n in names if not isinstance(n, str) or not n.isidentifier() or n.startswith("gl_")]
@@ -179,6 +178,9 @@ class ShaderActor(Actor):
         self.device = None if device is None else resolve_device(device, where=f"{label}: device")
         if (fragment_source is None) == (fragment_file is None):
             raise ValueError(f"{label}: give exactly one of fragment_source and fragment_file")
+        trust.check_code(f"{label}: field "
+                         f"{'fragment_file' if fragment_file is not None else 'fragment_source'!r}",
+                         "shader code")
         if fragment_file is not None:
             fragment_source = Path(fragment_file).read_text(encoding="utf-8")
         if not isinstance(fragment_source, str) or not fragment_source.strip():

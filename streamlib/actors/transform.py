@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from .. import trust
 from ..actor import Actor
 from ..clocks import TimedTick
 from ..frames import VideoFrame
@@ -30,6 +31,8 @@ def identity(data: torch.Tensor) -> torch.Tensor:
 TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "invert": invert, "mirror": mirror, "identity": identity,
 }
+for _name, _fn in TRANSFORMS.items():
+    trust.register_function(_name, _fn)
 
 
 class TransformActor(Actor):
@@ -42,14 +45,20 @@ class TransformActor(Actor):
     def __init__(self, fn: str | Callable[[torch.Tensor], torch.Tensor] = "invert",
                  *, actor_id: str | None = None, **kwargs: object) -> None:
         """Args:
-            fn: a callable ``tensor -> tensor`` or the name of a built-in
-                transform (``invert``, ``mirror``, ``identity``).
+            fn: a callable ``tensor -> tensor``, the name of a registered
+                function (built-in: ``invert``, ``mirror``, ``identity``; see
+                ``streamlib.register_function``) or ``"module:function"`` (from
+                pipeline files and the control plane only when the module is allowed).
         """
         if isinstance(fn, str):
-            if fn not in TRANSFORMS:
+            found = trust.registered_function(fn)
+            if found is None and ":" in fn:  # 'module:function', as the policy allows
+                found = trust.resolve_object(fn, "TransformActor: field 'fn'", kind="function")
+            if found is None:
                 raise ValueError(f"TransformActor: field 'fn': unknown transform {fn!r} "
-                                 f"(built-in: {', '.join(TRANSFORMS)})")
-            fn = TRANSFORMS[fn]
+                                 f"(registered: {', '.join(trust.registered_names())}; "
+                                 "streamlib.register_function(name, fn) adds one)")
+            fn = found
         if not callable(fn):
             raise TypeError(f"TransformActor: field 'fn' must be callable or a name, got {fn!r}")
         super().__init__(actor_id=actor_id, **kwargs)  # type: ignore[arg-type]
