@@ -229,6 +229,77 @@ def test_slave_against_python_masters_on_loopback() -> None:
     slave.close()
 
 
+# ------------------------------------------------------------------ foreign master table
+
+def _ann(identity: bytes, priority1: int, seq: int = 0, log: int = -2) -> Announce:
+    pid = PortIdentity(identity, 1)
+    return Announce(PTPHeader(0xB, 2, 0, 127, 0, 0, pid, seq & 0xFFFF, 5, log),
+                    PTPTimestamp(0, 0), 37, priority1, 248, 0xFE, 0xFFFF, 128, identity, 0, 0xA0)
+
+
+def test_foreign_master_table_is_bounded_and_a_flood_never_displaces_the_master() -> None:
+    """8,000 one-off foreign masters: the table stays at its bound, none qualifies
+    (one Announce each), the qualified master stays selected; a flood identity that
+    announces again qualifies and wins on priority."""
+    slave = PTPSlave(event_port=1, general_port=2, max_foreign_masters=16)
+    now = 100.0
+    good, standby = b"\x10" * 8, b"\x20" * 8
+
+    def feed(a: Announce) -> None:
+        with slave._lock:
+            slave._handle(a, 0, now)
+
+    feed(_ann(good, 100))
+    assert slave.stats()["master"] is None  # one Announce does not qualify
+    now += 0.25
+    feed(_ann(good, 100, 1))
+    feed(_ann(standby, 120))
+    now += 0.25
+    feed(_ann(standby, 120, 1))
+    st = slave.stats()
+    assert st["master"] == "101010.1010.101010-1" and st["foreign_masters"] == 2
+    sizes = set()
+    for i in range(8000):
+        now += 0.00001
+        feed(_ann(b"\xf0" + i.to_bytes(7, "big"), 0, i))  # better priority, heard once
+        sizes.add(len(slave._foreign))
+    st = slave.stats()
+    assert max(sizes) == 16 and st["foreign_masters"] == 16
+    assert st["counts"]["foreign_evicted"] == 8000 + 2 - 16
+    assert st["master"] == "101010.1010.101010-1" and st["counts"]["master_changes"] == 1
+    assert standby[:1] * 8 in [r.announce.grandmaster_identity
+                               for r in slave._foreign._qualified.values()]  # kept too
+    assert slave._foreign.rescans == 0  # no Announce scanned the table
+    # the last flood identity announces again (within 4 x 250 ms): qualified, best
+    now += 0.25
+    feed(_ann(b"\xf0" + (7999).to_bytes(7, "big"), 0, 8000))
+    st = slave.stats()
+    assert st["master"] == "f00000.0000.001f3f-1" and st["counts"]["master_changes"] == 2
+    assert st["state"] == "UNCALIBRATED" and len(slave._foreign) == 16
+    # it goes silent: after 3 intervals it expires and the best remaining one takes over
+    for seq in range(2, 6):  # the good master keeps announcing every interval
+        now += 0.25
+        feed(_ann(good, 100, seq))
+    with slave._lock:
+        slave._expire(now)
+    assert slave.stats()["master"] == "101010.1010.101010-1"
+    assert slave.stats()["counts"]["master_changes"] == 3
+
+
+def test_foreign_master_qualification_window() -> None:
+    """Two Announces more than 4 announce intervals apart do not qualify a record."""
+    slave = PTPSlave(event_port=1, general_port=2)
+    for t in (10.0, 11.5, 12.1):  # interval 0.25 s: window 1 s
+        with slave._lock:
+            slave._handle(_ann(b"\x33" * 8, 128, log=-2), 0, t)
+        if t < 12:
+            assert slave.stats()["master"] is None, t
+    assert slave.stats()["master"] == "333333.3333.333333-1"
+    with pytest.raises(ValueError, match=r"^PTPSlave: max_foreign_masters must be an int >= 1, "
+                                         r"got 0$"):
+        PTPSlave(max_foreign_masters=0)
+
+
 # ------------------------------------------------------------------ ptp4l in namespaces
 
 NETNS_SKIP = netns_skip_reason((("ptp4l", "linuxptp"),))

@@ -32,6 +32,7 @@ from .ptp_codec import (
     DelayReq, DelayResp, FollowUp, PortIdentity, PTPHeader, PTPMessage, PTPTimestamp, Sync,
     build_delay_req, encode_message, parse_message,
 )
+from .ptp_foreign import ForeignMasterTable, announce_interval_s
 from .udp import join_group
 
 __all__ = [
@@ -76,15 +77,14 @@ class PTPStats(TypedDict):
     delay_median_ns: int | None
     utc_offset: int | None    # the master's currentUtcOffset
     ptp_timescale: bool | None
-    foreign_masters: int
+    foreign_masters: int      # records in the foreign master table (bounded)
     counts: dict[str, int]    # sync, follow_up, delay_resp, announce, delay_req_sent,
-    #   samples, malformed, tx_kernel_ts, tx_host_ts, rx_host_ts, master_changes, send_errors
+    #   samples, malformed, tx_kernel_ts, tx_host_ts, rx_host_ts, master_changes, send_errors,
+    #   foreign_evicted (records dropped to keep the table at max_foreign_masters)
     error: str | None
 
 
-def _interval_s(log_interval: int, default: float) -> float:
-    # 0x7F means "not given"; clamp to what 1588 allows for these messages
-    return default if not -7 <= log_interval <= 6 else 2.0 ** log_interval
+_interval_s = announce_interval_s  # 2**logMessageInterval, the default for 0x7F ("not given")
 
 
 def _kernel_ts(ancdata: list[tuple[int, int, bytes]]) -> int | None:
@@ -105,7 +105,10 @@ class PTPSlave:
     receive timestamps, and starts one daemon thread. Masters are chosen from
     Announces in ``domain`` (a BMCA subset: lowest priority1, clockClass,
     clockAccuracy, offsetScaledLogVariance, priority2, grandmasterIdentity,
-    stepsRemoved, sourcePortIdentity; no foreign-master qualification window).
+    stepsRemoved, sourcePortIdentity) among *qualified* foreign masters: 2 Announces
+    within 4 announce intervals (IEEE 1588 9.3.2.5), in a table of at most
+    ``max_foreign_masters`` records (``streamlib.net.ptp_foreign``: a flood of one-off
+    identities never displaces the master; O(1) per Announce).
     One-step and two-step Sync are handled; path delay is E2E: a Delay_Req every
     ``max(delay_req_interval_s, 2**logMinDelayReqInterval)`` to the event port,
     t3 from a kernel software TX timestamp (falls back to the host time just before
@@ -141,6 +144,8 @@ class PTPSlave:
         event_port, general_port: UDP ports (319/320; others only for loopback tests).
         clock_identity: our 8-byte clockIdentity (default: random).
         on_sample: called on the slave thread with ``(offset_ns, delay_ns)`` per sample.
+        max_foreign_masters: foreign master records kept (the rest are evicted, counted
+            in ``stats()["counts"]["foreign_evicted"]``).
 
     Raises:
         ValueError: bad interface, domain, window or intervals, or a non-loopback
@@ -153,7 +158,8 @@ class PTPSlave:
                  window: int = 15, lock_samples: int = 8, lock_threshold_ns: int = 1_000_000,
                  announce_receipt_timeout: int = 3, event_port: int = 319,
                  general_port: int = 320, clock_identity: bytes | None = None,
-                 on_sample: Callable[[int, int], None] | None = None) -> None:
+                 on_sample: Callable[[int, int], None] | None = None,
+                 max_foreign_masters: int = 16) -> None:
         try:
             addr = ipaddress.IPv4Address(interface)
         except ValueError:
@@ -188,7 +194,11 @@ class PTPSlave:
         self._delays: deque[int] = deque(maxlen=window)
         self._offset_ns = 0           # filtered; read lock-free by now_ns()
         self._state = State.INITIALIZING
-        self._foreign: dict[PortIdentity, tuple[Announce, float]] = {}
+        if isinstance(max_foreign_masters, bool) or not isinstance(max_foreign_masters, int) \
+                or max_foreign_masters < 1:
+            raise ValueError(f"PTPSlave: max_foreign_masters must be an int >= 1, "
+                             f"got {max_foreign_masters!r}")
+        self._foreign = ForeignMasterTable(max_foreign_masters, announce_receipt_timeout)
         self._master: Announce | None = None
         self._pending_sync: tuple[int, int, int] | None = None  # seq, t2, correction
         self._pending_fup: tuple[int, int, int] | None = None   # seq, t1, correction
@@ -316,7 +326,8 @@ class PTPSlave:
                 "delay_median_ns": int(statistics.median(self._delays)) if self._delays else None,
                 "utc_offset": m.current_utc_offset if m else None,
                 "ptp_timescale": bool(m.header.flags & FLAG_PTP_TIMESCALE) if m else None,
-                "foreign_masters": len(self._foreign), "counts": dict(self._counts),
+                "foreign_masters": len(self._foreign),
+                "counts": {**self._counts, "foreign_evicted": self._foreign.evicted},
                 "error": self._error,
             }
 
@@ -380,8 +391,8 @@ class PTPSlave:
         if isinstance(msg, Announce):
             self._counts["announce"] += 1
             if msg.steps_removed < 255:
-                self._foreign[h.source_port_identity] = (msg, now)
-                self._select_master(now)
+                self._foreign.update(msg, now)
+                self._follow_best()
             return
         m = self._master
         if m is None or h.source_port_identity != m.header.source_port_identity:
@@ -441,23 +452,15 @@ class PTPSlave:
         if self._on_sample is not None:
             self._on_sample(offset, self._last_delay or 0)
 
-    def _select_master(self, now: float) -> None:
-        self._expire(now, check_master=False)
-
-        def key(a: Announce) -> tuple[object, ...]:
-            sp = a.header.source_port_identity
-            return (a.grandmaster_priority1, a.grandmaster_clock_class,
-                    a.grandmaster_clock_accuracy, a.grandmaster_offset_scaled_log_variance,
-                    a.grandmaster_priority2, a.grandmaster_identity, a.steps_removed,
-                    sp.clock_identity, sp.port_number)
-
-        best = min((a for a, _ in self._foreign.values()), key=key, default=None)
-        old = self._master
-        self._master = best
+    def _follow_best(self) -> None:
+        # the table keeps the best qualified record; follow it (and its latest Announce)
+        best = self._foreign.best
+        old, self._master = self._master, best.announce if best is not None else None
         if best is None:
-            self._reset(State.LISTENING)
+            if old is not None:
+                self._reset(State.LISTENING)
         elif old is None or old.header.source_port_identity != \
-                best.header.source_port_identity:
+                best.announce.header.source_port_identity:
             self._counts["master_changes"] += 1
             self._reset(State.UNCALIBRATED)
 
@@ -470,13 +473,9 @@ class PTPSlave:
         if self._state is not State.CLOSED:
             self._state = state
 
-    def _expire(self, now: float, check_master: bool = True) -> None:
-        for pid, (a, seen) in list(self._foreign.items()):
-            if now - seen > self._art * _interval_s(a.header.log_message_interval, 1.0):
-                del self._foreign[pid]
-        if check_master and self._master is not None and \
-                self._master.header.source_port_identity not in self._foreign:
-            self._select_master(now)
+    def _expire(self, now: float) -> None:
+        if self._foreign.expire(now):
+            self._follow_best()
         self._check_sync_timeout(now)
 
     def _check_sync_timeout(self, now: float) -> None:
