@@ -6,7 +6,8 @@ PIP    := $(PY) -m pip
 # The pinned CPU wheel (already on the CI machines' disk); a plain `torch`
 # requirement would pull a multi-GB CUDA build on a machine without CUDA.
 TORCH_CPU ?= torch==2.13.0
-DEMO_ARGS ?= --seconds 10
+# out/demo.mp4 is replaced on each run (writers refuse to overwrite otherwise)
+DEMO_ARGS ?= --seconds 10 --overwrite
 # Debian packages: ffmpeg/ffprobe (file checks), Xvfb (a real glfw window in
 # tests), Mesa EGL (headless OpenGL), GStreamer (the interop reference peer), g++
 # (builds the .cu kernels for the host: the kernel emulator tests), linuxptp and

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Sequence
@@ -128,6 +129,13 @@ def _run(args: argparse.Namespace) -> int:
         overrides["FileWriterActor"] = {"path": args.out}
     if args.overwrite:
         overrides.setdefault("FileWriterActor", {})["overwrite"] = True
+    else:  # say so in the command line's terms before anything is built
+        for a in spec.actors.values():
+            path = (args.out or a.params.get("path")) if a.type.name == "FileWriterActor" else None
+            if isinstance(path, str) and os.path.exists(path):
+                print(f"error: actor {a.name!r} would overwrite {path}; pass --overwrite to "
+                      "replace it", file=sys.stderr)
+                return 2
     if args.headless and "DisplayActor" in types:
         overrides["DisplayActor"] = {"headless": True}
     # SIGINT/SIGTERM/SIGHUP stop the graph cleanly (files finalised, summary

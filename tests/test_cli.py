@@ -44,3 +44,23 @@ def test_bad_size_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
         main(["demo", "--size", "big"])
     assert info.value.code == 2
     assert "size must look like 640x360" in capsys.readouterr().err
+
+
+def test_run_refuses_to_overwrite_without_the_flag(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo.mp4"
+    out.write_bytes(b"an earlier take")
+    argv = ["run", "examples/demo.yaml", "--offline", "--frames", "2", "--headless",
+            "--out", str(out), "-q"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"error: actor 'writer' would overwrite {out}; pass "
+                                       "--overwrite to replace it\n")
+    assert out.read_bytes() == b"an earlier take"
+    assert main(argv + ["--overwrite"]) == 0
+    assert f"wrote {out} (2 frames)" in capsys.readouterr().out.splitlines()
+
+
+def test_makefile_demo_passes_overwrite_and_an_explicit_limit() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    demo_args = next(l for l in makefile.splitlines() if l.startswith("DEMO_ARGS"))
+    assert "--seconds 10" in demo_args and "--overwrite" in demo_args
