@@ -63,6 +63,7 @@ def encode_actors(path: Path, frames: int) -> float:
         src = TestPatternActor(WIDTH, HEIGHT, pattern="moving_box", runtime=rt,
                                clock=VirtualClock(FPS, max_ticks=frames))
         writer = FileWriterActor(str(path), codec=CODEC, fps=FPS, preset=PRESET, crf=CRF,
+                                 overwrite=True,  # each repeat writes the same file
                                  runtime=rt)
         src >> writer
         t0 = time.perf_counter()

@@ -25,7 +25,7 @@ def demo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"wrote {out}" in proc.stdout
-    assert "comp             running  out     30" in proc.stdout
+    assert "comp             finished out     30" in proc.stdout  # final state, not "running"
     return out
 
 
