@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -149,6 +150,7 @@ def _run_pipeline(args: argparse.Namespace, spec: PipelineSpec, mode: Mode, why:
                   stop: StopSignals) -> int:
     from .graph import Runtime
     from .pipeline import PipelineError
+    from .progress import endless_offline
     from .runlimits import finite_sources, sources_ended
     from .summary import summarize
 
@@ -183,6 +185,7 @@ def _run_pipeline(args: argparse.Namespace, spec: PipelineSpec, mode: Mode, why:
             print(token_line(args, server.token), flush=True)
         started = time.monotonic()
         finished = interrupted = False
+        stuck: dict[str, str] = {}
         if not stop.event.is_set():
             rt.start()
         previous: dict[str, int] = {}
@@ -207,11 +210,16 @@ def _run_pipeline(args: argparse.Namespace, spec: PipelineSpec, mode: Mode, why:
                 if now - last >= 1.0:
                     live(_progress_line(_actor_rows(rt.graph(), previous, now - last)))
                     last = now
+                    stuck = endless_offline(rt) if mode == "offline" and rt.wait_idle(0) else {}
+                    if stuck:
+                        break  # could never finish: the summary names the actor
         except KeyboardInterrupt:  # off the main thread no handler is installed
             interrupted = True
         elapsed = time.monotonic() - started
         before = rt.graph()  # failed/stalled states and link drops, before close()
         result = rt.result(finished)
+        if stuck:
+            result = dataclasses.replace(result, stuck={**result.stuck, **stuck})
     # The runtime is closed: every writer has finalised its file.
     summary = summarize(
         name=spec.name, mode=mode, elapsed=elapsed, finished=finished,

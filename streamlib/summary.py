@@ -7,7 +7,8 @@ actor's own description after closing (final counters). A state that was
 still ``running`` becomes ``finished`` (the graph ended on its own) or
 ``stopped`` (time limit or signal); any other state is shown as it is.
 
-A run is a failure (exit 1) when an actor failed or stalled, a file writer wrote
+A run is a failure (exit 1) when an actor failed, stalled or was stuck (an offline
+graph that can never finish: ``streamlib.progress``), a file writer wrote
 nothing, or a draw function never produced a frame; a stop signal gives
 128 + its number (130 SIGINT, 143 SIGTERM, 129 SIGHUP). Frames a writer lost
 (gaps in its file) are a WARNING line, not a failure.
@@ -147,6 +148,8 @@ def summarize(*, name: str, mode: str, elapsed: float, finished: bool,
             summary.errors[actor_id] = text.rstrip()
     for actor_id in sorted(stalled):
         summary.problems.append(f"actor {actor_id!r} stalled (a call exceeded its time budget)")
+    for actor_id, why in sorted(result.stuck.items()):
+        summary.problems.append(f"actor {actor_id!r} is stuck: {why}")
     for r in rows:
         if r["restarts"]:
             summary.warnings.append(f"actor {r['id']!r} was restarted {r['restarts']} time(s)")

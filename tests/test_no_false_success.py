@@ -60,6 +60,35 @@ connections:
     assert frames_in(out) == 120
 
 
+def test_realtime_run_without_a_limit_ends_with_its_finite_source(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = tmp_path / "clip.mp4"
+    with Runtime() as rt:  # 1 s at 10 fps
+        src = TestPatternActor(64, 48, pattern="moving_box", clock=VirtualClock(10, max_ticks=10))
+        src >> FileWriterActor(str(clip), fps=10, preset="ultrafast")
+        assert rt.run(60).ok
+    pipeline = write(tmp_path, f"""
+name: play
+clocks:
+  fast: {{fps: 30}}
+actors:
+  reader: {{type: FileReaderActor, path: '{clip}', loop: false}}
+  writer: {{type: FileWriterActor, path: unused.mp4, fps: 10, preset: ultrafast}}
+  bars:   {{type: TestPatternActor, clock: fast, width: 32, height: 32}}
+  stats:  {{type: StatsSink, report_interval_s: null, printer: null}}
+connections:
+  - reader.video -> writer.video
+  - bars.video -> stats.in
+""")
+    out = tmp_path / "copy.mp4"
+    assert main(["run", str(pipeline), "--realtime", "--out", str(out), "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("until the end of reader")
+    assert lines[1].startswith("summary: play ran ") and lines[1].endswith("(realtime), finished")
+    assert f"wrote {out} (10 frames)" in lines
+    assert frames_in(out) == 10
+
+
 def test_endless_offline_graph_asks_for_a_limit(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "examples/console.yaml", "--offline", "-q"]) == 2
     assert ("examples/console.yaml: offline mode needs a duration: no actor ends on its own "
@@ -160,10 +189,12 @@ def test_stalled_and_restarted_actors_are_reported_and_fail_the_run() -> None:
               "links": []}
     summary = summarize(name="g", mode="realtime", elapsed=1.0, finished=False,
                         signal_name=None, signal_exit=None, before=before, actors=[],
-                        result=RunResult(False, stalled=("slow",), restarts={"flaky": 2}))
+                        result=RunResult(False, stalled=("slow",), restarts={"flaky": 2},
+                                         stuck={"src": "it has no clock"}))
     assert [(r["id"], r["status"]) for r in summary.rows] == [("slow", "stalled"),
                                                               ("flaky", "stopped")]
-    assert summary.problems == ["actor 'slow' stalled (a call exceeded its time budget)"]
+    assert summary.problems == ["actor 'slow' stalled (a call exceeded its time budget)",
+                                "actor 'src' is stuck: it has no clock"]
     assert summary.warnings == ["actor 'flaky' was restarted 2 time(s)"]
     assert summary.exit_code == 1
     assert summary.header == "summary: g ran 1.00 s (realtime), stopped at its time limit"
