@@ -214,6 +214,8 @@ class ActorMetrics:
     cpu_percent: float | None       # over the last second (100 = one core)
     cpu_s: float | None             # total CPU time in process(); None if never measured
     is_sink: bool                   # no downstream links: its latency is end-to-end
+    stalls: int = 0                 # calls the watchdog found overrunning (streamlib.watchdog)
+    restarts: int = 0               # supervisor rebuilds (streamlib.supervisor)
 
 
 @dataclass(frozen=True)
@@ -244,6 +246,8 @@ class Totals:
     dropped: int
     cpu_percent: float | None        # sum of the actors' last-second CPU %
     e2e_latency_ms: Summary | None   # pooled latency windows of the sinks
+    stalled_actors: int = 0
+    restarts: int = 0
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,7 @@ def actor_metrics(actor: Actor, now_ns: int | None = None) -> ActorMetrics:
         latency_ms=stats.latency_ms, fps=stats.fps, cpu_percent=stats.cpu_percent,
         cpu_s=(c.cpu_ns_total / 1e9) if c.cpu_samples else None,
         is_sink=bool(len(actor.inputs)) and not linked,
+        stalls=st.stalls, restarts=st.restarts,
     )
 
 
@@ -330,6 +335,8 @@ def snapshot(runtime: Runtime, telemetry: TelemetrySample | None = None) -> Metr
         dropped=sum(link.dropped for link in links),
         cpu_percent=sum(cpus) if cpus else None,
         e2e_latency_ms=summarize_ns(sink_latencies),
+        stalled_actors=sum(m.status == "stalled" for m in per_actor),
+        restarts=sum(m.restarts for m in per_actor),
     )
     return MetricsSnapshot(runtime=runtime.name, monotonic_ns=now, unix_time=time.time(),
                            actors=per_actor, links=tuple(links), totals=totals,

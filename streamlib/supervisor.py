@@ -160,25 +160,34 @@ class Supervisor:
                 or st.status not in (ActorStatus.FAILED, ActorStatus.STALLED) \
                 or st.replaced_by is not None:
             return False
-        history = self._history.setdefault(actor.actor_id, deque())
+        attempt = self.admit(actor.actor_id, policy)
+        if attempt is None:
+            note = (f"restart limit reached: {policy.max_restarts} restart(s) within "
+                    f"{policy.window:g} s (max_restarts={policy.max_restarts}); "
+                    f"left {st.status.value}")
+            st.error = f"{st.error or ''}\n{note}".lstrip()
+            logger.error("actor %r: %s", actor.actor_id, note)
+            return False
+        delay = policy.delay(attempt)
+        rt.hold()  # lock-step clocks wait for the rebuilt actor
+        logger.warning("actor %r %s; restarting in %.3g s (restart %d within %g s)",
+                       actor.actor_id, "stalled" if reason == "stalled" else f"failed in {reason}()",
+                       delay, attempt, policy.window)
+        rt.loop.call_later(delay, lambda: rt._spawn(f"restart:{actor.actor_id}",
+                                                    self._restart(actor)))
+        return True
+
+    def admit(self, actor_id: str, policy: RestartPolicy) -> int | None:
+        """Count one more restart of ``actor_id``: its number within the window,
+        or None when ``policy.max_restarts`` were already made within it."""
+        history = self._history.setdefault(actor_id, deque())
         now = self.now()
         while history and now - history[0] > policy.window:
             history.popleft()
         if len(history) >= policy.max_restarts:
-            note = (f"restart limit reached: {len(history)} restart(s) within "
-                    f"{policy.window:g} s (max_restarts={policy.max_restarts}); left {st.status.value}")
-            st.error = f"{st.error or ''}\n{note}".lstrip()
-            logger.error("actor %r: %s", actor.actor_id, note)
-            return False
+            return None
         history.append(now)
-        delay = policy.delay(len(history))
-        rt.hold()  # lock-step clocks wait for the rebuilt actor
-        logger.warning("actor %r %s; restarting in %.3g s (restart %d within %g s)",
-                       actor.actor_id, "stalled" if reason == "stalled" else f"failed in {reason}()",
-                       delay, len(history), policy.window)
-        rt.loop.call_later(delay, lambda: rt._spawn(f"restart:{actor.actor_id}",
-                                                    self._restart(actor)))
-        return True
+        return len(history)
 
     async def _restart(self, old: Actor) -> None:
         from .actor import ActorStatus, rebuilding_id

@@ -54,9 +54,12 @@ class _Worker:
                 return
             future, fn = job
             del job
-            if future.set_running_or_notify_cancel():
+            with pool._lock:  # before it shows as running, so abandon() finds it
+                pool._running[future] = self
+            if not future.set_running_or_notify_cancel():
                 with pool._lock:
-                    pool._running[future] = self
+                    pool._running.pop(future, None)
+            else:
                 try:
                     result = fn()
                 except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
