@@ -34,6 +34,7 @@ from .graph import Runtime, current_runtime, default_runtime, run
 from .metrics import ActorMetrics, LinkMetrics, MetricsSnapshot
 from .prometheus import MetricsServer, serve_metrics
 from .control import ControlServer, serve_control
+from .trust import register_function
 from .telemetry import Telemetry, TelemetrySample, gpu_status
 from .net.ptp import PTPSlave, PTPStats
 from .net.sdp import SDPStream, parse_sdp, write_sdp
@@ -60,7 +61,7 @@ __all__ = [
     "PortRangeExhaustedError", "ProcessPoolDispatcher", "PulseSource", "RegistryError",
     "RingBuffer", "RingBufferStats", "Runtime", "ShutdownTimeoutError", "SoftwareClock",
     "SDPStream", "parse_sdp", "write_sdp", "PTPSlave", "PTPStats", "ActorMetrics", "LinkMetrics", "MetricsSnapshot",
-    "MetricsServer", "serve_metrics", "ControlServer", "serve_control", "default_port_allocator", "Telemetry", "TelemetrySample", "gpu_status", "StatsReport", "StatsSink", "StreamInput", "StreamOutput", "StreamlibError",
+    "MetricsServer", "serve_metrics", "ControlServer", "serve_control", "register_function", "default_port_allocator", "Telemetry", "TelemetrySample", "gpu_status", "StatsReport", "StatsSink", "StreamInput", "StreamOutput", "StreamlibError",
     "SystemTAITimeSource", "TestPatternActor", "ThreadPoolDispatcher", "TimeSource",
     "TimedTick", "TransformActor", "VideoFrame", "VirtualClock", "WorkerError", "current_runtime",
     "default_registry", "default_runtime", "format_actor_uri", "frame_kind", "invert",

@@ -213,7 +213,8 @@ class _Handler(httpguard.GuardedHandler):
             if length:
                 httpguard.check_json_content_type(self.headers.get("Content-Type"))
         except Refusal:
-            self.drain(length)
+            if length <= control.max_body:  # an oversized body is not waited for
+                self.drain(length)
             raise
         if not length:
             return None

@@ -6,8 +6,10 @@
     with Runtime() as rt, serve_metrics(rt, port=9464) as server:
         ...  # curl server.url
 
-The server runs ``http.server`` on one owned, non-daemon thread; ``close()``
-(or leaving the ``with`` block) stops it and releases the port. It also stops
+The server runs ``streamlib.httpguard``'s hardened ``http.server`` on one owned,
+non-daemon thread (the same ``Host`` check and per-connection read deadline as
+the control plane; no token: the metrics are read-only); ``close()`` (or
+leaving the ``with`` block) stops it and releases the port. It also stops
 by itself once the main thread has finished, so a forgotten server never
 blocks interpreter exit. Only loopback addresses are accepted: the metrics
 are not meant to be exposed to a network.
@@ -20,11 +22,11 @@ with ``quantile`` 0.5 and 0.99; their ``_sum``/``_count`` cover every call.
 
 from __future__ import annotations
 
-import http.server
 import ipaddress
-import socket
 import threading
 from typing import TYPE_CHECKING, Callable, Iterable
+
+from . import httpguard
 
 if TYPE_CHECKING:
     from .graph import Runtime
@@ -174,10 +176,6 @@ def runtime_metrics_text(runtime: Runtime) -> str:
     return render_prometheus(snap, lambda actor_id: counters.get(actor_id, {}))
 
 
-class _HTTPServerV6(http.server.HTTPServer):
-    address_family = socket.AF_INET6
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -187,14 +185,46 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+class _MetricsHandler(httpguard.GuardedHandler):
+    render: Callable[[], str]  # set on the per-server subclass
+    hosts: frozenset[str]
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        try:
+            httpguard.check_host(self.headers.get("Host"), self.hosts)
+        except httpguard.Refusal as refusal:
+            self.send_reply(refusal.status, (refusal.message + "\n").encode(),
+                            "text/plain; charset=utf-8")
+            return
+        if self.path.split("?", 1)[0] != "/metrics":
+            self.send_reply(404, b"only /metrics is served\n", "text/plain; charset=utf-8")
+            return
+        try:
+            body = type(self).render().encode()
+        except Exception as exc:  # noqa: BLE001 - a scrape must not kill the server
+            self.send_reply(500, f"metrics failed: {type(exc).__name__}\n".encode(),
+                            "text/plain; charset=utf-8")
+            return
+        self.send_reply(200, body, CONTENT_TYPE)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass  # scrapes every few seconds must not spam stderr
+
+
 class MetricsServer:
     """Serves ``/metrics`` for one runtime on a loopback address.
+
+    Requests must name this server in ``Host`` (the bound address or
+    ``localhost``, 421 otherwise: a DNS-rebound page cannot read the metrics)
+    and are read within ``read_deadline_s`` (``streamlib.httpguard``); a slow
+    client never holds a scrape or ``close()``.
 
     Args:
         runtime: the runtime to export (or any zero-argument callable
             returning the exposition text).
         port: TCP port; 0 picks a free one (see ``port``/``url``).
         host: a loopback address (``127.0.0.1``, ``::1``, ``localhost``).
+        read_deadline_s: per connection, for the whole request.
 
     Raises:
         ValueError: ``host`` is not a loopback address, or ``port`` out of range.
@@ -202,7 +232,8 @@ class MetricsServer:
     """
 
     def __init__(self, runtime: Runtime | Callable[[], str], port: int = 0,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", *,
+                 read_deadline_s: float = httpguard.READ_DEADLINE_S) -> None:
         if not _is_loopback(host):
             raise ValueError(f"MetricsServer: host must be a loopback address, got {host!r}")
         if not isinstance(port, int) or not 0 <= port <= 65535:
@@ -215,57 +246,28 @@ class MetricsServer:
             render = lambda: runtime_metrics_text(rt)  # noqa: E731
         else:
             render = runtime
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                if self.path.split("?", 1)[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served")
-                    return
-                try:
-                    body = render().encode()
-                except Exception as exc:  # noqa: BLE001 - a scrape must not kill the server
-                    self.send_error(500, f"metrics failed: {type(exc).__name__}")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass  # scrapes every few seconds must not spam stderr
-
-        server_cls = _HTTPServerV6 if ":" in host else http.server.HTTPServer
-        self._server = server_cls((host, port), Handler)
-        self._server.timeout = 0.25  # handle_request() returns this often to check for close
+        handler: type[_MetricsHandler] = type("MetricsHandler", (_MetricsHandler,), {
+            "render": staticmethod(render), "read_deadline_s": read_deadline_s})
+        self._server = httpguard.GuardedHTTPServer((host, port), handler)
         self.host = host
-        self.port: int = self._server.server_address[1]
-        self._stop = threading.Event()
-        self._closed = False
-        self._thread = threading.Thread(target=self._serve, name=f"streamlib-metrics-{self.port}")
-        self._thread.start()
+        self.port: int = int(self._server.server_address[1])
+        handler.hosts = httpguard.allowed_hosts(host, self.port,
+                                                [str(self._server.server_address[0])])
+        self._serving = httpguard.ServingThread(self._server, f"streamlib-metrics-{self.port}")
+        self._serving.start()
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/metrics"
 
-    def _serve(self) -> None:
-        main = threading.main_thread()
-        try:
-            while not self._stop.is_set() and main.is_alive():
-                self._server.handle_request()
-        finally:
-            self._server.server_close()
+    @property
+    def _thread(self) -> threading.Thread | None:  # the serving thread (tests join it)
+        return self._serving._thread
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop serving and release the port. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        """Stop serving, cut open connections and release the port. Idempotent."""
+        self._serving.close(timeout)
 
     def __enter__(self) -> MetricsServer:
         return self
