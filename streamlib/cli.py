@@ -218,6 +218,8 @@ def _run_pipeline(args: argparse.Namespace, spec: PipelineSpec, mode: Mode, why:
         elapsed = time.monotonic() - started
         before = rt.graph()  # failed/stalled states and link drops, before close()
         result = rt.result(finished)
+        # the file's actors and any the control plane added (or replaced)
+        actors = {**pipeline.actors, **{a.actor_id: a for a in rt.actors()}}
         if stuck:
             result = dataclasses.replace(result, stuck={**result.stuck, **stuck})
     # The runtime is closed: every writer has finalised its file.
@@ -225,7 +227,7 @@ def _run_pipeline(args: argparse.Namespace, spec: PipelineSpec, mode: Mode, why:
         name=spec.name, mode=mode, elapsed=elapsed, finished=finished,
         signal_name=stop.name or ("SIGINT" if interrupted else None),
         signal_exit=stop.exit_code or (130 if interrupted else None),
-        before=before, actors=pipeline.actors.values(), result=result)
+        before=before, actors=actors.values(), result=result)
     summary.print(lambda line: print(line, flush=True),
                   lambda line: print(line, file=sys.stderr, flush=True))
     return summary.exit_code
