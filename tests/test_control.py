@@ -204,7 +204,7 @@ def wired() -> Iterator[str]:
         rt.close()
 
 
-ACCEPTED = "accepted: type, id, params, clock, dispatcher"
+ACCEPTED = "accepted: type, id, params, clock, dispatcher, restart, stall_timeout"
 ERRORS: list[tuple[str, str, Any, int, str]] = [
     ("GET", "/nope", None, 404, "no route GET /nope (routes: GET /, GET /types, GET /graph, "
      "GET /metrics, GET /actors, POST /actors, GET /actors/<id>, DELETE /actors/<id>, "
@@ -452,3 +452,42 @@ def test_agent_control_example_builds_a_pipeline_over_http() -> None:
         "link invert.video -> stats.in", "link bars.video -> invert.video"]
     assert all(int(l.split("written ")[1].split()[0]) > 0 for l in links)
     assert lines[-1] == "after DELETE /actors/bars: stats invert"
+
+
+def test_readme_control_commands_work(tmp_path: Path) -> None:
+    """The README's curl session, run as written (with a free port and a temp token file)."""
+    import shutil
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Driving a running graph"):]
+    block = re.search(r"```sh\n(.*?)```", section, flags=re.S)
+    assert block is not None
+    lines = [re.sub(r"\s+#\s.*$", "", line) for line in block.group(1).splitlines()]
+    token_file = tmp_path / "control.token"
+    run = lines[0].split()
+    assert run[:2] == ["streamlib", "run"] and "--token-file" in run
+    run = [sys.executable, "-m", *[{"8765": "127.0.0.1:0", "control.token": str(token_file),
+                                    "300": "60"}.get(a, a) for a in run]]
+    proc = subprocess.Popen(run, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        url = next((line.split()[1] for line in proc.stdout if line.startswith("control: ")),
+                   None)
+        assert url is not None, proc.communicate(timeout=20)[1]
+        assert token_file.stat().st_mode & 0o077 == 0
+        script = "\n".join(["set -e", *[f'{line.replace("127.0.0.1:8765", url[7:])}; echo'
+                                        for line in lines[1:] if line.startswith("curl ")]])
+        script = lines[1] + "\n" + script  # TOKEN=$(cat control.token)
+        done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        replies = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        assert len(replies) == 6 and not any(list(r) == ["error"] for r in replies), replies
+        assert replies[0]["runtime"] == "console" and replies[1]["id"] == "probe"
+        assert replies[2] == {"from": "invert.video", "to": "probe.in"}
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
