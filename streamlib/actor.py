@@ -240,9 +240,9 @@ class Actor(metaclass=_ActorMeta):
             raise ValueError(f"actor_id must be a non-empty str, got {actor_id!r}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"actor '{actor_id}': clock must be a Clock, got {type(clock).__name__}")
-        where = f"actor '{actor_id}'"
-        policy = RestartPolicy.coerce(restart, where=where)
-        stall_timeout = check_stall_timeout(stall_timeout, where=where)
+        policy = RestartPolicy.coerce(restart, where=f"actor '{actor_id}': restart")
+        stall_timeout = check_stall_timeout(stall_timeout,
+                                            where=f"actor '{actor_id}': stall_timeout")
         self.actor_id = actor_id
         self.clock = clock
         self.dispatcher = dispatcher

@@ -52,19 +52,36 @@ def _number(where: str, name: str, value: Any, *, minimum: float, integer: bool 
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type or not math.isfinite(value) or value < minimum:
         kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{where}: restart field {name!r} must be {kind} >= {minimum:g}, "
-                          f"got {value!r}")
+        raise ConfigError(f"{where}: {name!r} must be {kind} >= {minimum:g}, got {value!r}")
 
 
 def check_stall_timeout(value: Any, *, where: str) -> float | None:
-    """``value`` as seconds (None: the runtime's budget, 0: unwatched); ConfigError otherwise."""
+    """``value`` as seconds (None: the runtime's budget, 0: unwatched); ConfigError
+    otherwise, starting with ``where`` (the subject: "actor 'x': stall_timeout")."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{where}: stall_timeout must be a number of seconds >= 0 "
+        raise ConfigError(f"{where} must be a number of seconds >= 0 "
                           f"(0: not watched), got {value!r}")
     return float(value)
+
+
+def check_restart(name: str, value: Any, fail: Callable[[str], Exception]) -> RestartPolicy | None:
+    """The ``restart`` field of actor ``name`` in a pipeline file or a control-plane
+    request, as a policy; ``fail(message)`` is raised for a bad one."""
+    try:
+        return RestartPolicy.coerce(value, where=f"actor {name!r}: field 'restart'")
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def check_stall_field(name: str, value: Any, fail: Callable[[str], Exception]) -> float | None:
+    """The ``stall_timeout`` field of actor ``name`` (see ``check_restart``)."""
+    try:
+        return check_stall_timeout(value, where=f"actor {name!r}: field 'stall_timeout'")
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -85,7 +102,7 @@ class RestartPolicy:
 
     def validate(self, where: str) -> None:
         if self.mode not in RESTART_MODES:
-            raise ConfigError(f"{where}: restart must be one of {', '.join(RESTART_MODES)}, "
+            raise ConfigError(f"{where}: 'mode' must be one of {', '.join(RESTART_MODES)}, "
                               f"got {self.mode!r}")
         _number(where, "max_restarts", self.max_restarts, minimum=0, integer=True)
         _number(where, "window", self.window, minimum=0)
@@ -97,30 +114,31 @@ class RestartPolicy:
     def coerce(cls, spec: Any, *, where: str) -> RestartPolicy | None:
         """None for no supervision; a policy from a mode name, a mapping
         (``{"mode": ..., "max_restarts": ...}``, as in pipeline files) or a
-        policy. ConfigError naming ``where`` and the field otherwise."""
+        policy. ConfigError starting with ``where`` (the subject: "actor 'x':
+        restart") otherwise."""
         if spec is None or spec == "never":
             return None
         if isinstance(spec, RestartPolicy):
             policy = spec
         elif isinstance(spec, str):
             if spec not in RESTART_MODES:
-                raise ConfigError(f"{where}: restart must be one of {', '.join(RESTART_MODES)}, "
+                raise ConfigError(f"{where} must be one of {', '.join(RESTART_MODES)}, "
                                   f"got {spec!r}")
             policy = cls(mode=spec)  # type: ignore[arg-type]
         elif isinstance(spec, dict):
             unknown = sorted(set(spec) - set(cls.FIELDS))
             if unknown:
-                raise ConfigError(f"{where}: restart: unknown field(s) {unknown} "
+                raise ConfigError(f"{where}: unknown field(s) {unknown} "
                                   f"(accepted: {', '.join(cls.FIELDS)})")
             if "mode" not in spec:
-                raise ConfigError(f"{where}: restart: missing field 'mode' "
+                raise ConfigError(f"{where}: missing field 'mode' "
                                   f"(one of {', '.join(RESTART_MODES)})")
             try:
                 policy = cls(**spec)
             except ConfigError as exc:
                 raise ConfigError(str(exc).replace("restart policy", where, 1)) from None
         else:
-            raise ConfigError(f"{where}: restart must be one of {', '.join(RESTART_MODES)}, "
+            raise ConfigError(f"{where} must be one of {', '.join(RESTART_MODES)}, "
                               f"a mapping or a RestartPolicy, got {type(spec).__name__}")
         return None if policy.mode == "never" else policy
 

@@ -200,9 +200,11 @@ def test_backoff_delays() -> None:
     ({"max_restarts": 3}, "actor 'x': restart: missing field 'mode' "
      "(one of never, on-failure, always)"),
     ({"mode": "always", "max_restarts": -1},
-     "actor 'x': restart field 'max_restarts' must be an integer >= 0, got -1"),
+     "actor 'x': restart: 'max_restarts' must be an integer >= 0, got -1"),
     ({"mode": "always", "backoff_factor": 0.5},
-     "actor 'x': restart field 'backoff_factor' must be a number >= 1, got 0.5"),
+     "actor 'x': restart: 'backoff_factor' must be a number >= 1, got 0.5"),
+    ({"mode": "sometimes"},
+     "actor 'x': restart: 'mode' must be one of never, on-failure, always, got 'sometimes'"),
 ])
 def test_restart_field_is_validated_with_exact_messages(spec: Any, message: str) -> None:
     with Runtime():
@@ -215,3 +217,83 @@ def test_restart_from_a_mapping() -> None:
     with Runtime():
         actor = Source(restart={"mode": "on-failure", "max_restarts": 5, "backoff": 0})
     assert actor._sl.restart == RestartPolicy("on-failure", max_restarts=5, backoff=0)
+
+
+PIPELINE = {
+    "name": "t",
+    "clocks": {"video": {"fps": 30}},
+    "actors": {
+        "bars": {"type": "TestPatternActor", "clock": "video", "width": 64, "height": 36},
+        "invert": {"type": "TransformActor", "fn": "invert", "stall_timeout": 2,
+                   "restart": {"mode": "on-failure", "max_restarts": 5}},
+    },
+    "connections": ["bars -> invert"],
+}
+
+
+def test_pipeline_files_take_restart_and_stall_timeout() -> None:
+    from streamlib.pipeline import parse_pipeline
+
+    spec = parse_pipeline(PIPELINE, source="p.yaml")
+    assert spec.actors["invert"].restart == RestartPolicy("on-failure", max_restarts=5)
+    assert spec.actors["invert"].stall_timeout == 2.0
+    with Runtime() as rt:
+        built = spec.build(rt, mode="offline", seconds=0.1)
+        assert built["invert"]._sl.restart == RestartPolicy("on-failure", max_restarts=5)
+        assert built["invert"].describe()["stall_timeout"] == 2.0
+        assert built["bars"]._sl.restart is None
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("restart", "sometimes",
+     "actor 'invert': field 'restart' must be one of never, on-failure, always, got 'sometimes'"),
+    ("restart", {"mode": "always", "window": -1},
+     "actor 'invert': field 'restart': 'window' must be a number >= 0, got -1"),
+    ("stall_timeout", "soon", "actor 'invert': field 'stall_timeout' must be a number of "
+     "seconds >= 0 (0: not watched), got 'soon'"),
+])
+def test_pipeline_restart_errors_name_file_actor_and_field(field: str, value: Any,
+                                                           message: str) -> None:
+    import copy
+
+    from streamlib.pipeline import PipelineError, parse_pipeline
+
+    data = copy.deepcopy(PIPELINE)
+    data["actors"]["invert"][field] = value  # type: ignore[index]
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline(data, source="p.yaml")
+    assert str(info.value) == f"p.yaml: {message}"
+
+
+def test_control_plane_takes_restart_and_validates_it() -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from streamlib.control import ControlServer
+
+    token = "supervisor-test-token-0123456789"
+
+    def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            url + "/actors", data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return reply.status, json.load(reply)
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, json.load(error)
+
+    with Runtime() as rt, ControlServer(rt, token=token) as server:
+        status, body = post(server.url, {
+            "type": "TestPatternActor", "id": "bars", "params": {"width": 64, "height": 36},
+            "restart": {"mode": "always", "backoff": 0}, "stall_timeout": 1.5})
+        assert status == 201, body
+        assert body["restart"]["mode"] == "always" and body["stall_timeout"] == 1.5
+        assert rt.get("bars")._sl.restart == RestartPolicy("always", backoff=0)
+        status, body = post(server.url, {"type": "TestPatternActor", "id": "x",
+                                         "restart": "sometimes"})
+        assert status == 400
+        assert body["error"] == ("actor 'x': field 'restart' must be one of never, "
+                                 "on-failure, always, got 'sometimes'")

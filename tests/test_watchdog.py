@@ -178,6 +178,9 @@ def test_a_hung_actor_does_not_keep_the_interpreter_from_exiting() -> None:
     assert elapsed < 30, f"exit took {elapsed:.1f} s"
 
 
+TOKEN = "watchdog-test-token-0123456789"
+
+
 def test_control_plane_deletes_a_stalled_actor_and_its_id_can_be_reused() -> None:
     from streamlib.control import ControlServer
 
@@ -192,8 +195,9 @@ def test_control_plane_deletes_a_stalled_actor_and_its_id_can_be_reused() -> Non
             while rt.get("hung").status is not ActorStatus.STALLED:
                 assert time.monotonic() < deadline, "never marked stalled"
                 threading.Event().wait(0.02)
-            with ControlServer(rt) as server:
-                request = server_request(server, "DELETE", "/actors/hung")
+            with ControlServer(rt, token=TOKEN) as server:
+                request = urllib.request.Request(server.url + "/actors/hung", method="DELETE",
+                                                 headers={"Authorization": f"Bearer {TOKEN}"})
                 with urllib.request.urlopen(request, timeout=10) as reply:
                     assert reply.status == 200
                     assert json.loads(reply.read())["status"] == "stopped"
@@ -202,14 +206,6 @@ def test_control_plane_deletes_a_stalled_actor_and_its_id_can_be_reused() -> Non
             assert rt.get("hung") is again
     finally:
         release.set()
-
-
-def server_request(server: Any, method: str, path: str) -> urllib.request.Request:
-    headers = {}
-    token = getattr(server, "token", None)
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    return urllib.request.Request(server.url + path, method=method, headers=headers)
 
 
 def test_thread_dispatcher_abandons_a_stalled_call_and_queued_work_moves_on() -> None:
