@@ -14,7 +14,9 @@ Routes (request and response bodies are JSON):
 * ``GET /types``: the actor catalogue (what ``streamlib actors --json`` prints).
 * ``GET /graph``: ``runtime.graph()``. ``GET /metrics``: ``runtime.metrics().as_dict()``.
 * ``GET /actors``: every actor's entry of ``graph()``; ``GET /actors/<id>``: one.
-* ``POST /actors`` ``{"type": ..., "id": ..., "params": {...}, "clock": ..., "dispatcher": ...}``
+* ``POST /actors`` ``{"type": ..., "id": ..., "params": {...}, "clock": ..., "dispatcher": ...,
+  "restart": ..., "stall_timeout": ...}`` (``restart``: a mode name or a mapping, see
+  ``streamlib.supervisor``)
   creates an actor, validated like an actor of a pipeline file (201, its entry;
   see ``streamlib.control_actors``).
   ``clock`` is ``{"fps": 30}`` (a ``SoftwareClock``), ``{"fps": 30, "type":

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .clocks import Clock
     from .graph import Runtime
 
-ACTOR_FIELDS = ("type", "id", "params", "clock", "dispatcher")
+ACTOR_FIELDS = ("type", "id", "params", "clock", "dispatcher", "restart", "stall_timeout")
 CLOCK_FIELDS = ("fps", "type", "max_ticks")
 
 
@@ -54,6 +54,8 @@ class ActorRequest:
     params: dict[str, Any]
     clock: Any
     dispatcher: str | None
+    restart: Any = None  # streamlib.supervisor.RestartPolicy or None
+    stall_timeout: float | None = None  # streamlib.watchdog; None: the runtime's
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,12 @@ class CreationRules:
             except (ValueError, PermissionError) as exc:
                 raise refusal("", exc) from None
         dispatcher = check_dispatcher(actor_id, body.get("dispatcher"), bad)
-        return ActorRequest(actor_id, atype, params, body.get("clock"), dispatcher)
+        from .supervisor import check_restart, check_stall_field
+
+        restart = check_restart(actor_id, body.get("restart"), bad)
+        stall_timeout = check_stall_field(actor_id, body.get("stall_timeout"), bad)
+        return ActorRequest(actor_id, atype, params, body.get("clock"), dispatcher,
+                            restart, stall_timeout)
 
     def _check_size(self, where: str, atype: ActorType, params: dict[str, Any]) -> None:
         sizes = []
@@ -116,7 +123,8 @@ class CreationRules:
 
         with applied(self.policy):
             return create_actor(request.atype, request.actor_id, request.params, runtime,
-                                clock=clock, dispatcher=request.dispatcher)
+                                clock=clock, dispatcher=request.dispatcher,
+                                restart=request.restart, stall_timeout=request.stall_timeout)
 
 
 def parse_clock(actor_id: str, spec: Any, find: Any) -> tuple[Clock | None, bool]:

@@ -48,6 +48,7 @@ from .catalog import ActorType, resolve_actor_type
 from .clocks import Clock, SoftwareClock, VirtualClock, parse_rate
 from .errors import StreamlibError
 from .runlimits import finite_duration, finite_sources
+from .supervisor import check_restart, check_stall_field
 from .trust import TrustPolicy, applied, check_modules
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ Fail = Callable[[str], Exception]
 
 Mode = Literal["realtime", "offline"]
 _TOP_KEYS = {"name", "description", "clocks", "actors", "connections"}
-_ACTOR_KEYS = {"type", "clock", "dispatcher", "when"}
+_ACTOR_KEYS = {"type", "clock", "dispatcher", "when", "restart", "stall_timeout"}
 _WHEN = ("display", "headless")
 _DISPATCHERS = ("asyncio", "thread", "dedicated", "process", "gpu", "gpu-inline")
 _CONNECTION = re.compile(r"^\s*([\w-]+)(?:\.(\w+))?\s*->\s*([\w-]+)(?:\.(\w+))?\s*$")
@@ -80,6 +81,8 @@ class ActorSpec:
     clock: str | None = None
     dispatcher: str | None = None
     when: str | None = None  # "display" | "headless": build only on such a machine
+    restart: Any = None  # a streamlib.supervisor.RestartPolicy, or None
+    stall_timeout: float | None = None  # streamlib.watchdog; None: the runtime's
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,8 @@ class PipelineSpec:
                         actors[spec.name] = create_actor(
                             spec.type, spec.name, params, runtime,
                             clock=None if spec.clock is None else named[spec.clock],
-                            dispatcher=spec.dispatcher)
+                            dispatcher=spec.dispatcher, restart=spec.restart,
+                            stall_timeout=spec.stall_timeout)
                 except Exception as exc:  # noqa: BLE001 - rewrapped with file and actor
                     raise PipelineError(
                         f"{self.source}: actor {spec.name!r} ({spec.type.name}): {exc}"
@@ -163,7 +167,8 @@ class PipelineSpec:
 
 
 def create_actor(atype: ActorType, name: str, params: Mapping[str, Any], runtime: Runtime, *,
-                 clock: Clock | None = None, dispatcher: str | None = None) -> Actor:
+                 clock: Clock | None = None, dispatcher: str | None = None,
+                 restart: Any = None, stall_timeout: float | None = None) -> Actor:
     """Construct one actor of ``atype`` named ``name`` in ``runtime``.
 
     ``params`` should have passed ``check_params``. Raises whatever the
@@ -175,6 +180,10 @@ def create_actor(atype: ActorType, name: str, params: Mapping[str, Any], runtime
         kwargs["clock"] = clock
     if dispatcher is not None:
         kwargs["dispatcher"] = dispatcher
+    if restart is not None:  # streamlib.supervisor
+        kwargs["restart"] = restart
+    if stall_timeout is not None:
+        kwargs["stall_timeout"] = stall_timeout
     return atype.cls(**params, **kwargs)
 
 
@@ -344,7 +353,7 @@ def resolve_type_field(name: str, type_name: Any, fail: Fail) -> ActorType:
 
 
 def check_params(name: str, atype: ActorType, params: Mapping[str, Any], fail: Fail, *,
-                 also: str = "plus clock, dispatcher, when") -> None:
+                 also: str = "plus clock, dispatcher, restart, stall_timeout, when") -> None:
     """Every key of ``params`` is a constructor parameter of ``atype`` and every
     required one is there; ``also`` ends the list of accepted fields."""
     for key in params:
@@ -380,7 +389,9 @@ def _parse_actor(name: Any, body: Any, clocks: Mapping[str, Fraction], fail: Fai
     when = body.get("when")
     if when is not None and when not in _WHEN:
         raise fail(f"actor {name!r}: field 'when': {when!r} is not one of {', '.join(_WHEN)}")
-    return ActorSpec(name, atype, params, clock, dispatcher, when)
+    restart = check_restart(name, body.get("restart"), fail)
+    stall_timeout = check_stall_field(name, body.get("stall_timeout"), fail)
+    return ActorSpec(name, atype, params, clock, dispatcher, when, restart, stall_timeout)
 
 
 def _parse_connection(index: int, raw: Any, actors: Mapping[str, ActorSpec],
