@@ -18,9 +18,11 @@ metadata carries ``rtp_timestamp``, ``complete``, ``missing_lines``,
 Multicast (IPv4, any-source): a sender to a group sets the outgoing interface and
 TTL (``multicast_interface``, ``multicast_ttl``) and writes ``c=IN IP4 <group>/<ttl>``;
 a receiver whose ``dest`` or SDP ``c=`` address is a group binds to it and joins it on
-``multicast_interface``. The receiver locks to one RTP SSRC (``ssrc=``, else the first
-it sees; see ``streamlib.net.jitter``) and counts other sources' packets in
-``stats().foreign_ssrc``.
+``multicast_interface``. The receiver locks to one sender address
+(``streamlib.net.source_lock``: the SDP's ``a=source-filter``/``o=`` sender, or
+``sources=``, else the first one seen) and to one RTP SSRC (``ssrc=``, else the first
+it sees; see ``streamlib.net.jitter``), counting other senders' packets in
+``stats().foreign_source`` and other SSRCs' in ``stats().foreign_ssrc``.
 
 Destinations are loopback-only unless ``allow_remote=True`` (``streamlib.net.udp``);
 a multicast group is not loopback, so sending to or joining one needs it too.
@@ -34,6 +36,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -47,7 +50,8 @@ from ..net.pgroup import VideoFormat, format_from_fmtp, pack_rgb_fast, parse_for
 from ..net.rfc4175 import VideoPacketizer
 from ..net.video_sender import SENDER_TIMINGS, VideoStreamSender
 from ..net.rtp import media_timestamp
-from ..net.sdp import SDPStream, parse_rate, parse_sdp, video_stream, write_sdp
+from ..net.sdp import SDPStream, parse_rate, parse_sdp, stream_sources, video_stream, write_sdp
+from ..net.source_lock import SourceLock
 from ..net.udp import (
     DEFAULT_MULTICAST_TTL, check_destination, check_multicast_interface, check_multicast_ttl,
     is_multicast, open_receiver, open_sender, parse_dest,
@@ -330,6 +334,12 @@ class NetworkReceiveActor(Actor):
             another only after the locked one has been silent for 100 ms (a restarted
             sender). Packets of other SSRCs are dropped and counted in
             ``stats().foreign_ssrc``.
+        sources: accept datagrams only from these sender IP addresses (with an SDP:
+            the senders it names, ``streamlib.net.sdp.stream_sources``, unless given).
+            Neither: with ``ssrc=None`` the receiver locks to the first sender address
+            and moves only after 100 ms of its silence, logging and counting the change
+            (``stats().source_changes``); with ``ssrc=`` given any address may carry it.
+            Rejected datagrams are counted in ``stats().foreign_source``.
 
     Raises ValueError (naming the field) for a bad SDP or argument, OSError if the
     port cannot be bound or the group not joined.
@@ -342,12 +352,14 @@ class NetworkReceiveActor(Actor):
                  max_frames: int | None = None, timeout_s: float | None = None,
                  wait_s: float = 0.0, rcvbuf: int = 64 << 20, *, allow_remote: bool = False,
                  multicast_interface: str = "0.0.0.0", ssrc: int | None = None,
+                 sources: Sequence[str] | None = None,
                  actor_id: str | None = None, **kwargs: Any) -> None:
         who = _who("NetworkReceiveActor", actor_id)
         _check_multicast(who, multicast_interface, None)
         _check_ssrc(who, ssrc)
+        named: tuple[str, ...] = ()
         if sdp is not None:
-            host, port, fmt, width, height, fps_s, payload_type = self._from_sdp(who, sdp)
+            host, port, fmt, width, height, fps_s, payload_type, named = self._from_sdp(who, sdp)
             fps = float(fps_s) if fps_s is not None else fps
         else:
             if dest is None:
@@ -387,6 +399,10 @@ class NetworkReceiveActor(Actor):
         self.video_format, self.fps = fmt, fps
         self.payload_type, self.policy = payload_type, policy
         self.ssrc, self.multicast_interface = ssrc, multicast_interface
+        if isinstance(sources, str):
+            raise ValueError(f"{who}: sources must be a sequence of addresses, got {sources!r}")
+        self.sources: tuple[str, ...] = tuple(sources) if sources is not None else named
+        SourceLock(self.sources, name=who)  # a bad address fails here, naming the actor
         self.jitter_ms, self.max_frames, self.timeout_s, self.wait_s = (
             jitter_ms, max_frames, timeout_s, wait_s)
         self.outputs["video"] = StreamOutput("video")
@@ -411,7 +427,7 @@ class NetworkReceiveActor(Actor):
 
     @staticmethod
     def _from_sdp(who: str, sdp: str) -> tuple[str, int, VideoFormat, int, int, str | None,
-                                                int]:
+                                                int, tuple[str, ...]]:
         text = sdp
         if "\n" not in sdp and "v=0" not in sdp:
             try:
@@ -428,7 +444,7 @@ class NetworkReceiveActor(Actor):
             rate = s.fmtp.get("exactframerate")
             fps = str(float(parse_rate(rate))) if rate else None
             return (s.address, s.port, fmt, s.fmtp_int("width"), s.fmtp_int("height"), fps,
-                    s.payload_type)
+                    s.payload_type, stream_sources(s))
         except ValueError as e:
             raise ValueError(f"{who}: sdp: {e}") from None
 
@@ -437,7 +453,9 @@ class NetworkReceiveActor(Actor):
                                    payload_type=self.payload_type, jitter_ms=self.jitter_ms,
                                    policy="drop" if self.policy == "drop" else "conceal",
                                    ssrc=self.ssrc)
-        self._rx = VideoStreamReceiver(self._sock, assembler)
+        lock = SourceLock(self.sources, follow=self.ssrc is None, name=self.actor_id,
+                          family=self._sock.family)
+        self._rx = VideoStreamReceiver(self._sock, assembler, source_lock=lock)
         self._last_frame_ns = time.monotonic_ns()
 
     def process(self, tick: TimedTick) -> None:

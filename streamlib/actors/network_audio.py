@@ -34,9 +34,10 @@ from ..frames import AudioFrame
 from ..net.audio import (
     AudioDepacketizer, AudioFormat, AudioPacketizer, AudioReceiveStats, PacedSender,
 )
-from ..net.sdp import SDPStream, audio_stream, parse_sdp, write_sdp
+from ..net.sdp import SDPStream, audio_stream, parse_sdp, stream_sources, write_sdp
+from ..net.source_lock import SourceLock
 from ..net.udp import (
-    DEFAULT_MULTICAST_TTL, BatchReceiver, BatchSender, check_destination,
+    DEFAULT_MULTICAST_TTL, BatchReceiver, BatchSender, check_destination, key_address,
     check_multicast_interface, check_multicast_ttl, is_multicast, open_receiver, open_sender,
     parse_dest,
 )
@@ -97,20 +98,28 @@ class _UDPSink:
 
 
 class _UDPSource:
+    """A bound UDP socket read with recvmmsg; ``receive_from`` also gives each
+    datagram's sender address (the actor's source lock uses it)."""
+
     def __init__(self, bind: tuple[str, int], interface: str) -> None:
         self._sock = open_receiver(bind, rcvbuf=4 << 20, multicast_interface=interface)
-        self._rx = BatchReceiver(self._sock, batch=256)
+        self._rx = BatchReceiver(self._sock, batch=256, sources=True)
 
     def receive(self) -> list[bytes]:
-        out: list[bytes] = []
+        return [d for d, _ in self.receive_from()]
+
+    def receive_from(self) -> list[tuple[bytes, str | None]]:
+        out: list[tuple[bytes, str | None]] = []
         rx = self._rx
         while True:
             n = rx.recv(timeout=0)
+            keys = rx.source_keys(n)
             for i in range(n):
                 size = int(rx.lengths[i])
                 # a full slot means the datagram was truncated: pass a marker the
                 # depacketizer counts as malformed (an RTP version of 0)
-                out.append(rx.buffers[i, :size].tobytes() if size < rx.slot else b"\0")
+                out.append((rx.buffers[i, :size].tobytes() if size < rx.slot else b"\0",
+                            key_address(rx.family, bytes(keys[i]))))
             if n < rx.batch:
                 return out
 
@@ -377,6 +386,11 @@ class AudioNetworkReceiveActor(Actor):
         ssrc: play only this RTP SSRC. None: lock to the first SSRC seen; another is
             followed only after the locked one has been silent for 100 ms (a restarted
             sender). Other sources' packets are counted in ``stats.foreign_ssrc``.
+        sources: play only datagrams from these sender IP addresses (with an SDP: the
+            senders it names, ``streamlib.net.sdp.stream_sources``, unless given).
+            Neither: with ``ssrc=None`` the first sender address is locked to and left
+            only after 100 ms of its silence (logged, ``stats.source_changes``); with
+            ``ssrc=`` any address may carry it. Rejected: ``stats.foreign_source``.
         actor_id: unique id (default: generated).
 
     Raises:
@@ -389,14 +403,21 @@ class AudioNetworkReceiveActor(Actor):
                  flush_after_ms: float = 50.0, timebase: Timebase = "tai",
                  poll_hz: float | None = None, allow_remote: bool = False,
                  multicast_interface: str = "0.0.0.0", ssrc: int | None = None,
+                 sources: Sequence[str] | None = None,
                  actor_id: str | None = None, clock: Clock | None = None, **kwargs: Any) -> None:
         label = _label("AudioNetworkReceiveActor", actor_id)
+        if isinstance(sources, str):
+            raise ValueError(f"{label}: sources must be a sequence of addresses, "
+                             f"got {sources!r}")
+        named: tuple[str, ...] = tuple(sources) if sources is not None else ()
         if sdp is not None:
             if not isinstance(sdp, str) or not sdp:
                 raise ValueError(f"{label}: sdp must be a file path or SDP text, got {sdp!r}")
             stream = _load_sdp(label, sdp)
             encoding, sample_rate = stream.encoding, stream.clock_rate  # type: ignore[assignment]
             channels, payload_type = stream.channels or 1, stream.payload_type
+            if sources is None:
+                named = stream_sources(stream)
             dest = f"[{stream.address}]:{stream.port}" if ":" in stream.address else \
                 f"{stream.address}:{stream.port}"
         fmt = _format(label, encoding, sample_rate, channels)
@@ -406,12 +427,13 @@ class AudioNetworkReceiveActor(Actor):
             raise ValueError(f"{label}: flush_after_ms must be > 0, got {flush_after_ms!r}")
         if poll_hz is not None and not (isinstance(poll_hz, (int, float)) and poll_hz > 0):
             raise ValueError(f"{label}: poll_hz must be > 0 or None, got {poll_hz!r}")
+        lock = SourceLock(named, follow=ssrc is None, name=label)  # names the actor
         try:
             frame_samples = fmt.samples_for_ms(frame_ms, "frame_ms")
             depack = AudioDepacketizer(fmt, frame_samples=frame_samples, payload_type=payload_type,
                                        reorder_window=reorder_window, max_conceal_ms=max_conceal_ms,
                                        now_ns=_timebase_now(timebase), clock_id=timebase,
-                                       ssrc=ssrc)
+                                       ssrc=ssrc, source_lock=lock)
         except ValueError as e:
             raise ValueError(f"{label}: {e}") from None
         host, port = _parse_dest(label, dest, allow_remote) if dest is not None else ("127.0.0.1", None)
@@ -430,6 +452,7 @@ class AudioNetworkReceiveActor(Actor):
             self.add_close_callback(lambda: _release(key))
         self.host_address, self.port = host, port
         self.format, self.depacketizer = fmt, depack
+        self.sources = named
         self.frame_ms, self.timebase = float(frame_ms), timebase
         self.multicast_interface = multicast_interface
         self.flush_after_ns = int(flush_after_ms * 1_000_000)
@@ -460,9 +483,12 @@ class AudioNetworkReceiveActor(Actor):
         if self._transport is None:
             return
         out = self.outputs["audio"]
-        datagrams = self._transport.receive()
-        for datagram in datagrams:
-            for frame in self.depacketizer.push(datagram):
+        receive_from = getattr(self._transport, "receive_from", None)
+        datagrams: Sequence[tuple[bytes | memoryview, str | None]] = (
+            receive_from() if receive_from is not None
+            else [(d, None) for d in self._transport.receive()])  # no addresses: no lock
+        for datagram, source in datagrams:
+            for frame in self.depacketizer.push(datagram, source):
                 out.write(frame)
         if datagrams:
             self._last_packet_ns, self._idle_flushed = tick.timestamp_ns, False

@@ -15,11 +15,14 @@ after their frame was output; ``duplicate``: sequence number seen before;
 ``malformed``: too short, RTP version != 2, bad CSRC/extension/padding, wrong
 payload type, interlaced (F=1), SRDs outside the frame, off the pgroup grid, or
 lengths past the packet end; ``foreign_ssrc``: well-formed packets of another
-SSRC than the one the receiver is locked to. Malformed and foreign packets are
+SSRC than the one the receiver is locked to; ``foreign_source``: datagrams from
+another sender address than the receiver's source lock allows
+(``streamlib.net.source_lock``: counted and dropped by ``VideoStreamReceiver``
+before they reach the assembler). Malformed and foreign packets are
 dropped whole before any byte is written, and every write is bounds-checked
 against the frame, so no packet can write outside the frame buffer (the fuzz
 tests check guard bytes around it). Every datagram lands in exactly one of
-``received``, ``duplicate``, ``malformed`` and ``foreign_ssrc``.
+``received``, ``duplicate``, ``malformed``, ``foreign_ssrc`` and ``foreign_source``.
 
 SSRC rule: with ``ssrc=`` given, only that SSRC is accepted, ever. Without it the
 receiver locks to the SSRC of the first well-formed packet and keeps it while it
@@ -86,6 +89,9 @@ class ReceiverStats:
     foreign_ssrc: int = 0       # well-formed packets of another SSRC, dropped
     ssrc_changes: int = 0       # the lock moved to a new SSRC (ssrc=None only)
     ssrc: int | None = None     # the SSRC locked to (None: nothing received yet)
+    foreign_source: int = 0     # datagrams from another sender address, dropped
+    source_changes: int = 0     # the source lock moved to a new sender address
+    source: str | None = None   # the sender address locked to (None: none yet / no lock)
     bytes: int = 0
     frames_complete: int = 0
     frames_concealed: int = 0
@@ -93,7 +99,7 @@ class ReceiverStats:
     extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("extra", "ssrc")}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("extra", "ssrc", "source")}
         d.update(self.extra)
         return d
 

@@ -24,6 +24,7 @@ import numpy.typing as npt
 from ..frames import AudioFrame
 from .audio_codec import AudioFormat, decode_samples, rtp_to_ns
 from .rtp import RTPError, parse_header, seq_diff
+from .source_lock import SourceLock
 
 __all__ = ["MAX_DROPOUT", "MAX_MISORDER", "AudioDepacketizer", "AudioReceiveStats"]
 
@@ -38,7 +39,8 @@ class AudioReceiveStats:
 
     Every datagram pushed lands in exactly one of ``played``, ``late``,
     ``duplicate``, ``malformed``, ``wrong_payload_type``, ``foreign_ssrc``,
-    ``stray`` or is still held (``pending``): ``received`` is their sum. ``lost`` counts sequence
+    ``foreign_source``, ``stray`` or is still held (``pending``): ``received`` is
+    their sum. ``lost`` counts sequence
     numbers skipped when output moved past them (concealed with silence when a
     later packet shows how long the hole is); a lost packet that turns up
     afterwards is also counted ``late``.
@@ -52,6 +54,8 @@ class AudioReceiveStats:
     malformed: int = 0           # not RTP v2, truncated, payload not whole sample frames
     wrong_payload_type: int = 0
     foreign_ssrc: int = 0        # well-formed packets of another SSRC than the locked one
+    foreign_source: int = 0      # datagrams from a sender address the source lock rejects
+    source_changes: int = 0      # the source lock moved to another sender address
     stray: int = 0               # other SSRC / sequence far off, not confirmed by its successor
     pending: int = 0             # held in the reorder buffer
     resyncs: int = 0             # new stream (SSRC / sequence / timestamp jump) adopted
@@ -93,18 +97,24 @@ class AudioDepacketizer:
     is followed, a second sender on the same port never is.
 
     A packet that would jump past the window, carries another SSRC (see above)
-    or a sequence number far off is held as a candidate until a successor
-    confirms it (at most ``reorder_window + 1`` later, its timestamp advanced
+    or a sequence number far off is held as a candidate until a successor (or,
+    arriving swapped, its predecessor) confirms it (at most ``reorder_window + 1`` later, its timestamp advanced
     by at most that many packets' samples): the jump is then taken as a loss
     burst (same SSRC) or a new stream is adopted (``resyncs``). Unconfirmed
     candidates count as ``stray``, so one corrupt header costs one packet.
     ``now_ns`` (default: CLOCK_REALTIME + 37 s, TAI) anchors RTP unwrapping.
+
+    Sender addresses: with a ``source_lock`` (``streamlib.net.source_lock``), a
+    datagram pushed with its ``source`` address is first checked against it (time:
+    ``now_ns``); rejected ones are dropped whole (``foreign_source``), and lock
+    moves are counted in ``source_changes``.
     """
 
     def __init__(self, fmt: AudioFormat, *, frame_samples: int = 960, payload_type: int | None = None,
                  reorder_window: int = 8, max_conceal_ms: float = 200.0,
                  now_ns: Callable[[], int] | None = None, clock_id: str = "tai",
-                 ssrc: int | None = None, ssrc_timeout_ms: float = 100.0) -> None:
+                 ssrc: int | None = None, ssrc_timeout_ms: float = 100.0,
+                 source_lock: SourceLock | None = None) -> None:
         if isinstance(frame_samples, bool) or not isinstance(frame_samples, int) or frame_samples < 1:
             raise ValueError(f"frame_samples must be an int >= 1, got {frame_samples!r}")
         if payload_type is not None and not (isinstance(payload_type, int) and 0 <= payload_type <= 127):
@@ -120,6 +130,8 @@ class AudioDepacketizer:
         if not (isinstance(ssrc_timeout_ms, (int, float)) and ssrc_timeout_ms >= 0):
             raise ValueError(f"ssrc_timeout_ms must be a number >= 0, got {ssrc_timeout_ms!r}")
         self.lock_ssrc = ssrc
+        self.source_lock = source_lock if source_lock is not None and source_lock.active \
+            else None
         self._ssrc_timeout_ns = int(ssrc_timeout_ms * 1_000_000)
         self._locked_ns = 0                # receive time of the locked SSRC's last packet
         self.format, self.frame_samples = fmt, frame_samples
@@ -145,11 +157,19 @@ class AudioDepacketizer:
         self._out: list[AudioFrame] = []
 
     # -- input -------------------------------------------------------------
-    def push(self, datagram: bytes | bytearray | memoryview) -> list[AudioFrame]:
-        """Account for one datagram; return the AudioFrames it completed. Never raises
-        for bad input (it is counted in :attr:`stats`)."""
+    def push(self, datagram: bytes | bytearray | memoryview,
+             source: str | None = None) -> list[AudioFrame]:
+        """Account for one datagram (from sender address ``source``, if known); return
+        the AudioFrames it completed. Never raises for bad input (it is counted in
+        :attr:`stats`)."""
         st = self.stats
         st.received += 1
+        lock = self.source_lock
+        if lock is not None and source is not None:
+            if not lock.accept(source, self._now_ns()):
+                st.foreign_source += 1
+                return []
+            st.source_changes = lock.source_changes
         try:
             hdr = parse_header(datagram)
         except RTPError:

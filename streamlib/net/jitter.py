@@ -18,6 +18,7 @@ from .assembler import GUARD as GUARD  # still importable from here (tests check
 from .assembler import AssembledFrame, FrameAssembler, Policy, ReceiverStats
 from .assembly_kernel import assemble_kernel as assemble_kernel
 from .mmsg import BatchReceiver
+from .source_lock import SourceLock
 
 __all__ = ["FrameAssembler", "AssembledFrame", "ReceiverStats", "Policy", "VideoStreamReceiver"]
 
@@ -34,12 +35,18 @@ class VideoStreamReceiver:
         gro: ask for UDP_GRO (runs of GSO datagrams arrive unsplit: far fewer syscalls
             and kernel work on loopback); single datagrams work the same either way.
         max_queue: finished frames kept for ``get``.
+        source_lock: the sender-address rule (``streamlib.net.source_lock``); datagrams
+            it rejects never reach the assembler (``stats().foreign_source``). None:
+            every address is accepted.
     """
 
     def __init__(self, sock: socket.socket, assembler: FrameAssembler, *, batch: int = 64,
-                 max_queue: int = 8, gro: bool = True) -> None:
+                 max_queue: int = 8, gro: bool = True,
+                 source_lock: SourceLock | None = None) -> None:
         self.sock, self.assembler = sock, assembler
-        self._rx = BatchReceiver(sock, batch=batch, gro=gro)
+        self.source_lock = source_lock if source_lock is not None and source_lock.active \
+            else None
+        self._rx = BatchReceiver(sock, batch=batch, gro=gro, sources=self.source_lock is not None)
         self._frames: collections.deque[AssembledFrame] = collections.deque()
         self._cond = threading.Condition()
         self.max_queue = max_queue
@@ -72,8 +79,16 @@ class VideoStreamReceiver:
                 now = time.monotonic_ns()
                 if n:
                     self.last_packet_ns = now
-                    self._deliver(asm.push_segments(rx.flat, rx.seg_offsets, rx.seg_lengths,
-                                                    n, now))
+                    offsets, lengths = rx.seg_offsets, rx.seg_lengths
+                    if self.source_lock is not None:
+                        msgs = rx.seg_msg[:n]
+                        keep = self.source_lock.filter_keys(
+                            rx.source_keys(int(msgs[-1]) + 1)[msgs], now)
+                        if keep is not None:  # foreign senders: never seen by the assembler
+                            offsets, lengths = offsets[:n][keep], lengths[:n][keep]
+                            n = int(offsets.size)
+                if n:
+                    self._deliver(asm.push_segments(rx.flat, offsets, lengths, n, now))
                 else:
                     self._deliver(asm.poll(now))
         except OSError as e:
@@ -101,6 +116,10 @@ class VideoStreamReceiver:
     def stats(self) -> ReceiverStats:
         """Counters so far (read while the thread runs: a consistent-enough snapshot)."""
         s = self.assembler.stats
+        lock = self.source_lock
+        if lock is not None:
+            s.foreign_source, s.source_changes, s.source = (
+                lock.foreign_source, lock.source_changes, lock.source)
         s.extra = {"frames_overflow": self.frames_overflow, "syscalls": self._rx.syscalls}
         return s
 

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = ["BatchSender", "BatchReceiver", "MessageVector", "recv_batch", "HAVE_MMSG",
-           "enable_gso", "gso_segments", "MAX_DATAGRAM", "wait_fd"]
+           "enable_gso", "gso_segments", "MAX_DATAGRAM", "wait_fd", "address_key", "key_address"]
 
 MAX_DATAGRAM = 2048  # receive slot size: ST 2110 datagrams are <= 1460 bytes, jumbo-free
 _MSG_DONTWAIT = 0x40
@@ -89,6 +89,7 @@ HAVE_MMSG = _sendmmsg is not None  # False: the send/recv_into loops below are u
 
 _UDP_GRO = 104      # Linux >= 5.0: receive GSO runs unsplit, with their segment size
 _CTRL = 32          # control buffer per message: CMSG_SPACE(sizeof(int)) = 24, rounded up
+_NAME = 32          # sender address buffer per message: sockaddr_in6 is 28 bytes
 _UDP_SEGMENT = 103  # Linux >= 4.18: UDP GSO, one send becomes many datagrams of this size
 
 
@@ -248,12 +249,20 @@ class BatchReceiver:
     use ``recv_segments``, which always yields single datagrams as offsets into
     ``flat`` (``seg_offsets``/``seg_lengths``), GRO or not. ``self.gro`` says whether
     the OS accepted it.
+
+    ``sources=True`` also records each message's sender address: ``source_keys(n)``
+    gives them as fixed-size byte keys (the raw IPv4/IPv6 address, ``address_key``
+    makes one from a string, ``key_address`` turns one back), and ``seg_msg`` maps
+    ``recv_segments``' datagrams to their messages.
     """
 
     def __init__(self, sock: socket.socket, *, batch: int = 256, slot: int = MAX_DATAGRAM,
-                 gro: bool = False) -> None:
+                 gro: bool = False, sources: bool = False) -> None:
         self.sock = sock
         self.gro = False
+        self.family = sock.family
+        # the address bytes inside a sockaddr_in (4..8) or sockaddr_in6 (8..24)
+        self._key = (8, 24) if sock.family == socket.AF_INET6 else (4, 8)
         if gro and _recvmmsg is not None and not os.environ.get("STREAMLIB_NO_GSO"):
             try:
                 sock.setsockopt(socket.IPPROTO_UDP, _UDP_GRO, 1)
@@ -272,6 +281,18 @@ class BatchReceiver:
         self._row_offsets = np.arange(batch, dtype=np.int64) * slot
         self.seg_offsets: npt.NDArray[np.int64] = self._row_offsets.copy()
         self.seg_lengths: npt.NDArray[np.int64] = self.lengths
+        self.seg_msg: npt.NDArray[np.int64] = np.arange(batch, dtype=np.int64)
+        self._all_msgs = self.seg_msg
+        self.names: npt.NDArray[np.uint8] | None = None
+        if sources:
+            self.names = np.zeros((batch, _NAME), np.uint8)
+            hdr = self._vec._hdr
+            on, onl = _MsgHdr.msg_name.offset, _MsgHdr.msg_namelen.offset
+            ptrs = np.uint64(self.names.ctypes.data) + np.arange(batch, dtype=np.uint64) * \
+                np.uint64(_NAME)
+            hdr[:, on:on + 8] = ptrs.view(np.uint8).reshape(batch, 8)
+            self._name_len = hdr[:, onl:onl + 4].view(np.uint32)[:, 0]
+            self._name_len[:] = _NAME
         if self.gro:
             self._ctrl = np.zeros((batch, _CTRL), np.uint8)
             hdr = self._vec._hdr
@@ -293,6 +314,8 @@ class BatchReceiver:
         while True:
             if not wait_fd(fd, timeout):
                 return 0
+            if self.names is not None:
+                self._name_len[:] = _NAME  # the kernel wrote back each address's length
             n = _recvmmsg(fd, self._vec.address(0), self.batch, _MSG_DONTWAIT, None)
             self.syscalls += 1
             if n < 0:
@@ -309,6 +332,7 @@ class BatchReceiver:
         n = self.recv(timeout)
         if not self.gro or n == 0:
             self.seg_offsets, self.seg_lengths = self._row_offsets, self.lengths
+            self.seg_msg = self._all_msgs
             return n
         # UDP_GRO control message: cmsghdr (len 8, level 4, type 4) then int gso_size.
         ctrl = self._ctrl[:n]
@@ -323,6 +347,7 @@ class BatchReceiver:
         first = np.repeat(np.cumsum(counts) - counts, counts)
         j = np.arange(total, dtype=np.int64) - first
         msg = np.repeat(np.arange(n, dtype=np.int64), counts)
+        self.seg_msg = msg
         self.seg_offsets = self._row_offsets[msg] + j * seg[msg]
         self.seg_lengths = np.minimum(seg[msg], lengths[msg] - j * seg[msg])
         return total
@@ -333,13 +358,35 @@ class BatchReceiver:
         n = 0
         while n < self.batch:
             try:
-                size = self.sock.recv_into(self._views[n], self.slot, socket.MSG_DONTWAIT)
+                size, addr = self.sock.recvfrom_into(self._views[n], self.slot,
+                                                     socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             self.syscalls += 1
             self.lengths[n] = size
+            if self.names is not None:
+                a, b = self._key
+                self.names[n, a:b] = np.frombuffer(address_key(self.family, addr[0]), np.uint8)
             n += 1
         return n
+
+    def source_keys(self, n: int) -> npt.NDArray[np.void]:
+        """The sender addresses of messages ``0..n-1`` of the last ``recv``, as byte keys
+        (compare with ``address_key``). Needs ``sources=True``."""
+        if self.names is None:
+            raise ValueError("BatchReceiver: source_keys needs sources=True")
+        a, b = self._key
+        return np.ascontiguousarray(self.names[:n, a:b]).view(f"V{b - a}").reshape(n)
+
+
+def address_key(family: int, address: str) -> bytes:
+    """The raw bytes of IP ``address`` (``socket.inet_pton``), as ``source_keys`` holds them."""
+    return socket.inet_pton(family, address)
+
+
+def key_address(family: int, key: bytes) -> str:
+    """``address_key`` reversed."""
+    return socket.inet_ntop(family, key)
 
 
 def recv_batch(sock: socket.socket, buffers: Sequence[memoryview | bytearray],

@@ -6,6 +6,11 @@ attributes (``a=rtpmap``, ``a=fmtp``, ``a=ts-refclk``, ``a=mediaclk:direct=0``,
 GStreamer and broadcast gear write (session-level ``c=``/``a=ts-refclk`` are
 inherited by every media section; unknown attributes are kept in ``attributes``).
 
+Senders: ``a=source-filter: incl`` (RFC 4570, session or media level, for the
+stream's ``c=`` address or ``*``) is parsed into ``SDPStream.sources`` and written
+back from it; the ``o=`` address into ``origin_address``. ``stream_sources`` says
+which sender addresses an SDP names for a stream (the receivers lock to them).
+
 Example::
 
     >>> text = write_sdp([video_stream("127.0.0.1", 5004, width=1920, height=1080, fps=60)])
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 __all__ = ["SDPStream", "write_sdp", "parse_sdp", "video_stream", "audio_stream",
-           "format_rate", "parse_rate", "DEFAULT_TS_REFCLK"]
+           "format_rate", "parse_rate", "stream_sources", "DEFAULT_TS_REFCLK"]
 
 DEFAULT_TS_REFCLK = "localmac=00-00-00-00-00-00"
 _MEDIA = ("video", "audio")
@@ -47,6 +52,8 @@ class SDPStream:
         mediaclk: ``a=mediaclk`` value, ``"direct=0"`` for ST 2110.
         ttl: multicast TTL from ``c=IN IP4 addr/ttl``, else None.
         attributes: other ``a=`` lines of the section, verbatim (without ``a=``).
+        sources: sender addresses of ``a=source-filter: incl`` for this stream (RFC 4570).
+        origin_address: the session's ``o=`` address (parsed SDP only), else None.
 
     Raises ValueError naming the field for an unknown media/encoding, a port or payload
     type out of range, a non-positive clock rate, or an address that is not an IP literal.
@@ -65,6 +72,8 @@ class SDPStream:
     mediaclk: str | None = "direct=0"
     ttl: int | None = None
     attributes: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    origin_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.media not in _MEDIA:
@@ -87,6 +96,11 @@ class SDPStream:
         except ValueError:
             raise ValueError(f"SDPStream.address must be an IP literal, "
                              f"got {self.address!r}") from None
+        for src in self.sources:
+            try:
+                ipaddress.ip_address(src)
+            except ValueError:
+                raise ValueError(f"SDPStream.sources must be IP literals, got {src!r}") from None
         # Copy so the frozen stream never aliases a caller's dict.
         object.__setattr__(self, "fmtp", {str(k): str(v) for k, v in self.fmtp.items()})
 
@@ -218,8 +232,32 @@ def write_sdp(streams: Sequence[SDPStream], *, session_name: str = "streamlib",
             lines.append(f"a=ts-refclk:{refclk}")
         if s.mediaclk:
             lines.append(f"a=mediaclk:{s.mediaclk}")
+        if s.sources:
+            lines.append(f"a=source-filter: incl IN IP{s.ip_version} {s.address} "
+                         + " ".join(s.sources))
         lines.extend(f"a={a}" for a in s.attributes)
     return "\r\n".join(lines) + "\r\n"
+
+
+def stream_sources(stream: SDPStream) -> tuple[str, ...]:
+    """The sender addresses an SDP names for ``stream``: its ``a=source-filter: incl``
+    list; else the ``o=`` address when it can be the sender, i.e. a unicast address
+    other than the stream's destination, not unspecified, and loopback only when the
+    destination is too (FFmpeg writes ``o=... 127.0.0.1`` whatever it sends to; our
+    ``write_sdp`` writes the destination). Empty: the SDP names no sender."""
+    if stream.sources:
+        return stream.sources
+    if stream.origin_address is None:
+        return ()
+    try:
+        origin = ipaddress.ip_address(stream.origin_address)
+        dest = ipaddress.ip_address(stream.address)
+    except ValueError:
+        return ()
+    if origin.is_multicast or origin.is_unspecified or origin == dest or \
+            origin.version != dest.version or (origin.is_loopback and not dest.is_loopback):
+        return ()
+    return (str(origin),)
 
 
 def _parse_fmtp(text: str) -> dict[str, str]:
@@ -259,6 +297,27 @@ class _Section:
     refclk: str | None = None
     mediaclk: str | None = None
     attrs: list[str] = field(default_factory=list)
+    filters: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+
+
+def _parse_source_filter(value: str) -> tuple[str, tuple[str, ...]] | None:
+    """``a=source-filter: incl IN IP4 <dest|*> <src>...`` -> (dest, sources); None for
+    ``excl`` (not a sender list). Raises ValueError for a malformed line."""
+    parts = value.split()
+    if len(parts) < 5 or parts[0] not in ("incl", "excl") or parts[1] != "IN" or \
+            parts[2] not in ("IP4", "IP6", "*"):
+        raise ValueError("expected 'a=source-filter: incl IN IP4 <dest> <source>...'")
+    for src in parts[4:]:
+        ipaddress.ip_address(src)  # ValueError for a host name
+    return (parts[3], tuple(parts[4:])) if parts[0] == "incl" else None
+
+
+def _filter_sources(filters: list[tuple[str, tuple[str, ...]]], address: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for dest, srcs in filters:
+        if dest == "*" or dest == address:
+            out.extend(srcs)
+    return tuple(dict.fromkeys(out))
 
 
 def _parse_attr(sec: _Section, value: str) -> None:
@@ -283,6 +342,10 @@ def _parse_attr(sec: _Section, value: str) -> None:
         sec.refclk = val
     elif name == "mediaclk":
         sec.mediaclk = val
+    elif name == "source-filter":
+        f = _parse_source_filter(val)
+        if f is not None:
+            sec.filters.append(f)
     else:
         sec.attrs.append(value)
 
@@ -297,6 +360,8 @@ def parse_sdp(text: str) -> list[SDPStream]:
     """
     session_c: tuple[str, int | None] | None = None
     session_refclk: str | None = None
+    session_filters: list[tuple[str, tuple[str, ...]]] = []
+    origin: str | None = None
     sections: list[_Section] = []
     cur: _Section | None = None
 
@@ -326,8 +391,16 @@ def parse_sdp(text: str) -> list[SDPStream]:
                 if cur is None:
                     if value.startswith("ts-refclk:"):
                         session_refclk = value.partition(":")[2]
+                    elif value.startswith("source-filter:"):
+                        f = _parse_source_filter(value.partition(":")[2])
+                        if f is not None:
+                            session_filters.append(f)
                 else:
                     _parse_attr(cur, value)
+            elif kind == "o" and cur is None:
+                parts = value.split()
+                # o=<user> <id> <version> IN IP4 <address>; a bad one is not fatal
+                origin = parts[5] if len(parts) == 6 and parts[3] == "IN" else None
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
 
@@ -346,7 +419,9 @@ def parse_sdp(text: str) -> list[SDPStream]:
                 sec.media, conn[0], sec.port, sec.pt, encoding, sec.rate, sec.fmtp,
                 channels=sec.channels, ptime_ms=sec.ptime,
                 ts_refclk=sec.refclk if sec.refclk is not None else session_refclk,
-                mediaclk=sec.mediaclk, ttl=conn[1], attributes=tuple(sec.attrs)))
+                mediaclk=sec.mediaclk, ttl=conn[1], attributes=tuple(sec.attrs),
+                sources=_filter_sources(session_filters + sec.filters, conn[0]),
+                origin_address=origin))
         except ValueError as e:
             raise ValueError(f"{sec.where}: {e}") from None
     if not streams:

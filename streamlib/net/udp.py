@@ -25,8 +25,8 @@ import socket
 import sys
 
 from .mmsg import (
-    HAVE_MMSG, MAX_DATAGRAM, BatchReceiver, BatchSender, MessageVector, enable_gso, gso_segments,
-    recv_batch,
+    HAVE_MMSG, MAX_DATAGRAM, BatchReceiver, BatchSender, MessageVector, address_key, enable_gso,
+    gso_segments, key_address, recv_batch, wait_fd,
 )
 
 __all__ = ["parse_dest", "check_destination", "open_sender", "open_receiver", "socket_rcvbuf",
@@ -34,7 +34,7 @@ __all__ = ["parse_dest", "check_destination", "open_sender", "open_receiver", "s
            "DEFAULT_MULTICAST_TTL",
            # re-exported from .mmsg
            "BatchSender", "BatchReceiver", "MessageVector", "recv_batch", "HAVE_MMSG", "enable_gso",
-           "gso_segments", "MAX_DATAGRAM"]
+           "gso_segments", "MAX_DATAGRAM", "wait_fd", "address_key", "key_address"]
 
 _SO_RCVBUFFORCE = 33  # Linux: like SO_RCVBUF but ignores net.core.rmem_max (needs CAP_NET_ADMIN)
 _SO_SNDBUFFORCE = 32
