@@ -419,3 +419,28 @@ def test_hold_and_release_count_as_work_in_flight() -> None:
         assert rt.wait_idle(0.05) is False  # held work keeps the runtime busy
         rt.release()
         assert rt.wait_idle(5)
+
+
+def test_driver_table_returns_to_its_size_after_200_create_remove_cycles() -> None:
+    from streamlib.clocks import SoftwareClock
+
+    class Ticked(Source):
+        def __init__(self, **kw: object) -> None:
+            super().__init__(**kw)
+            self.ticked = threading.Event()
+
+        def process(self, tick: TimedTick) -> None:
+            self.ticked.set()
+
+    with Runtime() as rt:
+        keep = Ticked(clock=SoftwareClock(50), actor_id="keep")
+        rt.start()
+        assert keep.ticked.wait(10)
+        base = len(rt._drivers)
+        assert base == 1
+        for i in range(200):
+            actor = Ticked(clock=SoftwareClock(1000), actor_id=f"tmp-{i}")
+            assert actor.ticked.wait(10)  # its driver exists and ticks
+            actor.close()
+        assert len(rt._drivers) == base  # was: 201 (every driver ever made)
+        assert rt.get("keep") is keep
