@@ -19,6 +19,7 @@ import torch
 
 from ..actor import Actor
 from ..clocks import Clock, SoftwareClock, TimedTick
+from ..progress import reaches
 from ..device import resolve_device
 from ..frames import PixelFormat, VideoFrame
 from ..limits import check_frame_size
@@ -341,6 +342,8 @@ class CompositorActor(Actor):
             upstream = port.upstream.actor
             if upstream is not None and upstream.status.value != "running":
                 continue  # a failed or stopped layer must not stall the composite
+            if upstream is not None and (upstream is self or reaches(self, upstream)):
+                continue  # fed back from our own output: it would wait for itself
             latest = port.peek_latest()
             if latest is None or latest.timestamp_ns < stamp.timestamp_ns:
                 return True
