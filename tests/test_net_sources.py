@@ -103,6 +103,10 @@ def test_filter_keys_matches_accept() -> None:
     assert mask is not None and mask.tolist() == [True, True, False, True, False]
     assert follow.filter_keys(keys[:2], 1) is None  # all from the locked sender: fast path
     assert (follow.foreign_source, follow.source) == (2, A)
+    raw = np.frombuffer(socket.inet_aton(A) * 2, np.uint8).reshape(2, 4)
+    assert follow.all_locked(raw, 2) and not SourceLock([B]).all_locked(raw, 0)
+    assert not SourceLock().all_locked(raw, 0)  # nothing locked yet: filter one by one
+    assert SourceLock(follow=False).all_locked(raw, 0)
 
 
 # -- video on loopback ------------------------------------------------------------------------

@@ -80,10 +80,12 @@ class VideoStreamReceiver:
                 if n:
                     self.last_packet_ns = now
                     offsets, lengths = rx.seg_offsets, rx.seg_lengths
-                    if self.source_lock is not None:
+                    lock = self.source_lock
+                    if lock is not None:
                         msgs = rx.seg_msg[:n]
-                        keep = self.source_lock.filter_keys(
-                            rx.source_keys(int(msgs[-1]) + 1)[msgs], now)
+                        m = int(msgs[-1]) + 1  # messages (GRO: several datagrams each)
+                        keep = None if lock.all_locked(rx.source_bytes(m), now) else \
+                            lock.filter_keys(rx.source_keys(m)[msgs], now)  # one by one
                         if keep is not None:  # foreign senders: never seen by the assembler
                             offsets, lengths = offsets[:n][keep], lengths[:n][keep]
                             n = int(offsets.size)

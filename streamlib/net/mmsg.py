@@ -370,6 +370,14 @@ class BatchReceiver:
             n += 1
         return n
 
+    def source_bytes(self, n: int) -> npt.NDArray[np.uint8]:
+        """The sender addresses of messages ``0..n-1`` as rows of raw address bytes
+        (a view, valid until the next ``recv``). Needs ``sources=True``."""
+        if self.names is None:
+            raise ValueError("BatchReceiver: source_bytes needs sources=True")
+        a, b = self._key
+        return self.names[:n, a:b]
+
     def source_keys(self, n: int) -> npt.NDArray[np.void]:
         """The sender addresses of messages ``0..n-1`` of the last ``recv``, as byte keys
         (compare with ``address_key``). Needs ``sources=True``."""

@@ -106,6 +106,25 @@ class SourceLock:
         self.foreign_source += 1
         return False
 
+    def all_locked(self, raw: npt.NDArray[np.uint8], now_ns: int) -> bool:
+        """True when every address in ``raw`` (one row of address bytes per message,
+        ``BatchReceiver.source_bytes``) is the single locked sender's: the batch needs
+        no filtering (the common case, checked per message before the per-datagram
+        ``filter_keys``). Notes the locked sender alive at ``now_ns`` then."""
+        if not self.active:
+            return True
+        if self.fixed:
+            key = next(iter(self._fixed_keys)) if len(self._fixed_keys) == 1 else None
+        else:
+            if self.source is not None and self._key_of_source is None:
+                self._key_of_source = self._key(self.source)
+            key = self._key_of_source
+        if key is None or len(key) != raw.shape[1] or \
+                not bool((raw == np.frombuffer(key, np.uint8)).all()):
+            return False
+        self._last_ns = now_ns
+        return True
+
     def filter_keys(self, keys: npt.NDArray[np.void],
                     now_ns: int) -> npt.NDArray[np.bool_] | None:
         """Apply the rule to datagrams from ``keys`` (raw addresses, arrival order);
