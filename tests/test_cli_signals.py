@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -97,15 +98,19 @@ def test_stop_signal_finalises_the_file_and_prints_the_summary(
     wrote = [line for line in rest if line.startswith(f"wrote {out} (")]
     assert wrote, rest
     frames = int(wrote[0].split("(")[1].split()[0])
-    assert frames >= 25  # about a second of 30 fps at least
+    assert frames >= 10, rest  # it ran for a second at 30 fps before the signal
+    # Under load a realtime writer may miss slots: the summary says so, and the
+    # file keeps them as gaps (see FileWriterActor), so its duration covers them.
+    gaps = re.search(r"WARNING: writer 'writer': \d+ frames dropped \(\d+ overwritten on its "
+                     r"input, (\d+) missing slots", "\n".join(rest))
+    slots = frames + (int(gaps.group(1)) if gaps else 0)
     probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
                             "stream=nb_read_frames:format=duration", "-of", "json", str(out)],
                            capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0 and probe.stderr == "", probe.stderr
     info = json.loads(probe.stdout)
     assert int(info["streams"][0]["nb_read_frames"]) == frames
-    # Timestamps come from the ticks: a few frames may have been late, never early.
-    assert frames / 30 - 0.05 <= float(info["format"]["duration"]) <= frames / 30 + 0.5
+    assert abs(float(info["format"]["duration"]) - slots / 30) <= 1 / 30 + 0.01, (info, rest)
 
 
 def test_stop_signals_set_a_flag_and_restore_the_handlers() -> None:
