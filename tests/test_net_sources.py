@@ -107,6 +107,14 @@ def test_filter_keys_matches_accept() -> None:
     assert follow.all_locked(raw, 2) and not SourceLock([B]).all_locked(raw, 0)
     assert not SourceLock().all_locked(raw, 0)  # nothing locked yet: filter one by one
     assert SourceLock(follow=False).all_locked(raw, 0)
+    two = SourceLock([B, "127.0.0.3"])
+    mixed = np.array([socket.inet_aton(a) for a in (B, "127.0.0.3", B)], dtype="V4")
+    assert two.filter_keys(mixed, 0) is None and two.foreign_source == 0
+    assert two.all_locked(np.frombuffer(b"".join(bytes(k) for k in mixed), np.uint8)
+                          .reshape(3, 4), 0)
+    mask = two.filter_keys(keys, 0)
+    assert mask is not None and mask.tolist() == [False, False, True, False, True]
+    assert two.foreign_source == 3
 
 
 # -- video on loopback ------------------------------------------------------------------------

@@ -108,20 +108,30 @@ class SourceLock:
 
     def all_locked(self, raw: npt.NDArray[np.uint8], now_ns: int) -> bool:
         """True when every address in ``raw`` (one row of address bytes per message,
-        ``BatchReceiver.source_bytes``) is the single locked sender's: the batch needs
-        no filtering (the common case, checked per message before the per-datagram
-        ``filter_keys``). Notes the locked sender alive at ``now_ns`` then."""
+        ``BatchReceiver.source_bytes``) is accepted without a question: one of the fixed
+        sources, or the locked sender. The common case, checked per message before the
+        per-datagram ``filter_keys``; notes the locked sender alive at ``now_ns``."""
         if not self.active:
             return True
         if self.fixed:
-            key = next(iter(self._fixed_keys)) if len(self._fixed_keys) == 1 else None
-        else:
-            if self.source is not None and self._key_of_source is None:
+            keys = self._fixed_keys
+        elif self.source is not None:
+            if self._key_of_source is None:
                 self._key_of_source = self._key(self.source)
-            key = self._key_of_source
-        if key is None or len(key) != raw.shape[1] or \
-                not bool((raw == np.frombuffer(key, np.uint8)).all()):
-            return False
+            keys = {self._key_of_source}
+        else:
+            return False  # nothing locked yet: the first datagram decides
+        if len(keys) == 1:  # the usual single sender: one comparison
+            key = next(iter(keys))
+            if len(key) != raw.shape[1] or not bool((raw == np.frombuffer(key, np.uint8)).all()):
+                return False
+        else:
+            ok = np.zeros(raw.shape[0], np.bool_)
+            for key in keys:
+                if len(key) == raw.shape[1]:
+                    ok |= (raw == np.frombuffer(key, np.uint8)).all(axis=1)
+            if not ok.all():
+                return False
         self._last_ns = now_ns
         return True
 
@@ -132,10 +142,9 @@ class SourceLock:
         if not self.active or keys.size == 0:
             return None
         if self.fixed:
-            if len(self._fixed_keys) == 1:
-                mask = np.asarray(keys == np.void(next(iter(self._fixed_keys))), np.bool_)
-            else:
-                mask = np.array([bytes(k) in self._fixed_keys for k in keys], np.bool_)
+            mask = np.zeros(keys.size, np.bool_)
+            for key in self._fixed_keys:  # a few addresses; vectorised over the datagrams
+                mask |= np.asarray(keys == np.void(key), np.bool_)
             if mask.all():
                 return None
             self.foreign_source += int(keys.size - np.count_nonzero(mask))
