@@ -32,7 +32,7 @@ Errors are ``{"error": "..."}``: 400 for a bad request (the message names the
 field, actor or port), 401 without the right token, 403 for what the server
 does not allow (an ``Origin``, a module, code, a file outside its folders), 404
 for an unknown actor or route, 405 for a method a route does not have, 408 for
-a request not received within the read deadline, 409 for a conflict
+a request not received within the read deadline, 411 for a chunked body, 409 for a conflict
 (duplicate actor id, input already linked, runtime closed), 413 for a body
 over ``max_body``, 415 for a body that is not ``application/json``, 421 for a
 ``Host`` that is not this server, 500 for a bug (logged). The server and the
@@ -71,7 +71,9 @@ from typing import TYPE_CHECKING, Any, Callable, Collection
 
 from . import httpguard
 from .control_actors import CreationRules, bad, check_fields, parse_clock, refusal
-from .errors import ConfigError, PortError, PortKindError
+from .control_cli import parse_control_address
+from .control_links import connect, disconnect
+from .errors import ConfigError
 from .httpguard import Refusal
 from .limits import MAX_FRAME_PIXELS, MAX_FRAME_SIDE
 from .trust import TrustPolicy, check_modules
@@ -84,7 +86,6 @@ logger = logging.getLogger("streamlib.control")
 
 MAX_BODY = 1 << 20  # bytes; a request body is a small JSON object
 MIN_TOKEN = 16  # characters of a token given explicitly
-_LINK_FIELDS = ("from", "to")
 # Route key -> method -> handler name; a key is the path with "<id>" for an actor id.
 _ROUTES: dict[str, dict[str, str]] = {
     "/": {"GET": "_index"},
@@ -129,31 +130,6 @@ def check_bind_host(host: str, *, allow_remote: bool = False) -> None:
             f"ControlServer: field 'host': {host!r} is not a loopback address (127.0.0.0/8, "
             "::1, localhost); pass allow_remote=True and an explicit token (token= or "
             "token_file=) to accept other machines") from None
-
-
-def parse_control_address(text: str) -> tuple[str, int]:
-    """``"8765"``, ``"127.0.0.1:0"`` or ``"[::1]:8765"`` as ``(host, port)``; the host
-    defaults to 127.0.0.1 and must be loopback. Raises ValueError quoting ``text``."""
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, port_s = text[1:].partition("]:")
-        if not sep:
-            raise ValueError(f"control address {text!r}: expected '[::1]:PORT'")
-    elif ":" in text:
-        host, _, port_s = text.rpartition(":")
-        if ":" in host:
-            raise ValueError(f"control address {text!r}: bracket IPv6, e.g. '[::1]:8765'")
-    else:
-        host, port_s = "127.0.0.1", text
-    try:
-        port = int(port_s)
-    except ValueError:
-        port = -1
-    if not host or not 0 <= port <= 65535:
-        raise ValueError(f"control address {text!r}: expected [HOST:]PORT with PORT in "
-                         "0..65535 (0 picks a free one)")
-    check_bind_host(host)
-    return host, port
 
 
 class _Handler(httpguard.GuardedHandler):
@@ -204,6 +180,9 @@ class _Handler(httpguard.GuardedHandler):
             raise _bad(f"bad Content-Length {text!r}") from None
         if length < 0:
             raise _bad(f"bad Content-Length {text!r}")
+        if self.headers.get("Transfer-Encoding"):  # http.server reads no chunked bodies
+            self.close_connection = True
+            raise Refusal(411, "send the body with a Content-Length, not Transfer-Encoding")
         try:
             httpguard.check_host(self.headers.get("Host"), control._hosts,
                                  wildcard=control._wildcard)
@@ -443,60 +422,14 @@ class ControlServer:
             actor.close()
         return 200, actor.describe()
 
-    def _endpoints(self, body: dict[str, Any]) -> tuple[tuple[Actor, str | None],
-                                                         tuple[Actor, str | None]]:
-        from .pipeline import parse_endpoint
-
-        _check_fields(body, _LINK_FIELDS)
-        found = []
-        for name in _LINK_FIELDS:
-            if name not in body:
-                raise _bad(f"field {name!r} is required")
-            parsed = parse_endpoint(body[name])
-            if parsed is None:
-                raise _bad(f"field {name!r}: expected 'actor' or 'actor.port', got {body[name]!r}")
-            found.append((self._actor(parsed[0], f"field {name!r}: "), parsed[1]))
-        return found[0], found[1]
-
     def _connect(self, body: dict[str, Any]) -> tuple[int, Any]:
-        from .pipeline import resolve_link
-
         with self._mutations:
             self._check_open()
-            (src, src_port), (dst, dst_port) = self._endpoints(body)
-            try:
-                out, inp = resolve_link(src, src_port, dst, dst_port)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise _bad(str(exc)) from None
-            upstream = inp.upstream
-            if upstream is not None and upstream is not out:
-                raise _Reply(409, f"input {inp.qualified_name!r} is already connected to "
-                                  f"{upstream.qualified_name!r}; DELETE /connections first")
-            try:
-                out.connect(inp)
-            except PortKindError as exc:
-                raise _bad(str(exc)) from None
-            except PortError as exc:  # linked meanwhile by the runtime's own process
-                raise _Reply(409, str(exc)) from None
-        return (200 if upstream is out else 201), _link(out.qualified_name, inp.qualified_name)
+            return connect(self._actor, body)
 
     def _disconnect(self, body: dict[str, Any]) -> tuple[int, Any]:
         with self._mutations:
-            (src, src_port), (dst, dst_port) = self._endpoints(body)
-            try:
-                out = src.outputs[src_port] if src_port else src.default_output()
-                inp = dst.inputs[dst_port] if dst_port else None
-            except PortError as exc:
-                raise _bad(str(exc)) from None
-            if inp is None:
-                inp = next((i for i in out.links if i.actor is dst), None)
-            elif inp.upstream is not out:
-                inp = None
-            if inp is None:
-                to = f"{dst.actor_id}.{dst_port}" if dst_port else dst.actor_id
-                raise _Reply(404, f"no connection {out.qualified_name} -> {to}")
-            out.disconnect(inp)
-        return 200, _link(out.qualified_name, inp.qualified_name)
+            return disconnect(self._actor, body)
 
     def _start_runtime(self, body: dict[str, Any]) -> tuple[int, Any]:
         _check_fields(body, ())
@@ -531,10 +464,6 @@ def _json_object(body: bytes | None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _bad(f"request body must be a JSON object, got {type(data).__name__}")
     return data
-
-
-def _link(src: str, dst: str) -> dict[str, str]:
-    return {"from": src, "to": dst}
 
 
 def serve_control(runtime: Runtime, port: int = 0, host: str = "127.0.0.1", *,

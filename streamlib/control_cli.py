@@ -1,9 +1,37 @@
-"""``streamlib run`` flags for the control plane and trust (``--token``, ``--allow-module``...)."""
+"""``streamlib run`` flags for the control plane and trust (``--control``, ``--token``,
+``--allow-module``...)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+
+def parse_control_address(text: str) -> tuple[str, int]:
+    """``"8765"``, ``"127.0.0.1:0"`` or ``"[::1]:8765"`` as ``(host, port)``; the host
+    defaults to 127.0.0.1 and must be loopback. Raises ValueError quoting ``text``."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, port_s = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"control address {text!r}: expected '[::1]:PORT'")
+    elif ":" in text:
+        host, _, port_s = text.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"control address {text!r}: bracket IPv6, e.g. '[::1]:8765'")
+    else:
+        host, port_s = "127.0.0.1", text
+    try:
+        port = int(port_s)
+    except ValueError:
+        port = -1
+    if not host or not 0 <= port <= 65535:
+        raise ValueError(f"control address {text!r}: expected [HOST:]PORT with PORT in "
+                         "0..65535 (0 picks a free one)")
+    from .control import check_bind_host
+
+    check_bind_host(host)
+    return host, port
 
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
@@ -47,4 +75,4 @@ def token_line(args: argparse.Namespace, token: str) -> str:
     return f"control token: {token}"
 
 
-__all__ = ["add_arguments", "server_options", "token_line"]
+__all__ = ["parse_control_address", "add_arguments", "server_options", "token_line"]

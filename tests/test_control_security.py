@@ -205,6 +205,10 @@ def test_shader_code_is_off_and_registered_functions_are_on(server: ControlServe
     status, reply = post(server.port, "/actors", {"id": "u", "type": "TransformActor",
                                                   "params": {"fn": "os:system"}})
     assert status == 403 and "module 'os' is not on the allow list" in reply["error"]
+    status, reply = post(server.port, "/actors", {"id": "b", "type": "InferenceActor",
+                                                  "params": {"model": "bright_box",
+                                                             "model_kwargs": {"threshold": 0.3}}})
+    assert status == 201 and reply["class"] == "InferenceActor"
 
 
 # -- files -------------------------------------------------------------------------------
@@ -300,6 +304,10 @@ def test_body_size_and_json_depth_limits(server: ControlServer) -> None:
                              headers={"Content-Type": "application/json"})
     assert status == 400 and json.loads(payload) == {
         "error": "request body is nested more than 64 levels deep"}
+    status, _, payload = raw(port, "POST", "/actors", body=b"", headers={
+        "Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    assert status == 411 and json.loads(payload) == {
+        "error": "send the body with a Content-Length, not Transfer-Encoding"}
     brackets_in_strings = json.dumps({"id": "[" * 1000, "type": "StatsSink"}).encode()
     status, _, payload = raw(port, "POST", "/actors", body=brackets_in_strings,
                              headers={"Content-Type": "application/json"})
