@@ -9,9 +9,14 @@ Threading model (the one place it is decided):
   clock's own sleep-then-spin gives sub-millisecond timing asyncio cannot) and
   hands each tick to the loop with ``call_soon_threadsafe``.
 * ``process`` runs where the actor's dispatcher puts it (the loop, a thread
-  pool, a worker process, a GPU stream). Outputs written from any of those
+  of the thread dispatcher's pool, which grows so no actor waits for another's
+  call, a worker process, a GPU stream). Outputs written from any of those
   threads tick clockless downstream actors through ``Runtime._notify``, the
   single cross-thread entry point.
+* One watchdog thread (``streamlib.watchdog``) marks an actor ``stalled`` when
+  a call overruns its budget; the ``Supervisor`` (``streamlib.supervisor``)
+  rebuilds failed or stalled actors whose restart policy says so.
+  ``close()`` is bounded in total and abandons stuck calls (``streamlib.stopping``).
 
 Scheduling is latest-wins: a tick that arrives while an actor is busy replaces
 any tick already waiting (counted as an overrun), so a slow actor never builds
@@ -38,10 +43,10 @@ from .clocks import Clock, TimedTick
 from .errors import ActorStateError
 from .metrics import MetricsRecorder, MetricsSnapshot, snapshot
 from .progress import endless_offline, never_ticked
-from .runresult import RunResult
-from .stopping import retire, stop_actors
+from .runresult import RunResult, result_of
+from .stopping import stop_actors
 from .supervisor import Supervisor
-from .watchdog import DEFAULT_STALL_TIMEOUT, Watchdog
+from .watchdog import DEFAULT_STALL_TIMEOUT, Watchdog, end_call
 
 if TYPE_CHECKING:
     from .dispatchers import Dispatcher
@@ -187,16 +192,7 @@ class Runtime:
 
     def result(self, finished: bool) -> RunResult:
         """A ``RunResult`` of the actors' states now, with ``finished`` as given."""
-        with self._lock:
-            actors = list(self._actors.values())
-        failed = sorted(a.actor_id for a in actors if a._sl.status is ActorStatus.FAILED)
-        stalled = sorted(a.actor_id for a in actors if a._sl.status is ActorStatus.STALLED)
-        errors = {a.actor_id: a._sl.error or "" for a in actors
-                  if a._sl.status in (ActorStatus.FAILED, ActorStatus.STALLED)}
-        restarts = {a.actor_id: a._sl.restarts for a in actors if a._sl.restarts}
-        stuck = {**self._stuck, **never_ticked(self)}
-        return RunResult(finished=finished, failed=tuple(failed), stalled=tuple(stalled),
-                         errors=errors, restarts=restarts, stuck=stuck)
+        return result_of(self.actors(), finished, {**self._stuck, **never_ticked(self)})
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until all clocks are finished and nothing is in flight.
@@ -444,17 +440,6 @@ class Runtime:
                         driver.stop()
                         del self._drivers[key]  # or every driver ever made stays here
 
-    def _drop_clock_of(self, old: Actor, new: Actor) -> None:
-        """After a rebuild: stop the old actor's driver if the new actor did not keep its clock."""
-        clock = old.clock
-        if clock is None or clock is new.clock:
-            return
-        with self._lock:
-            driver = self._drivers.get(id(clock))
-            if driver is not None and not driver.subscribers:
-                driver.stop()
-                del self._drivers[id(clock)]
-
     # -- ticking -----------------------------------------------------------
     def _notify(self, actor: Actor, tick: TimedTick) -> None:
         """Deliver ``tick`` to ``actor`` from any thread (the cross-thread entry)."""
@@ -500,15 +485,15 @@ class Runtime:
                 try:
                     await dispatcher.dispatch(actor, tick)
                 except Exception:  # noqa: BLE001 - isolate the failure to this actor
-                    if self._end_call(actor, seq):  # else: stalled already; ignore its end
+                    if end_call(actor, seq):  # else: stalled already; ignore its end
                         self._fail(actor, "process")
                         self._done()
                 except BaseException:  # cancelled: close() abandoned the call
-                    if self._end_call(actor, seq):
+                    if end_call(actor, seq):
                         self._done()
                     raise
                 else:
-                    if self._end_call(actor, seq):
+                    if end_call(actor, seq):
                         elapsed = time.perf_counter_ns() - started
                         c = st.counters
                         c.processed += 1
@@ -527,45 +512,6 @@ class Runtime:
             st.busy = False
             if st.status is not ActorStatus.RUNNING:  # stopped, failed or stalled
                 self._release_pending(actor)
-
-    def _end_call(self, actor: Actor, seq: int) -> bool:
-        """End call ``seq`` of ``actor``; True for the one caller (the loop, or
-        the watchdog declaring it stalled) that then releases its tick."""
-        st = actor._sl
-        with st.lock:
-            if st.call_seq != seq or not st.call_started_ns:
-                return False
-            st.call_started_ns = 0
-            return True
-
-    def _stall(self, actor: Actor, seq: int, elapsed: float, budget: float) -> None:
-        """Watchdog thread: call ``seq`` of ``actor`` overran ``budget``; mark it stalled."""
-        st = actor._sl
-        if st.status is not ActorStatus.RUNNING or self._closed:
-            return
-        self.hold()  # no idle instant before the loop has decided about a restart
-        if not self._end_call(actor, seq):
-            self.release()
-            return
-        st.status = ActorStatus.STALLED
-        st.stalls += 1
-        st.error = (f"actor '{actor.actor_id}' stalled: one process() call still running "
-                    f"after {elapsed:.3g} s (stall_timeout {budget:g} s); the call was abandoned")
-        logger.error("%s; other actors keep running", st.error)
-        self._done()  # the stuck call's tick: lock-step clocks go on without it
-        if st.dispatcher is not None:
-            st.dispatcher.abandon(actor)
-        try:
-            self._loop.call_soon_threadsafe(self._after_stall, actor)
-        except RuntimeError:  # loop closed
-            self.release()
-
-    def _after_stall(self, actor: Actor) -> None:
-        try:
-            self._release_pending(actor)
-            self.supervisor.on_down(actor, "stalled")
-        finally:
-            self.release()
 
     def _fail(self, actor: Actor, phase: str) -> None:
         st = actor._sl
@@ -633,14 +579,6 @@ class Runtime:
 
     async def _astop(self, actor: Actor) -> None:
         await stop_actors(self, [actor], time.monotonic() + 5.0)
-
-    async def _retire(self, actor: Actor) -> None:
-        await retire(self, actor)
-
-    def _reinstate(self, actor: Actor) -> None:
-        """Put ``actor`` back in the table after a rebuild failed (so results report it)."""
-        with self._lock:
-            self._actors.setdefault(actor.actor_id, actor)
 
 
 _NO_TICKS = (ActorStatus.FAILED, ActorStatus.STOPPED, ActorStatus.STALLED)

@@ -4,8 +4,12 @@ actors never looks like a success."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
 
 from .errors import RunFailedError
+
+if TYPE_CHECKING:
+    from .actor import Actor
 
 
 @dataclass(frozen=True)
@@ -54,3 +58,18 @@ class RunResult:
         last_line = first.strip().splitlines()[-1] if first.strip() else ""
         detail = f" (first error: {last_line})" if last_line else ""
         raise RunFailedError(f"run ended with actors {'; '.join(parts)}{detail}", self)
+
+
+def result_of(actors: Iterable[Actor], finished: bool, stuck: dict[str, str]) -> RunResult:
+    """The ``RunResult`` of ``actors``' states now (``Runtime.result``)."""
+    from .actor import ActorStatus
+
+    down = (ActorStatus.FAILED, ActorStatus.STALLED)
+    actors = list(actors)
+    return RunResult(
+        finished=finished,
+        failed=tuple(sorted(a.actor_id for a in actors if a._sl.status is ActorStatus.FAILED)),
+        stalled=tuple(sorted(a.actor_id for a in actors if a._sl.status is ActorStatus.STALLED)),
+        errors={a.actor_id: a._sl.error or "" for a in actors if a._sl.status in down},
+        restarts={a.actor_id: a._sl.restarts for a in actors if a._sl.restarts},
+        stuck=stuck)

@@ -210,6 +210,7 @@ class Supervisor:
     async def _restart(self, old: Actor) -> None:
         from .actor import ActorStatus, rebuilding_id
         from .graph import _current
+        from .stopping import retire
 
         rt = self.runtime
         handed_over = False
@@ -218,7 +219,7 @@ class Supervisor:
                 return  # closed or removed meanwhile
             inputs = {name: p.upstream for name, p in old.inputs.items()}
             outputs = {name: list(p.links) for name, p in old.outputs.items()}
-            await rt._retire(old)
+            await retire(rt, old)
             args, kwargs = old._sl.ctor
             if kwargs.get("runtime") is not None:
                 kwargs = {**kwargs, "runtime": rt}
@@ -243,15 +244,28 @@ class Supervisor:
                     if name in new.outputs and inp.upstream is None:
                         new.outputs[name].connect(inp)
             old._sl.replaced_by = new
-            rt._drop_clock_of(old, new)
+            _drop_clock_of(rt, old, new)
             logger.warning("actor %r restarted (%d restart(s))", new.actor_id, st.restarts)
         except Exception:  # noqa: BLE001 - a rebuild that fails leaves the actor failed
             import traceback
 
             old._sl.error = f"{old._sl.error or ''}\nrestart failed:\n{traceback.format_exc()}"
             old._sl.status = ActorStatus.FAILED
-            rt._reinstate(old)
+            with rt._lock:  # back in the table, so results report it
+                rt._actors.setdefault(old.actor_id, old)
             logger.exception("actor %r: restart failed; it stays failed", old.actor_id)
         finally:
             if not handed_over:
                 rt.release()
+
+
+def _drop_clock_of(rt: Runtime, old: Actor, new: Actor) -> None:
+    """After a rebuild: stop the old actor's clock driver if the new actor has another clock."""
+    clock = old.clock
+    if clock is None or clock is new.clock:
+        return
+    with rt._lock:
+        driver = rt._drivers.get(id(clock))
+        if driver is not None and not driver.subscribers:
+            driver.stop()
+            del rt._drivers[id(clock)]

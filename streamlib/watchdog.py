@@ -67,7 +67,53 @@ class Watchdog:
                 started = actor._sl.call_started_ns
                 if budget and started and now - started > budget * 1e9:
                     try:
-                        rt._stall(actor, actor._sl.call_seq, (now - started) / 1e9, budget)
+                        mark_stalled(rt, actor, actor._sl.call_seq, (now - started) / 1e9,
+                                     budget)
                     except Exception:  # noqa: BLE001 - the watchdog must outlive any actor
                         logger.exception("watchdog: marking actor %r stalled failed",
                                          actor.actor_id)
+
+
+def end_call(actor: Actor, seq: int) -> bool:
+    """End call ``seq`` of ``actor``; True for the one caller (the runtime loop
+    when the call returns, or the watchdog declaring it stalled) that then
+    releases the call's tick."""
+    st = actor._sl
+    with st.lock:
+        if st.call_seq != seq or not st.call_started_ns:
+            return False
+        st.call_started_ns = 0
+        return True
+
+
+def mark_stalled(rt: Runtime, actor: Actor, seq: int, elapsed: float, budget: float) -> None:
+    """Watchdog thread: call ``seq`` of ``actor`` overran ``budget``; mark it stalled."""
+    from .actor import ActorStatus
+
+    st = actor._sl
+    if st.status is not ActorStatus.RUNNING or rt.closed:
+        return
+    rt.hold()  # no idle instant before the loop has decided about a restart
+    if not end_call(actor, seq):
+        rt.release()
+        return
+    st.status = ActorStatus.STALLED
+    st.stalls += 1
+    st.error = (f"actor '{actor.actor_id}' stalled: one process() call still running "
+                f"after {elapsed:.3g} s (stall_timeout {budget:g} s); the call was abandoned")
+    logger.error("%s; other actors keep running", st.error)
+    rt.release()  # the stuck call's tick: lock-step clocks go on without it
+    if st.dispatcher is not None:
+        st.dispatcher.abandon(actor)
+    try:
+        rt.loop.call_soon_threadsafe(_after_stall, rt, actor)
+    except RuntimeError:  # loop closed
+        rt.release()
+
+
+def _after_stall(rt: Runtime, actor: Actor) -> None:
+    try:
+        rt._release_pending(actor)
+        rt.supervisor.on_down(actor, "stalled")
+    finally:
+        rt.release()
