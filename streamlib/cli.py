@@ -98,6 +98,9 @@ def _progress_line(rows: list[dict[str, Any]]) -> str:
     return progress_line(rows)
 
 
+_WRITER_CLOSE_S = 20.0  # per writer at the end of `streamlib run` (trailer included)
+
+
 def _run(args: argparse.Namespace) -> int:
     from .pipeline import Mode, PipelineError, load_pipeline
 
@@ -222,6 +225,11 @@ def _run_pipeline(args: argparse.Namespace, spec: PipelineSpec, mode: Mode, why:
         actors = {**pipeline.actors, **{a.actor_id: a for a in rt.actors()}}
         if stuck:
             result = dataclasses.replace(result, stuck={**result.stuck, **stuck})
+        # Writers first, each with its own budget: a slow encoder flush must not
+        # lose the file to the bounded close of the whole graph.
+        for actor in actors.values():
+            if type(actor).__name__ == "FileWriterActor":
+                actor.close(timeout=_WRITER_CLOSE_S)
     # The runtime is closed: every writer has finalised its file.
     summary = summarize(
         name=spec.name, mode=mode, elapsed=elapsed, finished=finished,
