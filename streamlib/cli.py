@@ -236,8 +236,11 @@ def _run_pipeline(args: argparse.Namespace, spec: PipelineSpec, mode: Mode, why:
         signal_name=stop.name or ("SIGINT" if interrupted else None),
         signal_exit=stop.exit_code or (130 if interrupted else None),
         before=before, actors=actors.values(), result=result)
-    summary.print(lambda line: print(line, flush=True),
-                  lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        summary.print(lambda line: print(line, flush=True),
+                      lambda line: print(line, file=sys.stderr, flush=True))
+    except OSError:  # SIGHUP: the terminal may be gone; the exit code still tells
+        pass
     return summary.exit_code
 
 
