@@ -24,7 +24,7 @@ from streamlib.actors.network_audio import AudioNetworkReceiveActor
 from streamlib.net.audio import AudioDepacketizer, AudioFormat, AudioPacketizer
 from streamlib.net.jitter import FrameAssembler, VideoStreamReceiver
 from streamlib.net.rfc4175 import VideoPacketizer
-from streamlib.net.sdp import audio_stream, parse_sdp, stream_sources, write_sdp
+from streamlib.net.sdp import audio_stream, parse_sdp, stream_sources, stream_ssrc, write_sdp
 from streamlib.net.source_lock import SourceLock
 from streamlib.net.udp import open_receiver, open_sender
 from streamlib.net.video_sender import VideoStreamSender
@@ -60,6 +60,11 @@ def test_sdp_names_the_sender_by_source_filter_or_origin() -> None:
     assert stream_sources(parse_sdp(_sdp("0.0.0.0", A))[0]) == ()
     # what our own writer emits names no sender: receivers fall back to the first one seen
     assert stream_sources(parse_sdp(write_sdp([audio_stream(A, 5004)]))[0]) == ()
+    assert stream_ssrc(parse_sdp(_sdp(A, A, "a=ssrc:4294967295 cname:x\r\n"))[0]) == 0xFFFFFFFF
+    assert stream_ssrc(parse_sdp(_sdp(A, A))[0]) is None
+    with pytest.raises(ValueError, match=r"^SDP a='ssrc:4294967296': the SSRC must be a 32-bit "
+                                         r"unsigned number$"):
+        stream_ssrc(parse_sdp(_sdp(A, A, "a=ssrc:4294967296\r\n"))[0])
     with pytest.raises(ValueError, match=r"^SDP line 8 'a=source-filter: incl IN IP4 \* host': "
                                          r"'host' does not appear to be an IPv4 or IPv6 address$"):
         parse_sdp(_sdp(A, A, "a=source-filter: incl IN IP4 * host\r\n"))
@@ -190,10 +195,11 @@ def test_video_actor_takes_the_sender_from_its_sdp() -> None:
     probe.close()
     sdp = (f"v=0\r\no=- 1 1 IN IP4 {B}\r\ns=x\r\nt=0 0\r\nm=video {port} RTP/AVP 96\r\n"
            f"c=IN IP4 {A}\r\na=rtpmap:96 raw/90000\r\n"
-           f"a=fmtp:96 sampling=RGB; width={w}; height={h}; depth=8; exactframerate=60\r\n")
+           f"a=fmtp:96 sampling=RGB; width={w}; height={h}; depth=8; exactframerate=60\r\n"
+           f"a=ssrc:{0xBBBB0002} cname:b@example\r\n")
     rt = Runtime()
     rx = NetworkReceiveActor(sdp=sdp, actor_id="vrx", runtime=rt)
-    assert rx.sources == (B,)
+    assert rx.sources == (B,) and rx.ssrc == 0xBBBB0002
     rx.setup()
     a, b, a_pk, b_pk = _video_pair((A, port), fmt, w, h)
     try:
@@ -263,10 +269,11 @@ def test_audio_actor_locks_to_the_sdp_sender_on_loopback() -> None:
     port = probe.getsockname()[1]
     probe.close()
     sdp = write_sdp([audio_stream(A, port)]).replace(
-        "a=mediaclk:direct=0\r\n", f"a=mediaclk:direct=0\r\na=source-filter: incl IN IP4 {A} {B}\r\n")
+        "a=mediaclk:direct=0\r\n", f"a=mediaclk:direct=0\r\na=source-filter: incl IN IP4 {A} {B}\r\n"
+        f"a=ssrc:{0x2222}\r\n")
     with ActorHarness(AudioNetworkReceiveActor, sdp=sdp, frame_ms=1.0, timebase="realtime",
                       actor_id="arx") as h:
-        assert h.actor.sources == (B,)
+        assert h.actor.sources == (B,) and h.actor.depacketizer.lock_ssrc == 0x2222
         h.tick()  # setup opens the socket
         tx_a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         tx_b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

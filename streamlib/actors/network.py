@@ -50,7 +50,9 @@ from ..net.pgroup import VideoFormat, format_from_fmtp, pack_rgb_fast, parse_for
 from ..net.rfc4175 import VideoPacketizer
 from ..net.video_sender import SENDER_TIMINGS, VideoStreamSender
 from ..net.rtp import media_timestamp
-from ..net.sdp import SDPStream, parse_rate, parse_sdp, stream_sources, video_stream, write_sdp
+from ..net.sdp import (
+    SDPStream, parse_rate, parse_sdp, stream_sources, stream_ssrc, video_stream, write_sdp,
+)
 from ..net.source_lock import SourceLock
 from ..net.udp import (
     DEFAULT_MULTICAST_TTL, check_destination, check_multicast_interface, check_multicast_ttl,
@@ -330,7 +332,8 @@ class NetworkReceiveActor(Actor):
             unless ``multicast_interface`` is ``127.0.0.1``).
         multicast_interface: IPv4 address of the interface that joins a multicast
             group (``"0.0.0.0"``: the kernel's choice; ``"127.0.0.1"``: loopback only).
-        ssrc: accept only this RTP SSRC. None: lock to the first SSRC seen, and move to
+        ssrc: accept only this RTP SSRC (default: the SDP's ``a=ssrc``, if any). None:
+            lock to the first SSRC seen, and move to
             another only after the locked one has been silent for 100 ms (a restarted
             sender). Packets of other SSRCs are dropped and counted in
             ``stats().foreign_ssrc``.
@@ -359,8 +362,10 @@ class NetworkReceiveActor(Actor):
         _check_ssrc(who, ssrc)
         named: tuple[str, ...] = ()
         if sdp is not None:
-            host, port, fmt, width, height, fps_s, payload_type, named = self._from_sdp(who, sdp)
+            host, port, fmt, width, height, fps_s, payload_type, named, sdp_ssrc = \
+                self._from_sdp(who, sdp)
             fps = float(fps_s) if fps_s is not None else fps
+            ssrc = sdp_ssrc if ssrc is None else ssrc
         else:
             if dest is None:
                 raise ValueError(f"{who}: give sdp= or dest= (and format/width/height)")
@@ -427,7 +432,7 @@ class NetworkReceiveActor(Actor):
 
     @staticmethod
     def _from_sdp(who: str, sdp: str) -> tuple[str, int, VideoFormat, int, int, str | None,
-                                                int, tuple[str, ...]]:
+                                                int, tuple[str, ...], int | None]:
         text = sdp
         if "\n" not in sdp and "v=0" not in sdp:
             try:
@@ -444,7 +449,7 @@ class NetworkReceiveActor(Actor):
             rate = s.fmtp.get("exactframerate")
             fps = str(float(parse_rate(rate))) if rate else None
             return (s.address, s.port, fmt, s.fmtp_int("width"), s.fmtp_int("height"), fps,
-                    s.payload_type, stream_sources(s))
+                    s.payload_type, stream_sources(s), stream_ssrc(s))
         except ValueError as e:
             raise ValueError(f"{who}: sdp: {e}") from None
 

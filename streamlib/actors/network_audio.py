@@ -34,7 +34,7 @@ from ..frames import AudioFrame
 from ..net.audio import (
     AudioDepacketizer, AudioFormat, AudioPacketizer, AudioReceiveStats, PacedSender,
 )
-from ..net.sdp import SDPStream, audio_stream, parse_sdp, stream_sources, write_sdp
+from ..net.sdp import SDPStream, audio_stream, parse_sdp, stream_sources, stream_ssrc, write_sdp
 from ..net.source_lock import SourceLock
 from ..net.udp import (
     DEFAULT_MULTICAST_TTL, BatchReceiver, BatchSender, check_destination, key_address,
@@ -383,7 +383,8 @@ class AudioNetworkReceiveActor(Actor):
         allow_remote: allow listening on a non-loopback address (needed for multicast).
         multicast_interface: IPv4 address of the interface that joins a multicast
             ``dest`` (``0.0.0.0``: the kernel's choice; ``127.0.0.1``: loopback only).
-        ssrc: play only this RTP SSRC. None: lock to the first SSRC seen; another is
+        ssrc: play only this RTP SSRC (default: the SDP's ``a=ssrc``, if any). None:
+            lock to the first SSRC seen; another is
             followed only after the locked one has been silent for 100 ms (a restarted
             sender). Other sources' packets are counted in ``stats.foreign_ssrc``.
         sources: play only datagrams from these sender IP addresses (with an SDP: the
@@ -418,6 +419,10 @@ class AudioNetworkReceiveActor(Actor):
             channels, payload_type = stream.channels or 1, stream.payload_type
             if sources is None:
                 named = stream_sources(stream)
+            try:
+                ssrc = stream_ssrc(stream) if ssrc is None else ssrc
+            except ValueError as e:
+                raise ValueError(f"{label}: sdp: {e}") from None
             dest = f"[{stream.address}]:{stream.port}" if ":" in stream.address else \
                 f"{stream.address}:{stream.port}"
         fmt = _format(label, encoding, sample_rate, channels)

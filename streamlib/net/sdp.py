@@ -9,7 +9,8 @@ inherited by every media section; unknown attributes are kept in ``attributes``)
 Senders: ``a=source-filter: incl`` (RFC 4570, session or media level, for the
 stream's ``c=`` address or ``*``) is parsed into ``SDPStream.sources`` and written
 back from it; the ``o=`` address into ``origin_address``. ``stream_sources`` says
-which sender addresses an SDP names for a stream (the receivers lock to them).
+which sender addresses an SDP names for a stream, ``stream_ssrc`` its RFC 5576
+``a=ssrc`` (the receivers lock to both).
 
 Example::
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 __all__ = ["SDPStream", "write_sdp", "parse_sdp", "video_stream", "audio_stream",
-           "format_rate", "parse_rate", "stream_sources", "DEFAULT_TS_REFCLK"]
+           "format_rate", "parse_rate", "stream_sources", "stream_ssrc", "DEFAULT_TS_REFCLK"]
 
 DEFAULT_TS_REFCLK = "localmac=00-00-00-00-00-00"
 _MEDIA = ("video", "audio")
@@ -237,6 +238,18 @@ def write_sdp(streams: Sequence[SDPStream], *, session_name: str = "streamlib",
                          + " ".join(s.sources))
         lines.extend(f"a={a}" for a in s.attributes)
     return "\r\n".join(lines) + "\r\n"
+
+
+def stream_ssrc(stream: SDPStream) -> int | None:
+    """The SSRC an SDP gives for ``stream`` (RFC 5576 ``a=ssrc:<id> ...``; the first
+    one), else None. Raises ValueError for an ``a=ssrc`` that is not a 32-bit number."""
+    for attr in stream.attributes:
+        if attr.startswith("ssrc:"):
+            text = attr[5:].split(maxsplit=1)[0] if attr[5:].strip() else ""
+            if not (text.isascii() and text.isdigit() and int(text) <= 0xFFFFFFFF):
+                raise ValueError(f"SDP a={attr!r}: the SSRC must be a 32-bit unsigned number")
+            return int(text)
+    return None
 
 
 def stream_sources(stream: SDPStream) -> tuple[str, ...]:
