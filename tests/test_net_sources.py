@@ -41,9 +41,10 @@ def _sdp(o: str, c: str, extra: str = "", session: str = "") -> str:
 # -- SDP ------------------------------------------------------------------------------------
 
 def test_sdp_names_the_sender_by_source_filter_or_origin() -> None:
-    s = parse_sdp(_sdp(A, "239.1.1.1", "a=source-filter: incl IN IP4 239.1.1.1 10.0.0.5 10.0.0.6\r\n"
-                                        "a=source-filter: incl IN IP4 239.9.9.9 10.0.0.9\r\n"
-                                        "a=source-filter: excl IN IP4 * 10.0.0.7\r\n",
+    s = parse_sdp(_sdp(A, "239.1.1.1",
+                       "a=source-filter: incl IN IP4 239.1.1.1 10.0.0.5 10.0.0.6\r\n"
+                       "a=source-filter: incl IN IP4 239.9.9.9 10.0.0.9\r\n"
+                       "a=source-filter: excl IN IP4 * 10.0.0.7\r\n",
                        session="a=source-filter: incl IN IP4 * 10.0.0.4\r\n"))[0]
     assert s.sources == ("10.0.0.4", "10.0.0.5", "10.0.0.6") and s.attributes == ()
     assert stream_sources(s) == ("10.0.0.4", "10.0.0.5", "10.0.0.6")
@@ -269,7 +270,8 @@ def test_audio_actor_locks_to_the_sdp_sender_on_loopback() -> None:
     port = probe.getsockname()[1]
     probe.close()
     sdp = write_sdp([audio_stream(A, port)]).replace(
-        "a=mediaclk:direct=0\r\n", f"a=mediaclk:direct=0\r\na=source-filter: incl IN IP4 {A} {B}\r\n"
+        "a=mediaclk:direct=0\r\n",
+        f"a=mediaclk:direct=0\r\na=source-filter: incl IN IP4 {A} {B}\r\n"
         f"a=ssrc:{0x2222}\r\n")
     with ActorHarness(AudioNetworkReceiveActor, sdp=sdp, frame_ms=1.0, timebase="realtime",
                       actor_id="arx") as h:
