@@ -430,7 +430,8 @@ def test_cli_run_serves_control_and_an_agent_adds_an_actor() -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     assert "control: " not in rest  # printed once
-    probe = re.search(r"^\s+probe\s+(?:running|stopped)\s+out\s+\d+.*calls\s+(\d+)", rest, flags=re.M)
+    probe = re.search(r"^\s+probe\s+(?:running|stopped)\s+out\s+\d+.*calls\s+(\d+)", rest,
+                      flags=re.M)
     assert probe is not None, rest
     assert int(probe.group(1)) > 0  # frames reached the actor the agent added
 
