@@ -432,13 +432,16 @@ class Runtime:
         """Remove ``actor`` from its clock's driver; a driver left without
         subscribers is stopped and dropped (``stop_idle``; the supervisor keeps
         it for the rebuilt actor)."""
+        idle: list[ClockDriver] = []
         with self._lock:
             for key, driver in list(self._drivers.items()):
                 if actor in driver.subscribers:
                     driver.subscribers = [a for a in driver.subscribers if a is not actor]
                     if not driver.subscribers and stop_idle:
-                        driver.stop()
+                        idle.append(driver)
                         del self._drivers[key]  # or every driver ever made stays here
+        for driver in idle:  # outside _lock: stop() takes _cond, which wait() holds first
+            driver.stop()
 
     # -- ticking -----------------------------------------------------------
     def _notify(self, actor: Actor, tick: TimedTick) -> None:

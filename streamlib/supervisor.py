@@ -266,6 +266,7 @@ def _drop_clock_of(rt: Runtime, old: Actor, new: Actor) -> None:
         return
     with rt._lock:
         driver = rt._drivers.get(id(clock))
-        if driver is not None and not driver.subscribers:
-            driver.stop()
-            del rt._drivers[id(clock)]
+        if driver is None or driver.subscribers:
+            return
+        del rt._drivers[id(clock)]
+    driver.stop()  # outside _lock (see Runtime._unsubscribe)

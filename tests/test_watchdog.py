@@ -247,3 +247,23 @@ def test_worker_threads_are_daemon_and_idle_ones_are_reused() -> None:
     finally:
         pool.shutdown()
     assert pool.threads == 0
+
+
+def test_a_sync_call_blocking_the_loop_is_reported_and_close_stays_bounded() -> None:
+    entered, release = threading.Semaphore(0), threading.Event()
+    try:
+        rt = Runtime(stall_timeout=0.2)
+        src = Trigger(clock=SoftwareClock(50), runtime=rt)
+        src >> Blocker(entered, release, actor_id="on-loop", dispatcher="asyncio", runtime=rt)
+        rt.start()
+        wait_entered(entered, 1)
+        deadline = time.monotonic() + 10
+        while rt.get("on-loop").status is not ActorStatus.STALLED:  # seen from this thread
+            assert time.monotonic() < deadline, "never marked stalled"
+            threading.Event().wait(0.02)
+        assert {a["id"]: a["status"] for a in rt.graph()["actors"]}["on-loop"] == "stalled"
+        started = time.monotonic()
+        rt.close(timeout=1.0)  # the loop itself is blocked: nothing can be awaited
+        assert time.monotonic() - started < 4.0
+    finally:
+        release.set()
