@@ -145,8 +145,9 @@ def test_stop_signals_off_the_main_thread_install_nothing() -> None:
 
 def test_importing_streamlib_installs_no_signal_handler() -> None:
     code = ("import signal, streamlib, streamlib.cli\n"
-            "print([signal.getsignal(s) is signal.SIG_DFL for s in (signal.SIGTERM, signal.SIGHUP)],"
-            " signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+            "print([signal.getsignal(s) is signal.SIG_DFL\n"
+            "       for s in (signal.SIGTERM, signal.SIGHUP)],\n"
+            "      signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr

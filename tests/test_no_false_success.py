@@ -169,7 +169,8 @@ def test_gaps_at_a_writer_are_a_prominent_warning(tmp_path: Path,
     # A 30 fps source into a file declared 60 fps: every other 1/60 slot is empty,
     # like the realtime demo that delivered 36 fps to a 60 fps file.
     out = tmp_path / "gaps.mp4"
-    pipeline = write(tmp_path, SMALL.replace("WIDTH", "64").replace("fps: 30, preset", "fps: 60, preset"))
+    pipeline = write(tmp_path, SMALL.replace("WIDTH", "64")
+                     .replace("fps: 30, preset", "fps: 60, preset"))
     assert main(["run", str(pipeline), "--offline", "--frames", "10", "--out", str(out), "-q"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert ("WARNING: writer 'writer': 9 frames dropped (0 overwritten on its input, 9 missing "

@@ -126,7 +126,8 @@ class FileWriterActor(Actor):
         if crf is not None and not (isinstance(crf, int) and 0 <= crf <= 51):
             raise ConfigError(f"{label}: crf must be an int in 0..51 or None, got {crf!r}")
         if not isinstance(audio_wait_frames, int) or audio_wait_frames < 0:
-            raise ConfigError(f"{label}: audio_wait_frames must be an int >= 0, got {audio_wait_frames!r}")
+            raise ConfigError(f"{label}: audio_wait_frames must be an int >= 0, "
+                              f"got {audio_wait_frames!r}")
         if (width is None) != (height is None):
             raise ConfigError(f"{label}: width and height go together, got width={width!r} "
                               f"height={height!r}")
@@ -475,11 +476,12 @@ def check_output_path(label: str, path: str, overwrite: bool) -> None:
 
 
 def _check_codec(label: str, field: str, name: str, kind: str) -> str:
-    """Return the default pixel format of encoder ``name`` ("" for audio); ValueError if unusable."""
+    """The default pixel format of encoder ``name`` ("" for audio); ConfigError if unusable."""
     try:
         codec = av.Codec(name, "w")
     except (av.error.FFmpegError, ValueError, TypeError):
-        raise ConfigError(f"{label}: {field}: no {kind} encoder named {name!r} in this FFmpeg") from None
+        raise ConfigError(
+            f"{label}: {field}: no {kind} encoder named {name!r} in this FFmpeg") from None
     if codec.type != kind:
         raise ConfigError(f"{label}: {field}: {name!r} is a {codec.type} encoder, not {kind}")
     if kind != "video":
