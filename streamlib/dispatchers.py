@@ -180,10 +180,11 @@ class ThreadPoolDispatcher(Dispatcher):
     name = "thread"
 
     def __init__(self, max_workers: int | None = None, *,
-                 name_prefix: str = "streamlib-worker") -> None:
+                 name_prefix: str = "streamlib-worker", idle_timeout: float | None = 30.0) -> None:
         super().__init__()
         self.name_prefix = name_prefix
-        self._pool = WorkerPool(max_workers, name_prefix=name_prefix)
+        self._pool = WorkerPool(max_workers, name_prefix=name_prefix, idle_timeout=idle_timeout,
+                                on_exit=self._close_thread_loop)
         self._futures: set[Future[None]] = set()
         self._calls: dict[int, Future[None]] = {}  # id(actor) -> its call in flight
         self._local = threading.local()
@@ -265,6 +266,17 @@ class ThreadPoolDispatcher(Dispatcher):
                 self._loops.discard(loop)
                 loop.close()
 
+    def _close_thread_loop(self) -> None:
+        """A worker thread exits: close its event loop (else one per retired thread stays open)."""
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if loop is None:
+            return
+        with self._loops_lock:
+            self._loops.discard(loop)
+            self._busy_loops.discard(loop)
+        if not loop.is_closed():
+            loop.close()
+
     def _close_idle_loops(self) -> None:
         with self._loops_lock:
             for loop in self._loops - self._busy_loops:
@@ -293,7 +305,9 @@ class DedicatedThreadDispatcher(ThreadPoolDispatcher):
     name = "dedicated"
 
     def __init__(self, actor_id: str) -> None:
-        super().__init__(1, name_prefix=f"streamlib-{actor_id}")
+        # idle_timeout=None: the one thread lives as long as the dispatcher, so
+        # what setup() made current on it (a GL context) stays current.
+        super().__init__(1, name_prefix=f"streamlib-{actor_id}", idle_timeout=None)
 
 
 class GPUDispatcher(ThreadPoolDispatcher):

@@ -40,6 +40,13 @@ class _Worker:
         self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:
+            if self.pool.on_exit is not None:
+                self.pool.on_exit()  # on this thread: per-thread state goes with it
+
+    def _serve(self) -> None:
         pool = self.pool
         while True:
             try:
@@ -79,12 +86,17 @@ class WorkerPool:
     """Daemon threads named ``<name_prefix>_N`` running submitted calls."""
 
     def __init__(self, max_workers: int | None = None, *, name_prefix: str = "streamlib-worker",
-                 idle_timeout: float = 30.0) -> None:
+                 idle_timeout: float | None = 30.0,
+                 on_exit: Callable[[], None] | None = None) -> None:
+        """``idle_timeout``: seconds an idle thread waits for work before it
+        exits (None: never, for thread-bound resources); ``on_exit`` runs on
+        each worker thread as it exits."""
         if max_workers is not None and max_workers < 1:
             raise ValueError(f"max_workers must be None or >= 1, got {max_workers!r}")
         self.max_workers = max_workers
         self.name_prefix = name_prefix
         self.idle_timeout = idle_timeout
+        self.on_exit = on_exit
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._workers: set[_Worker] = set()

@@ -267,3 +267,32 @@ def test_a_sync_call_blocking_the_loop_is_reported_and_close_stays_bounded() -> 
         assert time.monotonic() - started < 4.0
     finally:
         release.set()
+
+
+def test_idle_threads_retire_closing_their_loops_but_a_dedicated_thread_stays() -> None:
+    import asyncio
+
+    from streamlib.dispatchers import DedicatedThreadDispatcher
+
+    class AsyncActor(Trigger):
+        async def process(self, tick: TimedTick) -> None:
+            self.outputs["out"].write(threading.current_thread().name)
+
+    d = ThreadPoolDispatcher(name_prefix="streamlib-retire", idle_timeout=0.05)
+    try:
+        with Runtime():
+            actor = AsyncActor(actor_id="a")
+        asyncio.run(d.dispatch(actor, TimedTick(0, 0, "t")))
+        assert len(d._loops) == 1
+        deadline = time.monotonic() + 10
+        while d._pool.threads or d._loops:  # retires after 0.05 s idle, closing its loop
+            assert time.monotonic() < deadline, \
+                f"{d._pool.threads} idle thread(s), {len(d._loops)} loop(s) left"
+            threading.Event().wait(0.01)
+    finally:
+        d.shutdown()
+    dedicated = DedicatedThreadDispatcher("gl")
+    try:
+        assert dedicated._pool.idle_timeout is None
+    finally:
+        dedicated.shutdown()
