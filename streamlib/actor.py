@@ -345,7 +345,8 @@ class Actor(metaclass=_ActorMeta):
         }
 
     def _sl_stall_budget(self) -> float | None:
-        """Seconds one process() call may take (the actor's, else the runtime's); None: unwatched."""
+        """Seconds one process() call may take (the actor's, else the runtime's);
+        None: not watched."""
         budget = self._sl.stall_timeout
         if budget is None and self._sl.runtime is not None:
             budget = self._sl.runtime.stall_timeout

@@ -100,7 +100,8 @@ class Runtime:
         # Watchdog (streamlib.watchdog): seconds one process() call may take
         # before its actor is marked stalled, unless the actor sets its own;
         # None or 0: not watched.
-        self.stall_timeout = check_stall_timeout(stall_timeout, where=f"runtime {name!r}: stall_timeout")
+        self.stall_timeout = check_stall_timeout(stall_timeout,
+                                                 where=f"runtime {name!r}: stall_timeout")
         self.supervisor = Supervisor(self)  # one-for-one restarts (streamlib.supervisor)
         self._watchdog: Watchdog | None = None
         self._stuck: dict[str, str] = {}  # actors that keep an offline graph from ending

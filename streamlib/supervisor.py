@@ -188,9 +188,9 @@ class Supervisor:
             return False
         delay = policy.delay(attempt)
         rt.hold()  # lock-step clocks wait for the rebuilt actor
+        what = "stalled" if reason == "stalled" else f"failed in {reason}()"
         logger.warning("actor %r %s; restarting in %.3g s (restart %d within %g s)",
-                       actor.actor_id, "stalled" if reason == "stalled" else f"failed in {reason}()",
-                       delay, attempt, policy.window)
+                       actor.actor_id, what, delay, attempt, policy.window)
         rt.loop.call_later(delay, lambda: rt._spawn(f"restart:{actor.actor_id}",
                                                     self._restart(actor)))
         return True
@@ -253,16 +253,19 @@ class Supervisor:
             old._sl.status = ActorStatus.FAILED
             with rt._lock:  # back in the table, so results report it
                 rt._actors.setdefault(old.actor_id, old)
+            if not handed_over:
+                _drop_clock_of(rt, old, None)  # the driver kept for the rebuild has no one
             logger.exception("actor %r: restart failed; it stays failed", old.actor_id)
         finally:
             if not handed_over:
                 rt.release()
 
 
-def _drop_clock_of(rt: Runtime, old: Actor, new: Actor) -> None:
-    """After a rebuild: stop the old actor's clock driver if the new actor has another clock."""
+def _drop_clock_of(rt: Runtime, old: Actor, new: Actor | None) -> None:
+    """After a rebuild: stop the old actor's clock driver unless the new actor
+    (None: the rebuild failed) kept that clock and so the driver."""
     clock = old.clock
-    if clock is None or clock is new.clock:
+    if clock is None or (new is not None and clock is new.clock):
         return
     with rt._lock:
         driver = rt._drivers.get(id(clock))

@@ -297,3 +297,27 @@ def test_control_plane_takes_restart_and_validates_it() -> None:
         assert status == 400
         assert body["error"] == ("actor 'x': field 'restart' must be one of never, "
                                  "on-failure, always, got 'sometimes'")
+
+
+def test_a_rebuild_that_fails_leaves_the_actor_failed_and_reported() -> None:
+    class OnlyOnce(Source):
+        made = 0
+
+        def __init__(self, **kw: Any) -> None:
+            OnlyOnce.made += 1
+            if OnlyOnce.made > 1:
+                raise ValueError("cannot be built twice")
+            super().__init__(**kw)
+
+        def process(self, tick: TimedTick) -> None:
+            raise RuntimeError("fails at once")
+
+    with Runtime() as rt:
+        OnlyOnce(actor_id="once", clock=VirtualClock(30, max_ticks=5),
+                 restart=RestartPolicy("on-failure", backoff=0))
+        result = rt.run(30)
+        assert result.finished is True
+        assert result.failed == ("once",) and result.restarts == {}
+        assert "restart failed:" in result.errors["once"]
+        assert result.errors["once"].rstrip().endswith("ValueError: cannot be built twice")
+        assert rt._drivers == {}  # the driver kept for the rebuild was stopped and dropped
