@@ -7,7 +7,10 @@ constructor was called with (recorded by the actor metaclass), under the same
 id, with the same links (every input fed by the same upstream output, every
 output feeding the same inputs) and the same counters; ``restarts`` counts the
 rebuilds. The old object is left ``failed``/``stalled`` with ``replaced_by``
-set; ``runtime.get(actor_id)`` is the new one.
+set; ``runtime.get(actor_id)`` is the new one. (The constructor's arguments are
+kept as long as the actor lives, to rebuild from.) A rebuild whose
+constructor raises (a writer refusing to overwrite its own partial file, say)
+leaves the actor failed, the reason appended to its error.
 
 Policies (``Actor(restart=...)``, pipeline files and the control plane's
 ``restart`` field; ``RestartPolicy`` for the limits):
