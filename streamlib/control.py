@@ -235,6 +235,9 @@ class ControlServer:
         max_body: request body limit in bytes (413 beyond).
         max_frame_side, max_frame_pixels: limits on ``width``/``height`` (400 beyond).
         read_deadline_s: per connection, for the whole request (408 or cut off).
+        allow_remote_media: let requests create network actors with
+            ``allow_remote: true`` (destinations or multicast beyond loopback);
+            refused with 403 by default.
 
     The socket is bound at construction; ``start()`` (or entering the ``with``
     block) starts serving; ``close()`` is idempotent.
@@ -254,7 +257,8 @@ class ControlServer:
                  output_dir: str | os.PathLike[str] | None = None,
                  max_body: int = MAX_BODY, max_frame_side: int = MAX_FRAME_SIDE,
                  max_frame_pixels: int = MAX_FRAME_PIXELS,
-                 read_deadline_s: float = httpguard.READ_DEADLINE_S) -> None:
+                 read_deadline_s: float = httpguard.READ_DEADLINE_S,
+                 allow_remote_media: bool = False) -> None:
         check_bind_host(host, allow_remote=allow_remote)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"ControlServer: field 'port' must be an int in 0..65535, got {port!r}")
@@ -282,7 +286,8 @@ class ControlServer:
             input_dir=None if input_dir is None else _folder(input_dir, "input_dir"),
             output_dir=None if output_dir is None else _folder(output_dir, "output_dir"),
             hint="allow_modules=[...] (--allow-module ...)")
-        self.rules = CreationRules(policy, max_frame_side, max_frame_pixels)
+        self.rules = CreationRules(policy, max_frame_side, max_frame_pixels,
+                                   allow_remote_media=bool(allow_remote_media))
         self.runtime = runtime
         self._mutations = threading.Lock()
         handler = type("ControlHandler", (_Handler,), {"control": self,

@@ -65,6 +65,7 @@ class CreationRules:
     policy: TrustPolicy
     max_frame_side: int = MAX_FRAME_SIDE
     max_frame_pixels: int = MAX_FRAME_PIXELS
+    allow_remote_media: bool = False  # may requests send or join beyond loopback?
 
     def check(self, body: dict[str, Any]) -> ActorRequest:
         """The request ``body`` checked; raises Refusal (400/403) naming the field."""
@@ -89,6 +90,11 @@ class CreationRules:
                      also="id, type, clock and dispatcher go beside 'params'")
         where = f"actor {actor_id!r} ({atype.name})"
         self._check_size(where, atype, params)
+        if params.get("allow_remote") and not self.allow_remote_media:
+            # Media egress is the control plane's to grant, like files and code.
+            raise Refusal(403, f"{where}: field 'allow_remote': the control plane does not "
+                               "allow network destinations beyond loopback (start it with "
+                               "allow_remote_media=True / --allow-remote-media)")
         with applied(self.policy):
             try:
                 params = confine_params(atype.name, params, where)

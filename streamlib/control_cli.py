@@ -51,6 +51,9 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                        help="let the control plane create actors from draw or shader code")
     group.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                        help="a browser Origin the control plane accepts (repeatable)")
+    group.add_argument("--allow-remote-media", action="store_true",
+                       help="let the control plane create network actors that send to or "
+                            "join addresses beyond loopback (allow_remote: true)")
     group.add_argument("--input-dir", default=None, metavar="DIR",
                        help="folder the control plane may read files from (default: none)")
     group.add_argument("--output-dir", default=None, metavar="DIR",
@@ -63,7 +66,7 @@ def server_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"token": args.token, "token_file": args.token_file,
             "allow_modules": args.allow_module, "allow_code": args.allow_code,
             "allowed_origins": args.allow_origin, "input_dir": args.input_dir,
-            "output_dir": args.output_dir}
+            "output_dir": args.output_dir, "allow_remote_media": args.allow_remote_media}
 
 
 def token_line(args: argparse.Namespace, token: str) -> str:

@@ -450,3 +450,20 @@ def test_metrics_server_checks_host_and_cuts_slow_clients() -> None:
     assert time.monotonic() - started < 2.0  # close() did not wait for the slow client
     stop.set()
     client.join(10)
+
+
+def test_media_beyond_loopback_is_refused_unless_the_server_allows_it(
+        server: ControlServer) -> None:
+    # Refused before the actor exists: nothing is sent anywhere.
+    status, reply = post(server.port, "/actors", {
+        "id": "tx", "type": "NetworkSendActor",
+        "params": {"dest": "192.0.2.1:5004", "allow_remote": True}})
+    assert status == 403 and reply == {
+        "error": "actor 'tx' (NetworkSendActor): field 'allow_remote': the control plane does "
+                 "not allow network destinations beyond loopback (start it with "
+                 "allow_remote_media=True / --allow-remote-media)"}
+    assert [a.actor_id for a in server.runtime.actors()] == []
+    assert server.rules.allow_remote_media is False
+    with Runtime(name="sec2") as rt, ControlServer(rt, token=TOKEN,
+                                                   allow_remote_media=True) as srv:
+        assert srv.rules.allow_remote_media is True
