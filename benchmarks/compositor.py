@@ -52,8 +52,8 @@ from benchmarks._record import load, percentiles, results_dir, write_record
 from streamlib.actors.compositor import (
     Backend, CompositorActor, composite_reference, numba_available,
 )
-from streamlib.frames import VideoFrame
-from streamlib.graph import Runtime
+from streamlib.core.frames import VideoFrame
+from streamlib.runtime.runtime import Runtime
 
 WIDTH, HEIGHT = 1920, 1080
 CASES = ("full2", "full3", "small3")

@@ -19,7 +19,7 @@ time its ``process`` calls took on their thread (``Runtime.metrics``, from
 ``time.thread_time_ns``) divided by the wall time of the measured span;
 process-wide CPU comes from ``os.times`` and per thread (runtime loop, clock
 thread, worker pool, torch/numba threads) from ``/proc/self/task`` via
-``streamlib.telemetry`` (1 tick = 10 ms, so small figures are coarse). The first second is a warm-up and
+``streamlib.observe.telemetry`` (1 tick = 10 ms, so small figures are coarse). The first second is a warm-up and
 is not measured. Targets from the plan: P99 < 16 ms (goal < 8 ms), < 5 % CPU
 for an actor that does little. The sink's inter-arrival jitter (interval
 minus 1/fps) and the frames delivered in each second are recorded as well.
@@ -39,7 +39,7 @@ from benchmarks._record import load, percentiles, results_dir, write_record
 from streamlib import (
     Actor, CompositorActor, Runtime, SoftwareClock, StreamInput, TestPatternActor, TimedTick,
 )
-from streamlib.telemetry import Telemetry
+from streamlib.observe.telemetry import Telemetry
 
 WIDTH, HEIGHT = 1920, 1080
 WARMUP_S = 1.0

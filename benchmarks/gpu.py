@@ -8,7 +8,7 @@ Cases (one JSON record, ``gpu.json``; a case that needs CUDA and finds none is
 recorded as ``{"skipped": "no CUDA"}``):
 
 * ``composite_1080p_4layers`` (CUDA + CuPy): GPU time per frame of
-  ``streamlib.kernels.composite``, 1920x1080 background + 4 full-frame RGBA
+  ``streamlib.gpu.kernels.composite``, 1920x1080 background + 4 full-frame RGBA
   layers, timed with CUDA events around each launch (target < 0.5 ms on H100).
 * ``tick_overhead``: host time per ``GPUDispatcher`` tick of an actor whose
   ``process`` writes one preallocated 1080p frame to a GPU reader:
@@ -22,7 +22,7 @@ recorded as ``{"skipped": "no CUDA"}``):
   ``GPURingBuffer``; ring allocations and, on CUDA, the change of
   ``torch.cuda.memory_allocated`` (target 0).
 * ``staging_bandwidth`` (CUDA): 1080p RGB frames copied device->host and
-  host->device the way ``streamlib.staging`` does (pinned memory, copy stream),
+  host->device the way ``streamlib.gpu.staging`` does (pinned memory, copy stream),
   GB/s over a batch.
 * ``write_hook_cpu``: ns per ``StreamOutput.write`` to one link, and ns of the
   staging gate alone (``torch.cuda.is_initialized``).
@@ -40,15 +40,15 @@ from typing import Any
 import torch
 
 from benchmarks._record import percentiles, write_record
-from streamlib import kernels
-from streamlib.actor import Actor
+from streamlib.gpu import kernels
+from streamlib.core.actor import Actor
 from streamlib.clocks import TimedTick
-from streamlib.device import cuda_available, new_stream, pinned_empty, resolve_device, stream_context
-from streamlib.dispatchers import GPUDispatcher
-from streamlib.frames import VideoFrame
-from streamlib.gpu_buffer import GPURingBuffer
-from streamlib.graph import Runtime
-from streamlib.ports import StreamInput, StreamOutput, _cuda_in_use
+from streamlib.gpu.device import cuda_available, new_stream, pinned_empty, resolve_device, stream_context
+from streamlib.runtime.dispatchers import GPUDispatcher
+from streamlib.core.frames import VideoFrame
+from streamlib.gpu.buffer import GPURingBuffer
+from streamlib.runtime.runtime import Runtime
+from streamlib.core.ports import StreamInput, StreamOutput, _cuda_in_use
 
 W, H = 1920, 1080
 SKIP = {"skipped": "no CUDA"}

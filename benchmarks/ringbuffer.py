@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from benchmarks import _plots
 from benchmarks._record import load, percentiles, results_dir, write_record
-from streamlib.buffers import RingBuffer
+from streamlib.core.buffers import RingBuffer
 
 SLOTS = 3
 

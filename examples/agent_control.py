@@ -3,7 +3,7 @@
     python examples/agent_control.py [SECONDS]
 
 The runtime starts empty; every actor and link below is made through the
-control plane (streamlib.control), exactly as a separate agent process or
+control plane (streamlib.control.server), exactly as a separate agent process or
 `curl` would do it, sending the server's bearer token with every request.
 """
 
@@ -14,7 +14,7 @@ import urllib.request
 from typing import Any
 
 import streamlib as sl
-from streamlib.control import ControlServer
+from streamlib.control.server import ControlServer
 
 
 def call(method: str, url: str, body: object = None) -> Any:

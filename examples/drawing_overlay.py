@@ -13,7 +13,7 @@ import skia
 
 import streamlib as sl
 from streamlib.actors.drawing import DrawingActor
-from streamlib.frames import VideoFrame
+from streamlib.core.frames import VideoFrame
 
 DRAW = """
 font = skia.Font(skia.Typeface("DejaVu Sans"), 18)

@@ -19,7 +19,7 @@ import torch
 import streamlib as sl
 from streamlib.actors.inference import BrightBoxDetector, InferenceActor, to_cpu
 from streamlib.actors.overlay import OverlayBoxesActor
-from streamlib.staging import default_bridge
+from streamlib.gpu.staging import default_bridge
 
 
 class Check(sl.Actor):

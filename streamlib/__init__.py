@@ -5,41 +5,41 @@ exchanging immutable frames through fixed-slot, latest-read ring buffers.
 Every public name is importable from here.
 """
 
-from .actor import Actor, ActorCounters, ActorStatus
-from .actors import (
+from streamlib.core.actor import Actor, ActorCounters, ActorStatus
+from streamlib.actors import (
     PATTERNS, AudioGeneratorActor, AudioNetworkReceiveActor, AudioNetworkSendActor, AudioOutputActor, CompositorActor, DisplayActor, DrawingActor, DrawingContext,
     FileReaderActor, FileWriterActor, InferenceActor, NetworkReceiveActor, NetworkSendActor,
     ShaderActor, StatsReport, StatsSink, TestPatternActor,
     TransformActor, invert, render_pattern,
 )
-from .buffers import RingBuffer, RingBufferStats
-from .clocks import (
+from streamlib.core.buffers import RingBuffer, RingBufferStats
+from streamlib.clocks import (
     Clock, GenlockClock, ManualPulseSource, PTPClock, PulseSource, SoftwareClock,
     SystemTAITimeSource, TimedTick, TimeSource, VirtualClock,
 )
-from .dispatchers import (
+from streamlib.runtime.dispatchers import (
     AsyncioDispatcher, DedicatedThreadDispatcher, Dispatcher, GPUDispatcher, ProcessPoolDispatcher,
     ThreadPoolDispatcher,
 )
-from .device import cuda_available, resolve_device
-from .gpu_buffer import GPURingBuffer, GPURingStats, WouldBlock
-from .staging import StagingBridge
-from .errors import (
+from streamlib.gpu.device import cuda_available, resolve_device
+from streamlib.gpu.buffer import GPURingBuffer, GPURingStats, WouldBlock
+from streamlib.gpu.staging import StagingBridge
+from streamlib.errors import (
     ActorStateError, ClockClosedError, DispatcherShutdownError, EndOfStream,
     FrameValidationError, PortError, PortKindError, PortRangeExhaustedError, RegistryError,
     ShutdownTimeoutError, StreamlibError, WorkerError,
 )
-from .frames import AudioFrame, DataMessage, EventMessage, PixelFormat, VideoFrame, frame_kind
-from .graph import Runtime, current_runtime, default_runtime, run
-from .metrics import ActorMetrics, LinkMetrics, MetricsSnapshot
-from .prometheus import MetricsServer, serve_metrics
-from .control import ControlServer, serve_control
-from .trust import register_function
-from .telemetry import Telemetry, TelemetrySample, gpu_status
-from .net.ptp import PTPSlave, PTPStats
-from .net.sdp import SDPStream, parse_sdp, write_sdp
-from .ports import PortKind, StreamInput, StreamOutput
-from .registry import (
+from streamlib.core.frames import AudioFrame, DataMessage, EventMessage, PixelFormat, VideoFrame, frame_kind
+from streamlib.runtime.runtime import Runtime, current_runtime, default_runtime, run
+from streamlib.observe.metrics import ActorMetrics, LinkMetrics, MetricsSnapshot
+from streamlib.observe.prometheus import MetricsServer, serve_metrics
+from streamlib.control.server import ControlServer, serve_control
+from streamlib.core.trust import register_function
+from streamlib.observe.telemetry import Telemetry, TelemetrySample, gpu_status
+from streamlib.net.ptp import PTPSlave, PTPStats
+from streamlib.net.sdp import SDPStream, parse_sdp, write_sdp
+from streamlib.core.ports import PortKind, StreamInput, StreamOutput
+from streamlib.core.registry import (
     ActorRegistry, ActorURI, PortAllocator, default_port_allocator, default_registry,
     format_actor_uri, parse_actor_uri,
 )

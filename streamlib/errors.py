@@ -48,7 +48,14 @@ class DispatcherShutdownError(ActorStateError):
     """Work was submitted to a dispatcher that is shut down."""
 
 
-class ClockClosedError(StreamlibError, RuntimeError):
+class ClosedError(StreamlibError, RuntimeError):
+    """A resource (runtime, buffer, socket sender, telemetry...) was used after ``close()``.
+
+    The one class for every "is closed" error; the message names the resource.
+    """
+
+
+class ClockClosedError(ClosedError):
     """``next_tick`` was called on (or interrupted by) a closed clock."""
 
 
@@ -81,6 +88,10 @@ class RunFailedError(ActorStateError):
 
 class ConfigError(StreamlibError, ValueError):
     """A parameter, field or request is invalid; the message names the actor, port or field."""
+
+
+class RTPError(StreamlibError, ValueError):
+    """A datagram is not a valid RTP packet (too short, bad version, bad lengths)."""
 
 
 class AccessDeniedError(StreamlibError, PermissionError):

@@ -20,9 +20,9 @@ import asyncio
 import inspect
 from typing import Any, Generic, TypeVar
 
-from .actor import Actor
-from .clocks import TimedTick
-from .graph import Runtime
+from streamlib.core.actor import Actor
+from streamlib.clocks import TimedTick
+from streamlib.runtime.runtime import Runtime
 
 A = TypeVar("A", bound=Actor)
 

@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return  # let gpu tests run and fail loudly on a machine that should have CUDA
     skip = pytest.mark.skip(reason="needs CUDA (set STREAMLIB_REQUIRE_GPU=1 to fail instead)")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
 
 
@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _close_default_runtime() -> object:
     """Each test starts and ends without a default runtime left running."""
     yield
-    import streamlib.graph as graph
+    import streamlib.runtime.runtime as graph
 
     if graph._default is not None:
         graph._default.close()

@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a top-level folder of the checko
 
 from benchmarks import __main__ as harness  # noqa: E402
 from benchmarks import _gst, _plots, clock_jitter, metrics_overhead  # noqa: E402
-from streamlib.cli import main as cli_main  # noqa: E402
+from streamlib.control.cli import main as cli_main  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +84,7 @@ def test_streamlib_bench_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_bench_cli_without_the_suite(monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    import streamlib.cli as cli
+    import streamlib.control.cli as cli
 
     monkeypatch.setattr(cli, "_import_benchmarks", lambda: None)
     assert cli_main(["bench", "--quick"]) == 2
@@ -141,7 +141,7 @@ def test_gstreamer_timing_figures() -> None:
 
 
 def test_bench_options_parse_like_the_suite() -> None:
-    from streamlib.cli import build_parser
+    from streamlib.control.cli import build_parser
 
     args = build_parser().parse_args(["bench", "--quick", "--only", "e2e", "file_io",
                                       "--out", "x", "--no-plots"])

@@ -7,7 +7,7 @@ import re
 import shlex
 from pathlib import Path
 
-from streamlib.cli import build_parser
+from streamlib.control.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,7 +33,7 @@ def test_custom_actor_renders_offline_exactly() -> None:
 
 
 def test_every_example_is_run_by_some_test() -> None:
-    test_sources = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    test_sources = "".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     untested = [p.name for p in EXAMPLES.glob("*.py") if p.name not in test_sources]
     assert not untested, f"examples without a test that runs them: {untested}"
 

@@ -14,9 +14,9 @@ import pytest
 
 from streamlib import Runtime, TestPatternActor, VirtualClock
 from streamlib.actors.file_writer import FileWriterActor
-from streamlib.cli import main
-from streamlib.runresult import RunResult
-from streamlib.summary import final_status, summarize
+from streamlib.control.cli import main
+from streamlib.runtime.runresult import RunResult
+from streamlib.control.summary import final_status, summarize
 
 
 def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from streamlib.cli import build_parser
+from streamlib.control.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = (ROOT / "docs" / "tutorial.md").read_text()

@@ -1,19 +1,19 @@
 """Built-in actors."""
 
-from .audio import BACKENDS, WAVEFORMS, AudioGeneratorActor, AudioOutputActor
-from .compositor import CompositorActor, LayerSpec, composite_reference
-from .display import DisplayActor, letterbox_rect
-from .drawing import DrawingActor, DrawingContext, parse_color
-from .file_reader import FileReaderActor
-from .file_writer import FileWriterActor
-from .inference import BrightBoxDetector, InferenceActor, to_cpu
-from .overlay import OverlayBoxesActor, draw_boxes
-from .network import VIDEO_PORTS, NetworkReceiveActor, NetworkSendActor
-from .network_audio import AUDIO_PORTS, AudioNetworkReceiveActor, AudioNetworkSendActor
-from .patterns import COLOR_RANGES, PATTERNS, TestPatternActor, render_pattern, smpte_regions
-from .shader import ShaderActor
-from .stats import StatsReport, StatsSink
-from .transform import TRANSFORMS, TransformActor, invert
+from streamlib.actors.audio import BACKENDS, WAVEFORMS, AudioGeneratorActor, AudioOutputActor
+from streamlib.actors.compositor import CompositorActor, LayerSpec, composite_reference
+from streamlib.actors.display import DisplayActor, letterbox_rect
+from streamlib.actors.drawing import DrawingActor, DrawingContext, parse_color
+from streamlib.actors.file_reader import FileReaderActor
+from streamlib.actors.file_writer import FileWriterActor
+from streamlib.actors.inference import BrightBoxDetector, InferenceActor, to_cpu
+from streamlib.actors.overlay import OverlayBoxesActor, draw_boxes
+from streamlib.actors.network import VIDEO_PORTS, NetworkReceiveActor, NetworkSendActor
+from streamlib.actors.network_audio import AUDIO_PORTS, AudioNetworkReceiveActor, AudioNetworkSendActor
+from streamlib.actors.patterns import COLOR_RANGES, PATTERNS, TestPatternActor, render_pattern, smpte_regions
+from streamlib.actors.shader import ShaderActor
+from streamlib.actors.stats import StatsReport, StatsSink
+from streamlib.actors.transform import TRANSFORMS, TransformActor, invert
 
 __all__ = [
     "BACKENDS", "COLOR_RANGES", "CompositorActor", "LayerSpec", "composite_reference",

@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..frames import EventMessage
+from streamlib.core.frames import EventMessage
 
 __all__ = ["glfw_acquire", "glfw_error_text", "glfw_lock", "glfw_release", "install_callbacks"]
 

@@ -23,10 +23,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from ..actor import Actor
-from ..clocks import Clock, SoftwareClock, TimedTick
-from ..frames import AudioFrame
-from ..ports import StreamInput, StreamOutput
+from streamlib.core.actor import Actor
+from streamlib.clocks import Clock, SoftwareClock, TimedTick
+from streamlib.core.frames import AudioFrame
+from streamlib.core.ports import StreamInput, StreamOutput
 
 logger = logging.getLogger("streamlib.audio")
 

@@ -17,7 +17,7 @@ before the next, as an 8-bit compositor does.
 Backends of ``composite_into``: ``numba`` (row kernels compiled with
 ``@njit(cache=True, nogil=True)``, auto-vectorised; picked automatically when
 numba is installed and the frames are on the CPU), the CUDA kernel of
-``streamlib.kernels`` (every layer in one pass; picked automatically for CUDA
+``streamlib.gpu.kernels`` (every layer in one pass; picked automatically for CUDA
 frames when CuPy is installed) and ``torch`` (int16 wrap-around arithmetic on
 the covered region only, in 64-row bands; any device). All of them follow the
 rule above bit for bit.
@@ -195,10 +195,10 @@ def numba_kernels() -> dict[str, Callable[..., None]]:
 
 def cuda_kernel_available(out: torch.Tensor) -> bool:
     """Whether ``out`` can be composited by the one-pass CUDA kernel
-    (``streamlib.kernels.composite``): a CUDA tensor and CuPy installed."""
+    (``streamlib.gpu.kernels.composite``): a CUDA tensor and CuPy installed."""
     if not out.is_cuda:
         return False
-    from ..kernels import cupy_available  # noqa: PLC0415 - kernels imports this package
+    from streamlib.gpu.kernels import cupy_available  # noqa: PLC0415 - kernels imports this package
 
     return cupy_available()
 
@@ -207,14 +207,14 @@ def composite_into(out: torch.Tensor, layers: Sequence[Placed], backend: str = "
     """Blend ``layers`` (data, x, y, opacity), in order, into ``out`` (H, W, 3) in place.
 
     ``backend``: ``"numba"``, ``"torch"`` or ``"auto"``: numba if installed and
-    ``out`` is on the CPU; on CUDA the one-pass kernel of ``streamlib.kernels``
+    ``out`` is on the CPU; on CUDA the one-pass kernel of ``streamlib.gpu.kernels``
     (every layer in one launch per 8, on the current stream) when CuPy is
     installed, else torch. Layer data must be uint8 (h, w, 3|4) on ``out``'s
     device. Raises ImportError for ``"numba"`` without numba.
     """
     height, width = out.shape[0], out.shape[1]
     if backend == "auto" and layers and cuda_kernel_available(out):
-        from ..kernels import composite  # noqa: PLC0415
+        from streamlib.gpu.kernels import composite  # noqa: PLC0415
 
         # ``out`` is its own base: each thread reads its pixel before writing it.
         composite(width, height, layers=layers, base=out, out=out, backend="cuda")

@@ -17,14 +17,14 @@ from typing import Any, Literal, Mapping, Sequence
 
 import torch
 
-from ..actor import Actor
-from ..clocks import Clock, SoftwareClock, TimedTick
-from ..progress import reaches
-from ..device import resolve_device
-from ..frames import PixelFormat, VideoFrame
-from ..limits import check_frame_size
-from ..ports import StreamInput, StreamOutput
-from .blending import (
+from streamlib.core.actor import Actor
+from streamlib.clocks import Clock, SoftwareClock, TimedTick
+from streamlib.runtime.progress import reaches
+from streamlib.gpu.device import resolve_device
+from streamlib.core.frames import PixelFormat, VideoFrame
+from streamlib.core.limits import check_frame_size
+from streamlib.core.ports import StreamInput, StreamOutput
+from streamlib.actors.blending import (
     Placed, composite_into, composite_reference, numba_available, numba_kernels, opacity_code,
     resize_layer,
 )
@@ -111,7 +111,7 @@ class CompositorActor(Actor):
         interpolation: ``"nearest"`` or ``"bilinear"`` for layers with
             ``scale != 1`` (resized once per distinct input tensor).
         backend: ``"auto"`` (CPU: numba when installed, else torch; CUDA: the
-            one-pass kernel of ``streamlib.kernels`` when CuPy is installed,
+            one-pass kernel of ``streamlib.gpu.kernels`` when CuPy is installed,
             else torch), ``"numba"`` (torch for CUDA frames), ``"torch"``.
         sync: hold a trigger frame until every layer whose upstream is running
             has a frame at least as new (same timestamp or later), so layers

@@ -16,7 +16,7 @@ runtime loop (``close()`` run there only queues the stop), because a stop
 waits for the in-flight ``process`` call: calling it from inside ``process``
 and blocking on it would deadlock.
 
-Uploads go through ``streamlib.gl_interop``: on CUDA with the NVIDIA GL driver
+Uploads go through ``streamlib.gpu.gl_interop``: on CUDA with the NVIDIA GL driver
 a CUDA frame is copied device-to-device into a CUDA-registered pixel buffer
 (registered once) and from there into the texture on the GPU, with no host
 round trip; elsewhere (no CUDA, Mesa, CPU frames) it is a host upload.
@@ -36,17 +36,17 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, TypeVar
 import numpy as np
 import torch
 
-from ..actor import Actor
-from ..clocks import TimedTick
-from ..device import ready_event
-from ..errors import ActorStateError
-from ..frames import EventMessage, PixelFormat, VideoFrame
-from ..gl_interop import (
+from streamlib.core.actor import Actor
+from streamlib.clocks import TimedTick
+from streamlib.gpu.device import ready_event
+from streamlib.errors import ActorStateError
+from streamlib.core.frames import EventMessage, PixelFormat, VideoFrame
+from streamlib.gpu.gl_interop import (
     HOST, CudaGLUploader, HostUploader, InteropError, TextureUploader, UploadPath,
     create_uploader,
 )
-from ..ports import StreamInput, StreamOutput
-from ._glfw import glfw_acquire, glfw_error_text, glfw_lock, glfw_release, install_callbacks
+from streamlib.core.ports import StreamInput, StreamOutput
+from streamlib.actors._glfw import glfw_acquire, glfw_error_text, glfw_lock, glfw_release, install_callbacks
 
 if TYPE_CHECKING:
     import moderngl
@@ -124,7 +124,7 @@ class DisplayActor(Actor):
     Raises:
         TypeError, ValueError: at construction, for a bad parameter (named).
         RuntimeError: in setup, when ``headless=False`` and no window can be opened;
-            ``streamlib.gl.GLContextError`` when no offscreen context can be made.
+            ``streamlib.gpu.gl.GLContextError`` when no offscreen context can be made.
         ValueError: in process, for a frame format it cannot show.
     """
 
@@ -314,7 +314,7 @@ class DisplayActor(Actor):
         return None
 
     def _gl_setup(self) -> None:
-        from ..gl import create_offscreen_context
+        from streamlib.gpu.gl import create_offscreen_context
 
         self._gl_ident = threading.get_ident()
         mode, why = self._choose_mode()

@@ -30,12 +30,12 @@ import numpy as np
 import skia
 import torch
 
-from .. import trust
-from ..actor import Actor
-from ..clocks import Clock, SoftwareClock, TimedTick
-from ..frames import VideoFrame
-from ..limits import check_frame_size
-from ..ports import StreamOutput
+from streamlib.core import trust
+from streamlib.core.actor import Actor
+from streamlib.clocks import Clock, SoftwareClock, TimedTick
+from streamlib.core.frames import VideoFrame
+from streamlib.core.limits import check_frame_size
+from streamlib.core.ports import StreamOutput
 
 __all__ = ["DrawFunction", "DrawingActor", "DrawingContext", "parse_color"]
 

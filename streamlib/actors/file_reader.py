@@ -27,10 +27,10 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from ..actor import Actor
-from ..clocks import Clock, SoftwareClock, TimedTick, VirtualClock
-from ..frames import AudioFrame, VideoFrame
-from ..ports import StreamOutput
+from streamlib.core.actor import Actor
+from streamlib.clocks import Clock, SoftwareClock, TimedTick, VirtualClock
+from streamlib.core.frames import AudioFrame, VideoFrame
+from streamlib.core.ports import StreamOutput
 
 logger = logging.getLogger("streamlib.file_reader")
 

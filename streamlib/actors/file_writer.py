@@ -35,11 +35,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from ..actor import Actor
-from ..clocks import FpsLike, TimedTick, parse_rate
-from ..errors import ConfigError
-from ..frames import AudioFrame, PixelFormat, VideoFrame
-from ..ports import StreamInput
+from streamlib.core.actor import Actor
+from streamlib.clocks import FpsLike, TimedTick, parse_rate
+from streamlib.errors import ConfigError
+from streamlib.core.frames import AudioFrame, PixelFormat, VideoFrame
+from streamlib.core.ports import StreamInput
 
 logger = logging.getLogger("streamlib.file_writer")
 

@@ -6,8 +6,8 @@ embeddings...) or as video. On CUDA it enqueues everything on a CUDA stream of
 its own (or the GPU dispatcher's) and never waits for the GPU: no ``.item()``,
 no ``.cpu()``, no synchronisation in the default path. The published payload
 therefore holds *device* tensors, each carrying the CUDA event recorded after
-the work (``streamlib.device.set_ready_event``): a CUDA consumer on another
-stream calls ``streamlib.device.wait_ready(tensor, stream)`` before reading it
+the work (``streamlib.gpu.device.set_ready_event``): a CUDA consumer on another
+stream calls ``streamlib.gpu.device.wait_ready(tensor, stream)`` before reading it
 (never blocks the host); a CPU consumer calls ``to_cpu(payload)`` (waits for
 those events, then copies) or receives host copies through the staging bridge.
 A bare ``.cpu()`` is not enough: it orders only after the consumer's current
@@ -27,15 +27,15 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 
-from .. import trust
-from ..actor import Actor
-from ..clocks import TimedTick
-from ..device import (
+from streamlib.core import trust
+from streamlib.core.actor import Actor
+from streamlib.clocks import TimedTick
+from streamlib.gpu.device import (
     Stream, current_stream, default_stream, new_stream, record_event, resolve_device,
     set_ready_event, stream_context, wait_ready,
 )
-from ..frames import DataMessage, PixelFormat, VideoFrame
-from ..ports import StreamInput, StreamOutput
+from streamlib.core.frames import DataMessage, PixelFormat, VideoFrame
+from streamlib.core.ports import StreamInput, StreamOutput
 
 __all__ = ["BrightBoxDetector", "InferenceActor", "resolve_object", "to_cpu"]
 
@@ -50,7 +50,7 @@ _FORMAT_FOR_CHANNELS = {1: PixelFormat.GRAY8, 3: PixelFormat.RGB24, 4: PixelForm
 # -- resolving "package.module:name" ------------------------------------------------------
 def resolve_object(spec: str, where: str = "") -> Any:
     """The object named by ``"package.module:attr"`` (``attr`` may be dotted), as
-    the current ``streamlib.trust`` policy allows (anything, from Python code).
+    the current ``streamlib.core.trust`` policy allows (anything, from Python code).
 
     Raises:
         ValueError: the string is not of that form, the module cannot be
@@ -87,7 +87,7 @@ def _tensors(value: Any) -> list[torch.Tensor]:
 def to_cpu(value: Any) -> Any:
     """``value`` with every tensor (in dicts, lists, tuples too) copied to the host.
 
-    Each CUDA tensor's ready event (``streamlib.device.set_ready_event``) is
+    Each CUDA tensor's ready event (``streamlib.gpu.device.set_ready_event``) is
     waited for first, so results computed on another actor's stream are
     complete; the copy then synchronises the host. CPU tensors are returned
     as they are.
@@ -124,7 +124,7 @@ class InferenceActor(Actor):
     With ``output="data"`` the payload goes out as ``DataMessage(payload,
     topic=topic)`` on ``outputs['data']``; on CUDA the payload stays on the
     GPU and each of its tensors carries a ready event (a consumer on another
-    stream calls ``streamlib.device.wait_ready``; a CPU consumer calls
+    stream calls ``streamlib.gpu.device.wait_ready``; a CPU consumer calls
     ``to_cpu(payload)``). With ``output="video"`` the payload must be a
     ``VideoFrame`` or an (H, W[, C]) uint8 tensor (1, 3 or 4 channels); the
     default postprocess turns a (C, H, W) float output in [0, 1] into one.
@@ -342,7 +342,7 @@ class InferenceActor(Actor):
                                          metadata={"model": self.model_name}))
         if self.device.type == "cuda":
             # One event after all of it; every result tensor carries it, so a consumer
-            # on another stream waits with streamlib.device.wait_ready(tensor).
+            # on another stream waits with streamlib.gpu.device.wait_ready(tensor).
             event = record_event(self._stream)
             for item in items:
                 for tensor in _tensors(item.payload if self.output_kind == "data" else item.data):
@@ -418,7 +418,7 @@ def __getattr__(name: str) -> Any:
     # helpers); pipeline files that name "streamlib.actors.inference:OverlayBoxesActor"
     # keep working.
     if name in ("OverlayBoxesActor", "draw_boxes"):
-        from . import overlay
+        from streamlib.actors import overlay
 
         return getattr(overlay, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

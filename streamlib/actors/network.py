@@ -41,25 +41,25 @@ from typing import Any
 
 import torch
 
-from ..actor import Actor
-from ..clocks import SoftwareClock, TimedTick
-from ..frames import PixelFormat, VideoFrame
-from ..net.jitter import FrameAssembler, ReceiverStats, VideoStreamReceiver
-from ..net.pgroup import VideoFormat, format_from_fmtp, pack_rgb_fast, parse_format, \
+from streamlib.core.actor import Actor
+from streamlib.clocks import SoftwareClock, TimedTick
+from streamlib.core.frames import PixelFormat, VideoFrame
+from streamlib.net.jitter import FrameAssembler, ReceiverStats, VideoStreamReceiver
+from streamlib.net.pgroup import VideoFormat, format_from_fmtp, pack_rgb_fast, parse_format, \
     unpack_to_rgb_fast
-from ..net.rfc4175 import VideoPacketizer
-from ..net.video_sender import SENDER_TIMINGS, VideoStreamSender
-from ..net.rtp import media_timestamp
-from ..net.sdp import (
+from streamlib.net.rfc4175 import VideoPacketizer
+from streamlib.net.video_sender import SENDER_TIMINGS, VideoStreamSender
+from streamlib.net.rtp import media_timestamp
+from streamlib.net.sdp import (
     SDPStream, parse_rate, parse_sdp, stream_sources, stream_ssrc, video_stream, write_sdp,
 )
-from ..net.source_lock import SourceLock
-from ..net.udp import (
+from streamlib.net.source_lock import SourceLock
+from streamlib.net.udp import (
     DEFAULT_MULTICAST_TTL, check_destination, check_multicast_interface, check_multicast_ttl,
     is_multicast, open_receiver, open_sender, parse_dest,
 )
-from ..ports import StreamInput, StreamOutput
-from ..registry import default_port_allocator
+from streamlib.core.ports import StreamInput, StreamOutput
+from streamlib.core.registry import default_port_allocator
 
 __all__ = ["NetworkSendActor", "NetworkReceiveActor", "VIDEO_PORTS"]
 
@@ -126,7 +126,7 @@ class NetworkSendActor(Actor):
             frames come from a ``PTPClock`` locked to PTP).
         device: ``"cuda"`` makes the sender GPU-resident: CUDA frames reach it
             without staging, and YCbCr-4:2:2/10 frames are packed into pgroups by
-            the CUDA kernel (``streamlib.kernels``); only the packed bytes cross
+            the CUDA kernel (``streamlib.gpu.kernels``); only the packed bytes cross
             to the host. Default: the CPU path (numba/numpy packing).
         multicast_interface: for a multicast ``dest``: IPv4 address of the interface
             the stream leaves by (IP_MULTICAST_IF; ``"0.0.0.0"``: the kernel's choice,
@@ -159,7 +159,7 @@ class NetworkSendActor(Actor):
         self.timing = timing
         _check_multicast(who, multicast_interface, multicast_ttl)
         _check_ssrc(who, ssrc)
-        from ..device import resolve_device
+        from streamlib.gpu.device import resolve_device
 
         # The staging bridge reads ``self.device``: a CUDA sender gets CUDA frames.
         self.device = None if device is None else resolve_device(device, where=f"{who}: device")
@@ -268,7 +268,7 @@ class NetworkSendActor(Actor):
             data = frame.data
             fmt = self.video_format
             if data.is_cuda and fmt.sampling == "YCbCr-4:2:2" and fmt.depth == 10:
-                from ..kernels import rgb_to_pgroup422_10
+                from streamlib.gpu.kernels import rgb_to_pgroup422_10
 
                 packed = rgb_to_pgroup422_10(data).reshape(-1).cpu()  # waits for the kernel
                 buf[: packed.numel()] = packed.numpy()

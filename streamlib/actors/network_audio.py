@@ -28,21 +28,21 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
-from ..actor import Actor
-from ..clocks import Clock, SoftwareClock, SystemTAITimeSource, TimedTick
-from ..frames import AudioFrame
-from ..net.audio import (
+from streamlib.core.actor import Actor
+from streamlib.clocks import Clock, SoftwareClock, SystemTAITimeSource, TimedTick
+from streamlib.core.frames import AudioFrame
+from streamlib.net.audio import (
     AudioDepacketizer, AudioFormat, AudioPacketizer, AudioReceiveStats, PacedSender,
 )
-from ..net.sdp import SDPStream, audio_stream, parse_sdp, stream_sources, stream_ssrc, write_sdp
-from ..net.source_lock import SourceLock
-from ..net.udp import (
+from streamlib.net.sdp import SDPStream, audio_stream, parse_sdp, stream_sources, stream_ssrc, write_sdp
+from streamlib.net.source_lock import SourceLock
+from streamlib.net.udp import (
     DEFAULT_MULTICAST_TTL, BatchReceiver, BatchSender, check_destination, key_address,
     check_multicast_interface, check_multicast_ttl, is_multicast, open_receiver, open_sender,
     parse_dest,
 )
-from ..ports import StreamInput, StreamOutput
-from ..registry import default_port_allocator
+from streamlib.core.ports import StreamInput, StreamOutput
+from streamlib.core.registry import default_port_allocator
 
 logger = logging.getLogger("streamlib.network_audio")
 

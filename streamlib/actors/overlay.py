@@ -4,7 +4,7 @@
 same ``frame_number`` (``InferenceActor``'s output; frames and results arrive
 on separate links) and draws the boxes with tensor ops on the frame's device:
 no host synchronisation on CUDA, where it waits for the result's ready events
-on its own stream (``streamlib.device.wait_ready``).
+on its own stream (``streamlib.gpu.device.wait_ready``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..actor import Actor
-from ..clocks import TimedTick
-from ..device import current_stream, resolve_device, wait_ready
-from ..frames import DataMessage, PixelFormat, VideoFrame
-from ..ports import StreamInput, StreamOutput
-from .inference import _tensors
+from streamlib.core.actor import Actor
+from streamlib.clocks import TimedTick
+from streamlib.gpu.device import current_stream, resolve_device, wait_ready
+from streamlib.core.frames import DataMessage, PixelFormat, VideoFrame
+from streamlib.core.ports import StreamInput, StreamOutput
+from streamlib.actors.inference import _tensors
 
 __all__ = ["OverlayBoxesActor", "draw_boxes"]
 

@@ -37,13 +37,13 @@ from typing import Literal, Sequence
 
 import torch
 
-from ..actor import Actor
-from ..clocks import Clock, SoftwareClock, TimedTick
-from ..device import resolve_device
-from ..frames import VideoFrame
-from ..limits import check_frame_size
-from ..ports import StreamOutput
-from ._font import GlyphSet
+from streamlib.core.actor import Actor
+from streamlib.clocks import Clock, SoftwareClock, TimedTick
+from streamlib.gpu.device import resolve_device
+from streamlib.core.frames import VideoFrame
+from streamlib.core.limits import check_frame_size
+from streamlib.core.ports import StreamOutput
+from streamlib.actors._font import GlyphSet
 
 Pattern = Literal["gradient", "checkerboard", "solid", "moving_box", "smpte_bars"]
 PATTERNS: tuple[str, ...] = ("gradient", "checkerboard", "solid", "moving_box", "smpte_bars")
@@ -273,7 +273,7 @@ class TestPatternActor(Actor):
         dev = resolve_device("cpu" if device is None else device, where=f"{where}: device")
         try:
             if pattern == "smpte_bars" and dev.type == "cuda":
-                from ..kernels import smpte_bars  # noqa: PLC0415 - imports this module
+                from streamlib.gpu.kernels import smpte_bars  # noqa: PLC0415 - imports this module
 
                 base = smpte_bars(width, height, color_range, device=dev)
             else:

@@ -1,11 +1,11 @@
 """``ShaderActor``: a GLSL fragment shader rendered offscreen with moderngl.
 
-The fragment shader runs over a full-screen triangle (``streamlib.gl``); input
+The fragment shader runs over a full-screen triangle (``streamlib.gpu.gl``); input
 frames are bound as ``sampler2D`` textures named after the input ports, and the
 result is read back into a fresh tensor per frame (frames are immutable; the
 staging buffer and textures are reused).
 
-Transfers go through ``streamlib.gl_interop``: with CUDA and the NVIDIA GL
+Transfers go through ``streamlib.gpu.gl_interop``: with CUDA and the NVIDIA GL
 driver, CUDA input frames are copied into their textures through a
 CUDA-registered pixel buffer and the output texture is mapped and copied into
 a CUDA tensor, with no host round trip. Everywhere else (CPU frames, no CUDA,
@@ -29,21 +29,21 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from .. import trust
-from ..actor import Actor
-from ..clocks import Clock, SoftwareClock, TimedTick
-from ..device import ready_event, resolve_device
-from ..frames import PixelFormat, VideoFrame
-from ..limits import check_frame_size
-from ..gl import (
+from streamlib.core import trust
+from streamlib.core.actor import Actor
+from streamlib.clocks import Clock, SoftwareClock, TimedTick
+from streamlib.gpu.device import ready_event, resolve_device
+from streamlib.core.frames import PixelFormat, VideoFrame
+from streamlib.core.limits import check_frame_size
+from streamlib.gpu.gl import (
     FULLSCREEN_VERTEX_SHADER, GLContextError, ShaderCompileError, create_offscreen_context,
     upload_texture,
 )
-from ..gl_interop import (
+from streamlib.gpu.gl_interop import (
     HOST, CudaGLUploader, HostReader, HostUploader, InteropError, TextureReader,
     TextureUploader, UploadPath, create_reader, create_uploader,
 )
-from ..ports import StreamInput, StreamOutput
+from streamlib.core.ports import StreamInput, StreamOutput
 
 __all__ = ["ShaderActor", "prepare_fragment_source"]
 

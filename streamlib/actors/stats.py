@@ -16,9 +16,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..actor import Actor
-from ..clocks import TimedTick
-from ..ports import StreamInput
+from streamlib.core.actor import Actor
+from streamlib.clocks import TimedTick
+from streamlib.core.ports import StreamInput
 
 
 @dataclass(frozen=True)

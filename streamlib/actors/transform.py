@@ -6,11 +6,11 @@ from typing import Callable
 
 import torch
 
-from .. import trust
-from ..actor import Actor
-from ..clocks import TimedTick
-from ..frames import VideoFrame
-from ..ports import StreamInput, StreamOutput
+from streamlib.core import trust
+from streamlib.core.actor import Actor
+from streamlib.clocks import TimedTick
+from streamlib.core.frames import VideoFrame
+from streamlib.core.ports import StreamInput, StreamOutput
 
 
 def invert(data: torch.Tensor) -> torch.Tensor:

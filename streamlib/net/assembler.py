@@ -48,13 +48,13 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .assembly_kernel import (
+from streamlib.net.assembly_kernel import (
     _BASE, _CARRY_EXPECTED, _COVERED, _DUP, _EXT_BASE, _FOREIGN, _HAVE_EMITTED, _HAVE_SEQ,
     _HIGHEST, _LAST_TS, _LATE, _MALFORMED, _MARKER, _NOW_NS, _NSTATE, _PACKETS, _PENDING_TS,
     _RECEIVED, _RELOCK_NS, _SSRC, _SSRC_CHANGES, _SSRC_FIXED, _SSRC_LOCKED, _WRONG_PT, _BYTES,
     assemble_kernel,
 )
-from .pgroup import VideoFormat, parse_format
+from streamlib.net.pgroup import VideoFormat, parse_format
 
 __all__ = ["FrameAssembler", "AssembledFrame", "ReceiverStats", "Policy", "GUARD"]
 
@@ -114,7 +114,7 @@ class _Slot:
 
 def _black_line(fmt: VideoFormat, width: int) -> npt.NDArray[np.uint8]:
     """One line of black pgroups (Y at its floor, Cb/Cr mid-scale; RGB 0)."""
-    from .pgroup import planes_to_ycbcr422_10  # noqa: PLC0415 - avoid an import cycle at load
+    from streamlib.net.pgroup import planes_to_ycbcr422_10  # noqa: PLC0415 - avoid an import cycle at load
 
     half = width // fmt.pgroup_pixels
     if fmt.sampling == "RGB":

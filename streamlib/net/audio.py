@@ -38,13 +38,13 @@ import os
 import numpy as np
 import numpy.typing as npt
 
-from .audio_codec import ENCODINGS, AudioFormat, decode_samples, encode_samples, rtp_to_ns
-from .audio_codec import MAX_CHANNELS as MAX_CHANNELS  # constants: still importable from here
-from .audio_depacketizer import MAX_DROPOUT as MAX_DROPOUT
-from .audio_depacketizer import MAX_MISORDER as MAX_MISORDER
-from .audio_depacketizer import AudioDepacketizer, AudioReceiveStats
-from .pacing import PacedSender, pace_schedule
-from .rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, pack_header
+from streamlib.net.audio_codec import ENCODINGS, AudioFormat, decode_samples, encode_samples, rtp_to_ns
+from streamlib.net.audio_codec import MAX_CHANNELS as MAX_CHANNELS  # constants: still importable from here
+from streamlib.net.audio_depacketizer import MAX_DROPOUT as MAX_DROPOUT
+from streamlib.net.audio_depacketizer import MAX_MISORDER as MAX_MISORDER
+from streamlib.net.audio_depacketizer import AudioDepacketizer, AudioReceiveStats
+from streamlib.net.pacing import PacedSender, pace_schedule
+from streamlib.net.rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, pack_header
 
 __all__ = [
     "ENCODINGS", "AudioDepacketizer", "AudioFormat", "AudioPacketizer", "AudioReceiveStats",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..frames import AudioFrame
+from streamlib.core.frames import AudioFrame
 
 __all__ = ["ENCODINGS", "MAX_CHANNELS", "AudioFormat", "decode_samples", "encode_samples",
            "rtp_to_ns"]

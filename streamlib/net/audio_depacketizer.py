@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..frames import AudioFrame
-from .audio_codec import AudioFormat, decode_samples, rtp_to_ns
-from .rtp import RTPError, parse_header, seq_diff
-from .source_lock import SourceLock
+from streamlib.core.frames import AudioFrame
+from streamlib.net.audio_codec import AudioFormat, decode_samples, rtp_to_ns
+from streamlib.net.rtp import RTPError, parse_header, seq_diff
+from streamlib.net.source_lock import SourceLock
 
 __all__ = ["MAX_DROPOUT", "MAX_MISORDER", "AudioDepacketizer", "AudioReceiveStats"]
 

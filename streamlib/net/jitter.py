@@ -14,11 +14,11 @@ import socket
 import threading
 import time
 
-from .assembler import GUARD as GUARD  # still importable from here (tests check it)
-from .assembler import AssembledFrame, FrameAssembler, Policy, ReceiverStats
-from .assembly_kernel import assemble_kernel as assemble_kernel
-from .mmsg import BatchReceiver
-from .source_lock import SourceLock
+from streamlib.net.assembler import GUARD as GUARD  # still importable from here (tests check it)
+from streamlib.net.assembler import AssembledFrame, FrameAssembler, Policy, ReceiverStats
+from streamlib.net.assembly_kernel import assemble_kernel as assemble_kernel
+from streamlib.net.mmsg import BatchReceiver
+from streamlib.net.source_lock import SourceLock
 
 __all__ = ["FrameAssembler", "AssembledFrame", "ReceiverStats", "Policy", "VideoStreamReceiver"]
 

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 
-from .mmsg import BatchSender
+from streamlib.net.mmsg import BatchSender
 
 __all__ = ["PacedSender", "pace_schedule"]
 

@@ -27,13 +27,13 @@ from collections import deque
 from types import TracebackType
 from typing import Callable, Self, TypedDict
 
-from .ptp_codec import (
+from streamlib.net.ptp_codec import (
     FLAG_PTP_TIMESCALE, FLAG_TWO_STEP, FLAG_UTC_OFFSET_VALID, NS, PTP_GROUP, Announce,
     DelayReq, DelayResp, FollowUp, PortIdentity, PTPHeader, PTPMessage, PTPTimestamp, Sync,
     build_delay_req, encode_message, parse_message,
 )
-from .ptp_foreign import ForeignMasterTable, announce_interval_s
-from .udp import join_group
+from streamlib.net.ptp_foreign import ForeignMasterTable, announce_interval_s
+from streamlib.net.udp import join_group
 
 __all__ = [
     "PTP_GROUP", "PortIdentity", "PTPTimestamp", "PTPHeader", "Sync", "DelayReq", "FollowUp",

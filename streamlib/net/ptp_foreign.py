@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .ptp_codec import Announce, PortIdentity
+from streamlib.net.ptp_codec import Announce, PortIdentity
 
 __all__ = ["FOREIGN_MASTER_THRESHOLD", "FOREIGN_MASTER_TIME_WINDOW", "ForeignMasterTable",
            "ForeignRecord", "bmca_key", "announce_interval_s"]

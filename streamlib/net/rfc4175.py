@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .pgroup import VideoFormat, parse_format
-from .rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, RTP_VERSION, RTPError
-from .mmsg import MessageVector
+from streamlib.net.pgroup import VideoFormat, parse_format
+from streamlib.net.rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, RTP_VERSION, RTPError
+from streamlib.net.mmsg import MessageVector
 
 __all__ = ["SRD", "VideoPacket", "VideoPacketizer", "parse_packet", "serialize_packet",
            "SRD_SIZE", "PAYLOAD_HEADER_SIZE", "MAX_SRDS_SENT", "split_packets", "join_packets",
@@ -369,7 +369,7 @@ def __getattr__(name: str) -> object:
     # The paced sender lives in streamlib.net.video_sender (it imports the packetizer
     # from here); these names stay importable from this module.
     if name in _SENDER_NAMES:
-        from . import video_sender
+        from streamlib.net import video_sender
 
         return getattr(video_sender, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

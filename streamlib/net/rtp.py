@@ -11,16 +11,14 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from streamlib.errors import RTPError
+
 RTP_HEADER_SIZE = 12
 RTP_VERSION = 2
 # ST 2110-10: the UDP payload (RTP header included) never exceeds 1460 bytes.
 MAX_UDP_PAYLOAD = 1460
 
 _HEADER = struct.Struct("!BBHII")
-
-
-class RTPError(ValueError):
-    """A datagram is not a valid RTP packet (too short, bad version, bad lengths)."""
 
 
 @dataclass(frozen=True, slots=True)

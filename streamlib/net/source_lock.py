@@ -29,7 +29,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
-from .mmsg import address_key, key_address
+from streamlib.net.mmsg import address_key, key_address
 
 __all__ = ["SourceLock"]
 

@@ -24,7 +24,7 @@ import ipaddress
 import socket
 import sys
 
-from .mmsg import (
+from streamlib.net.mmsg import (
     HAVE_MMSG, MAX_DATAGRAM, BatchReceiver, BatchSender, MessageVector, address_key, enable_gso,
     gso_segments, key_address, recv_batch, wait_fd,
 )

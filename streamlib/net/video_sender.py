@@ -17,8 +17,8 @@ import time
 import numpy as np
 import numpy.typing as npt
 
-from .mmsg import HAVE_MMSG, BatchSender, enable_gso, gso_segments
-from .rfc4175 import VideoPacketizer
+from streamlib.net.mmsg import HAVE_MMSG, BatchSender, enable_gso, gso_segments
+from streamlib.net.rfc4175 import VideoPacketizer
 
 __all__ = ["VideoStreamSender", "SENDER_TIMINGS", "pacing_rate", "set_pacing_rate"]
 
@@ -232,7 +232,7 @@ def pacing_rate(packetizer: VideoPacketizer, fps: float, timing: str, *,
     """``(TRS in ns, bytes/s)`` a ``"narrow"`` or ``"wide"`` sender paces to (both the
     gapped TRS, ``TFRAME * 1080/1125 / N``): its largest datagram plus UDP, IP and Ethernet headers (what a
     qdisc counts) once per TRS. Raises ValueError for another timing."""
-    from .st2110_21 import timing_model
+    from streamlib.net.st2110_21 import timing_model
 
     if timing not in ("narrow", "wide"):
         raise ValueError(f"pacing_rate: timing must be 'narrow' or 'wide', got {timing!r}")

@@ -1,0 +1,366 @@
+"""Device layer: the one place that knows whether CUDA is there.
+
+Actor code asks this module for a device, streams and events and never
+branches on CUDA itself. On a CUDA device the objects are the real
+``torch.cuda.Stream`` / ``torch.cuda.Event``; on the CPU they are the cheap
+twins ``CPUStream`` / ``CPUEvent`` with the same methods, whose work is always
+complete (host code runs in program order), so every call is a no-op.
+
+One rule makes the two worlds meet: *waiting on a CUDA event from a CPU
+stream blocks the host* (``event.synchronize()``), because "work submitted to a
+CPU stream" is the host code that follows. The reverse (a CUDA stream waiting
+on a CPU event) is a no-op.
+
+Frame readiness: a tensor written on a CUDA stream is complete only once that
+stream reaches the point where it was written. ``set_ready_event`` attaches an
+event to a frame's tensor (a weak side table keyed by tensor identity, so
+frames stay immutable and ``frame.replace(metadata=...)`` keeps the event);
+``wait_ready(frame, stream)`` makes ``stream`` wait for it. ``StreamOutput.write``
+does both automatically when CUDA is in use (see ``streamlib.gpu.staging``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Sequence, Union
+
+import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+if TYPE_CHECKING:
+    from streamlib.core.actor import Actor
+
+__all__ = [
+    "CPUEvent", "CPUStream", "DeviceLike", "Event", "Stream", "actor_device", "cuda_available",
+    "current_stream", "default_stream", "is_cuda", "item_tensor", "new_event", "new_stream",
+    "pinned_empty", "ready_event", "record_event", "resolve_device", "set_ready_event",
+    "stream_context", "wait_event", "wait_ready",
+]
+
+DeviceLike = Union[str, torch.device, int, None]
+CPU = torch.device("cpu")
+
+_cuda_ok: bool | None = None
+
+
+def cuda_available() -> bool:
+    """True when a CUDA device can be used; never raises (a broken driver means False).
+
+    The answer is computed once per process.
+    """
+    global _cuda_ok
+    if _cuda_ok is None:
+        try:
+            _cuda_ok = bool(torch.cuda.is_available())
+        except Exception:  # noqa: BLE001 - any driver/runtime failure means "no CUDA"
+            _cuda_ok = False
+    return _cuda_ok
+
+
+def resolve_device(device: DeviceLike = None, *, where: str = "device") -> torch.device:
+    """The ``torch.device`` for ``device``: ``"cuda"``, ``"cuda:1"``, ``"cpu"``, an index
+    or a ``torch.device``; None picks CUDA when available, else the CPU.
+
+    CUDA devices come back with an explicit index (``cuda`` -> ``cuda:<current>``).
+
+    Raises:
+        ValueError: unknown device string or type (only ``cpu`` and ``cuda`` are
+            supported), CUDA requested without CUDA, or an index past the device
+            count. The message starts with ``where``.
+    """
+    if device is None:
+        device = "cuda" if cuda_available() else "cpu"
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise ValueError(f"{where}: expected 'cpu', 'cuda', 'cuda:N' or a torch.device, "
+                         f"got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ValueError(f"{where}: unknown device {device!r} ({exc})") from None
+    if dev.type == "cpu":
+        return CPU
+    if dev.type != "cuda":
+        raise ValueError(f"{where}: device type must be 'cpu' or 'cuda', got {str(dev)!r}")
+    if not cuda_available():
+        raise ValueError(f"{where}: {str(dev)!r} requested but CUDA is not available "
+                         "(use device='cpu' or leave it unset)")
+    count = torch.cuda.device_count()
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    if index >= count:
+        raise ValueError(f"{where}: {str(dev)!r} does not exist ({count} CUDA device(s))")
+    return torch.device("cuda", index)
+
+
+def is_cuda(device: DeviceLike | torch.Tensor) -> bool:
+    """True for a CUDA device (or a tensor on one). Never initialises CUDA."""
+    if isinstance(device, torch.Tensor):
+        return device.is_cuda
+    if device is None:
+        return False
+    try:
+        return torch.device(device).type == "cuda"
+    except (RuntimeError, ValueError, TypeError):
+        return False
+
+
+# -------------------------------------------------------------------- CPU twins
+
+
+class CPUEvent:
+    """No-op twin of ``torch.cuda.Event``: complete as soon as it is recorded.
+
+    ``elapsed_time`` measures host time between two records (ms), so timing code
+    works unchanged on the CPU.
+    """
+
+    __slots__ = ("_t_ns", "enable_timing")
+    device = CPU
+
+    def __init__(self, enable_timing: bool = False, blocking: bool = False,
+                 interprocess: bool = False) -> None:
+        self.enable_timing = enable_timing
+        self._t_ns = 0
+
+    def record(self, stream: Any = None) -> None:
+        self._t_ns = time.perf_counter_ns()
+
+    def wait(self, stream: Any = None) -> None:
+        """No-op: the host work this event marks is already done."""
+
+    def query(self) -> bool:
+        return True
+
+    def synchronize(self) -> None:
+        """No-op (already complete)."""
+
+    def elapsed_time(self, end_event: CPUEvent) -> float:
+        """Milliseconds between this record and ``end_event``'s."""
+        return (end_event._t_ns - self._t_ns) / 1e6
+
+    def __repr__(self) -> str:
+        return "<CPUEvent>"
+
+
+class CPUStream:
+    """No-op twin of ``torch.cuda.Stream``: host code is its own, always finished, stream.
+
+    ``wait_event`` on a *CUDA* event blocks the host until that event completes
+    (the host code after the call is this stream's "future work"). ``with stream:``
+    does nothing and binds None (use ``stream_context`` in portable code).
+    """
+
+    __slots__ = ("priority",)
+    device = CPU
+    cuda_stream = 0
+
+    def __init__(self, priority: int = 0) -> None:
+        self.priority = priority
+
+    def query(self) -> bool:
+        return True
+
+    def synchronize(self) -> None:
+        """No-op (nothing is ever pending)."""
+
+    def wait_event(self, event: Any) -> None:
+        if event is not None and not isinstance(event, CPUEvent):
+            event.synchronize()  # a CUDA event: the host must not run ahead of it
+
+    def wait_stream(self, stream: Any) -> None:
+        if stream is not None and not isinstance(stream, CPUStream):
+            stream.synchronize()
+
+    def record_event(self, event: Any = None) -> Any:
+        ev = CPUEvent() if event is None else event
+        if isinstance(ev, CPUEvent):
+            ev.record(self)
+        return ev
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "<CPUStream>"
+
+
+Stream = Union["torch.cuda.Stream", CPUStream]
+Event = Union["torch.cuda.Event", CPUEvent]
+
+_CPU_STREAM = CPUStream()
+
+
+# -------------------------------------------------------------------- streams and events
+
+
+def new_stream(device: DeviceLike = None, priority: int = 0) -> Stream:
+    """A new stream on ``device`` (a ``torch.cuda.Stream``, or a ``CPUStream``).
+
+    Torch hands out CUDA streams round-robin from a per-device pool of 32, so
+    more actors than that share streams (still correct, less concurrent).
+    Raises ValueError like ``resolve_device``.
+    """
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return torch.cuda.Stream(device=dev, priority=priority)  # type: ignore[no-untyped-call]
+    return CPUStream(priority)
+
+
+def new_event(device: DeviceLike | Stream = None, timing: bool = False) -> Event:
+    """A new, unrecorded event usable on ``device`` (or a stream's device)."""
+    if isinstance(device, CPUStream):
+        return CPUEvent(timing)
+    if isinstance(device, torch.cuda.Stream) or resolve_device(device).type == "cuda":
+        return torch.cuda.Event(enable_timing=timing)  # type: ignore[no-untyped-call]
+    return CPUEvent(timing)
+
+
+def current_stream(device: DeviceLike = None) -> Stream:
+    """The current stream of ``device`` on this thread (the shared ``CPUStream`` on CPU)."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return torch.cuda.current_stream(dev)
+    return _CPU_STREAM
+
+
+def default_stream(device: DeviceLike = None) -> Stream:
+    """The default (null) stream of ``device`` (the shared ``CPUStream`` on CPU)."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return torch.cuda.default_stream(dev)
+    return _CPU_STREAM
+
+
+def stream_context(stream: Stream | None) -> contextlib.AbstractContextManager[Any]:
+    """Context manager making ``stream`` current (and its device) on this thread.
+
+    A no-op for a ``CPUStream`` or None.
+    """
+    if stream is None or isinstance(stream, CPUStream):
+        return contextlib.nullcontext()
+    return torch.cuda.stream(stream)
+
+
+def record_event(stream: Stream | None = None, event: Event | None = None) -> Event:
+    """Record ``event`` (a new one if None) on ``stream`` (the current one if None)."""
+    if stream is None:
+        stream = current_stream()
+    if isinstance(stream, CPUStream):
+        ev_cpu: Event = stream.record_event(event)
+        return ev_cpu
+    ev = torch.cuda.Event() if event is None or isinstance(event, CPUEvent) else event  # type: ignore[no-untyped-call]
+    ev.record(stream)
+    return ev
+
+
+def wait_event(stream: Stream | None, event: Event | None) -> None:
+    """Make work submitted to ``stream`` (current if None) after this call wait for ``event``.
+
+    Never blocks the host, except for a CPU stream waiting on a CUDA event (see
+    the module docstring). None events are ignored.
+    """
+    if event is None or isinstance(event, CPUEvent):
+        return
+    if stream is None:
+        event.wait()  # torch: the current stream of the current device
+    else:
+        stream.wait_event(event)
+
+
+def pinned_empty(shape: Sequence[int] | torch.Size, dtype: torch.dtype = torch.uint8,
+                 pin: bool = True) -> torch.Tensor:
+    """An uninitialised host tensor, page-locked when CUDA is available (fast async
+    copies), plain memory otherwise."""
+    if pin and cuda_available():
+        return torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+    return torch.empty(tuple(shape), dtype=dtype)
+
+
+# -------------------------------------------------------------------- frame readiness
+
+_ready: Any = WeakIdKeyDictionary()  # tensor -> Event; untyped in torch
+_ready_lock = threading.Lock()
+
+
+def item_tensor(item: object) -> torch.Tensor | None:
+    """The tensor an item carries: a tensor itself, ``frame.data`` or a tensor payload."""
+    if isinstance(item, torch.Tensor):
+        return item
+    data = getattr(item, "data", None)
+    if isinstance(data, torch.Tensor):
+        return data
+    payload = getattr(item, "payload", None)
+    return payload if isinstance(payload, torch.Tensor) else None
+
+
+def set_ready_event(item: object, event: Event | None) -> None:
+    """Attach ``event`` (recorded after the work that fills the item's tensor).
+
+    Kept in a weak side table keyed by the tensor: frames stay immutable and the
+    entry goes away with the tensor. A no-op for items without a tensor.
+    """
+    tensor = item_tensor(item)
+    if tensor is None:
+        return
+    with _ready_lock:
+        if event is None:
+            _ready.pop(tensor, None)
+        else:
+            _ready[tensor] = event
+
+
+def ready_event(item: object) -> Event | None:
+    """The event attached to the item's tensor, or None."""
+    tensor = item_tensor(item)
+    if tensor is None:
+        return None
+    with _ready_lock:
+        found: Event | None = _ready.get(tensor)
+        return found
+
+
+def wait_ready(item: object, stream: Stream | None = None) -> bool:
+    """Make ``stream`` (current if None) wait until the item's tensor is written.
+
+    Returns True when there was an event to wait on. On a CPU stream this blocks
+    the host until the CUDA work is done; on a CUDA stream it never blocks, and
+    the tensor is marked as used by that stream (``record_stream``), so the
+    caching allocator cannot hand its memory to the producer's next allocation
+    while this stream's reads are still queued.
+    """
+    event = ready_event(item)
+    if event is None or isinstance(event, CPUEvent):
+        return False
+    wait_event(stream, event)
+    tensor = item_tensor(item)
+    if tensor is not None and tensor.is_cuda:
+        user = torch.cuda.current_stream(tensor.device) if stream is None else stream
+        if isinstance(user, torch.cuda.Stream) and user.device == tensor.device:
+            tensor.record_stream(user)
+    return True
+
+
+def actor_device(actor: Actor | None) -> torch.device:
+    """Where an actor wants its input tensors: its ``input_device`` attribute when set
+    (an actor whose output device differs, e.g. a shader reading CUDA inputs through
+    CUDA-GL interop), else its own ``device`` attribute when it names a device, else
+    its dispatcher's ``device`` (the GPU dispatcher has one), else CPU."""
+    if actor is None:
+        return CPU
+    wanted = getattr(actor, "input_device", None)
+    if isinstance(wanted, torch.device):
+        return wanted
+    for source in (actor, getattr(getattr(actor, "_sl", None), "dispatcher", None)):
+        dev = getattr(source, "device", None)
+        if isinstance(dev, torch.device):
+            return dev
+        if isinstance(dev, str):
+            try:
+                return torch.device(dev)
+            except (RuntimeError, ValueError):
+                continue
+    return CPU

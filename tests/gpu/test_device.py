@@ -1,0 +1,264 @@
+"""streamlib.gpu.device (CPU twins, device selection, frame readiness) and GPUDispatcher streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from typing import Any, Iterator
+
+import pytest
+import torch
+
+import streamlib.gpu.device as device
+import streamlib.runtime.dispatchers as dispatchers
+from streamlib import Actor, AudioFrame, DataMessage, Runtime, StreamInput, TimedTick, VideoFrame
+from streamlib.gpu.device import (
+    CPUEvent, CPUStream, actor_device, cuda_available, current_stream, default_stream,
+    item_tensor, new_event, new_stream, pinned_empty, ready_event, record_event, resolve_device,
+    set_ready_event, stream_context, wait_event, wait_ready,
+)
+from streamlib.runtime.dispatchers import GPUDispatcher
+
+pytestmark = pytest.mark.timeout(60)
+NO_CUDA = not cuda_available()
+
+
+class FakeCudaEvent:
+    """Stands in for a torch.cuda.Event: counts host synchronisations."""
+
+    def __init__(self) -> None:
+        self.synced = 0
+        self.waited_on: list[Any] = []
+
+    def synchronize(self) -> None:
+        self.synced += 1
+
+    def wait(self, stream: Any = None) -> None:
+        self.waited_on.append(stream)
+
+
+class Reader(Actor):
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.inputs["video"] = StreamInput("video")
+        self.streams: list[Any] = []
+
+    def process(self, tick: TimedTick) -> None:
+        self.streams.append(tick.frame_number)
+
+
+def vframe(n: int = 0) -> VideoFrame:
+    return VideoFrame(torch.full((2, 4, 3), n, dtype=torch.uint8), timestamp_ns=n, frame_number=n)
+
+
+# ------------------------------------------------------------------ device selection
+
+def test_cuda_available_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> bool:
+        raise RuntimeError("driver exploded")
+
+    monkeypatch.setattr(device, "_cuda_ok", None)
+    monkeypatch.setattr(torch.cuda, "is_available", broken)
+    assert cuda_available() is False
+    assert cuda_available() is False  # cached
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="checks the CPU-only default")
+def test_resolve_device_defaults_to_cpu_without_cuda() -> None:
+    assert resolve_device() == torch.device("cpu")
+    assert resolve_device("cpu") == resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ValueError, match="'cuda:1' requested but CUDA is not available"):
+        resolve_device("cuda:1", where="MyActor 'x': device")
+    with pytest.raises(ValueError, match=r"^MyActor 'x': device: 'cuda' requested"):
+        resolve_device("cuda", where="MyActor 'x': device")
+
+
+@pytest.mark.parametrize("bad", ["tpu", "gpu:0", "meta", 2.5, True])
+def test_resolve_device_rejects_unknown(bad: Any) -> None:
+    with pytest.raises(ValueError, match="where-it-was"):
+        resolve_device(bad, where="where-it-was")
+
+
+# ------------------------------------------------------------------ CPU twins
+
+def test_cpu_twins_are_complete_no_ops() -> None:
+    s = new_stream("cpu")
+    assert isinstance(s, CPUStream) and s.query() and s.cuda_stream == 0
+    assert current_stream("cpu") is current_stream("cpu") is default_stream("cpu")
+    with stream_context(s) as bound:
+        assert bound is None
+    with s as ctx:  # `with stream:` binds None like the GPUDispatcher test expects
+        assert ctx is None
+    ev = record_event(s)
+    assert isinstance(ev, CPUEvent) and ev.query()
+    ev.synchronize()
+    wait_event(s, ev)
+    wait_event(None, ev)
+    later = s.record_event(new_event("cpu", timing=True))
+    assert later.elapsed_time(ev) <= 0 <= ev.elapsed_time(later)
+    s.synchronize()
+
+
+def test_cpu_stream_waiting_on_a_cuda_event_blocks_the_host() -> None:
+    fake: Any = FakeCudaEvent()
+    CPUStream().wait_event(fake)
+    assert fake.synced == 1
+    wait_event(None, fake)  # no stream: the event waits on the current one
+    assert fake.waited_on == [None]
+
+
+def test_pinned_empty_falls_back_to_plain_memory() -> None:
+    t = pinned_empty((3, 5), torch.int16)
+    assert t.shape == (3, 5) and t.dtype == torch.int16 and t.device.type == "cpu"
+    assert t.is_pinned() == cuda_available()
+    assert not pinned_empty((2,), pin=False).is_pinned()
+
+
+# ------------------------------------------------------------------ frame readiness
+
+def test_item_tensor_finds_the_tensor() -> None:
+    v = vframe()
+    a = AudioFrame(torch.zeros(8, 2), sample_rate=48000, timestamp_ns=0)
+    payload = torch.ones(3)
+    assert item_tensor(v) is v.data and item_tensor(a) is a.data
+    assert item_tensor(DataMessage(payload, timestamp_ns=0)) is payload
+    assert item_tensor(payload) is payload
+    assert item_tensor(DataMessage({"x": 1}, timestamp_ns=0)) is None
+    assert item_tensor("text") is None
+
+
+def test_ready_event_follows_the_tensor_and_is_weak() -> None:
+    f = vframe(3)
+    assert ready_event(f) is None and wait_ready(f) is False
+    fake = FakeCudaEvent()
+    ev: Any = fake
+    set_ready_event(f, ev)
+    assert ready_event(f) is ev
+    assert ready_event(f.replace(metadata={"k": 1})) is ev  # same tensor, same event
+    assert ready_event(vframe(3)) is None
+    assert wait_ready(f, CPUStream()) is True and fake.synced == 1  # CPU reader: host waits
+    before = len(device._ready)
+    del f
+    gc.collect()
+    assert len(device._ready) == before - 1
+    g = vframe()
+    set_ready_event(g, CPUEvent())
+    assert wait_ready(g) is False  # CPU events are complete: nothing to wait for
+    set_ready_event(g, None)
+    assert ready_event(g) is None
+    set_ready_event("no tensor", CPUEvent())  # ignored
+
+
+# ------------------------------------------------------------------ actors and the GPU dispatcher
+
+def test_actor_device_reads_attribute_then_dispatcher() -> None:
+    with Runtime():
+        plain = Reader()
+        own = Reader()
+        own.device = "cpu"  # type: ignore[attr-defined]
+        on_gpu = Reader(dispatcher="gpu")
+    assert actor_device(plain) == actor_device(own) == actor_device(None) == torch.device("cpu")
+    assert actor_device(on_gpu) == resolve_device()  # the runtime's GPUDispatcher device
+
+
+def test_gpu_dispatcher_caches_one_stream_per_actor() -> None:
+    with Runtime(), GPUDispatcher(device="cpu") as d:
+        a, b = Reader(), Reader()
+        sa = d.stream_for(a)
+        assert d.stream_for(a) is sa and d.stream_for(b) is not sa
+        assert isinstance(sa, CPUStream)
+        asyncio.run(d.dispatch(a, TimedTick(0, 7, "t")))
+        assert a.streams == [7]
+        asyncio.run(d.teardown(a))
+        assert d.stream_for(a) is not sa  # forgotten after teardown, a new one on demand
+
+
+def test_gpu_dispatcher_rejects_bad_device() -> None:
+    with pytest.raises(ValueError, match="GPUDispatcher: device"):
+        GPUDispatcher(device="tpu")
+
+
+def test_gpu_dispatcher_waits_on_input_ready_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA path of _on_stream, driven with a stand-in stream: the actor's stream is
+    made current and waits on the newest item of each input before process()."""
+    entered: list[Any] = []
+    waits: list[tuple[Any, Any]] = []
+
+    @contextlib.contextmanager
+    def fake_context(stream: Any) -> Iterator[None]:
+        entered.append(stream)
+        yield
+
+    monkeypatch.setattr(dispatchers, "stream_context", fake_context)
+    monkeypatch.setattr(dispatchers, "wait_ready", lambda item, s: waits.append((item, s)))
+    fake_stream = object()
+    with Runtime(), GPUDispatcher(device="cpu") as d:
+        r = Reader()
+        d._streams[id(r)] = fake_stream  # type: ignore[assignment]
+        old, new = vframe(1), vframe(2)
+        r.inputs["video"].feed(old)
+        r.inputs["video"].feed(new)
+        asyncio.run(d.dispatch(r, TimedTick(0, 1, "t")))
+    assert entered == [fake_stream]
+    assert waits == [(new, fake_stream)]
+    assert r.streams == [1]
+
+
+# ------------------------------------------------------------------ on a GPU
+
+@pytest.mark.gpu
+def test_cuda_streams_and_events_are_torch_objects() -> None:
+    dev = resolve_device("cuda")
+    s = new_stream(dev)
+    assert isinstance(s, torch.cuda.Stream)
+    with stream_context(s):
+        assert torch.cuda.current_stream(dev) == s
+        x = torch.ones(1 << 20, device=dev) * 3
+        ev = record_event()
+    other = new_stream(dev)
+    wait_event(other, ev)
+    with stream_context(other):
+        total = float(x.sum())
+    assert total == 3 * (1 << 20)
+    assert pinned_empty((4,)).is_pinned()
+
+
+@pytest.mark.gpu
+def test_gpu_dispatcher_runs_process_on_the_actor_stream() -> None:
+    seen: list[Any] = []
+
+    class Probe(Actor):
+        def process(self, tick: TimedTick) -> None:
+            seen.append(torch.cuda.current_stream())
+
+    for inline in (False, True):
+        seen.clear()
+        with Runtime(), GPUDispatcher(inline=inline) as d:
+            p = Probe()
+            asyncio.run(d.dispatch(p, TimedTick(0, 0, "t")))
+            assert seen == [d.stream_for(p)]
+            assert seen[0] != torch.cuda.default_stream()
+        assert torch.cuda.current_stream() == torch.cuda.default_stream()  # restored after
+
+
+@pytest.mark.gpu
+def test_wait_ready_keeps_the_memory_from_the_producer_until_the_reader_ran() -> None:
+    dev = resolve_device("cuda")
+    producer, reader = new_stream(dev), new_stream(dev)
+    with stream_context(producer):
+        frame = torch.full((1 << 22,), 7, dtype=torch.float32, device=dev)
+        set_ready_event(frame, record_event())
+        ptr = frame.data_ptr()
+    assert wait_ready(frame, reader) is True
+    with stream_context(reader):
+        torch.cuda._sleep(200_000_000)  # type: ignore[attr-defined]  # ~0.1 s of GPU cycles
+        total = frame.sum()
+    del frame  # the producer drops the frame while the reader's sum is queued
+    with stream_context(producer):
+        fresh = torch.empty((1 << 22,), dtype=torch.float32, device=dev)
+        fresh.fill_(0)
+    # record_stream: the block went back only for reuse after the reader's work, not at once
+    assert fresh.data_ptr() != ptr
+    reader.synchronize()
+    assert float(total) == 7 * (1 << 22)
