@@ -16,7 +16,7 @@ SYSTEM_PKGS ?= g++ ffmpeg xvfb xauth xdotool libegl1 libgl1-mesa-dri libportaudi
 	linuxptp iproute2 \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 
-.PHONY: venv sysdeps test test-gpu demo bench bench-full typecheck clean
+.PHONY: venv sysdeps test test-random test-gpu demo bench bench-full typecheck clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ sysdeps:
 test: sysdeps venv
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# The suite in random order (tests shuffled across all modules), once per seed:
+# no test may depend on another having run first.
+SEEDS ?= 1 2 3
+test-random: sysdeps venv
+	@for s in $(SEEDS); do echo "random order, seed $$s"; \
+		$(PY) -m pytest -q --random-order-bucket=global --random-order-seed=$$s || exit 1; done
 
 # On a CUDA machine: GPU tests must run (and fail loudly), never skip.
 test-gpu: sysdeps venv
