@@ -49,9 +49,9 @@ import torch
 
 from benchmarks import _gst, _plots
 from benchmarks._record import load, percentiles, results_dir, write_record
-from streamlib.actors.compositor import (
-    Backend, CompositorActor, composite_reference, numba_available,
-)
+from streamlib.actors.blending import numba_available
+from streamlib.actors.compositor import Backend, CompositorActor
+from streamlib.media.blend import composite_reference
 from streamlib.core.frames import VideoFrame
 from streamlib.runtime.runtime import Runtime
 

@@ -1,7 +1,7 @@
 """Built-in actors."""
 
 from streamlib.actors.audio import BACKENDS, WAVEFORMS, AudioGeneratorActor, AudioOutputActor
-from streamlib.actors.compositor import CompositorActor, LayerSpec, composite_reference
+from streamlib.actors.compositor import CompositorActor, LayerSpec
 from streamlib.actors.display import DisplayActor, letterbox_rect
 from streamlib.actors.drawing import DrawingActor, DrawingContext, parse_color
 from streamlib.actors.file_reader import FileReaderActor
@@ -10,14 +10,13 @@ from streamlib.actors.inference import BrightBoxDetector, InferenceActor, to_cpu
 from streamlib.actors.overlay import OverlayBoxesActor, draw_boxes
 from streamlib.actors.network import VIDEO_PORTS, NetworkReceiveActor, NetworkSendActor
 from streamlib.actors.network_audio import AUDIO_PORTS, AudioNetworkReceiveActor, AudioNetworkSendActor
-from streamlib.actors.patterns import COLOR_RANGES, PATTERNS, TestPatternActor, render_pattern, smpte_regions
+from streamlib.actors.patterns import PATTERNS, TestPatternActor, render_pattern
 from streamlib.actors.shader import ShaderActor
 from streamlib.actors.stats import StatsReport, StatsSink
 from streamlib.actors.transform import TRANSFORMS, TransformActor, invert
 
 __all__ = [
-    "BACKENDS", "COLOR_RANGES", "CompositorActor", "LayerSpec", "composite_reference",
-    "smpte_regions", "PATTERNS", "BrightBoxDetector", "InferenceActor", "OverlayBoxesActor",
+    "BACKENDS", "CompositorActor", "LayerSpec", "PATTERNS", "BrightBoxDetector", "InferenceActor", "OverlayBoxesActor",
     "draw_boxes", "to_cpu", "AUDIO_PORTS", "AudioNetworkReceiveActor", "AudioNetworkSendActor",
     "VIDEO_PORTS", "NetworkReceiveActor", "NetworkSendActor", "TRANSFORMS", "WAVEFORMS", "AudioGeneratorActor",
     "AudioOutputActor", "DisplayActor", "DrawingActor", "DrawingContext", "FileReaderActor",

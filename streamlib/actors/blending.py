@@ -1,29 +1,18 @@
-"""8-bit alpha blending of video layers: the rounding rule and its backends.
+"""The compositor's blending backends; each follows the rule of :mod:`streamlib.media.blend`.
 
-Rounding rule (shared bit-exactly by every backend and ``composite_reference``),
-all on 8-bit integers:
-
-* ``op = floor(opacity * 255 + 0.5)``: the layer's opacity as an 8-bit factor;
-* ``a = round(alpha * op / 255)``: RGBA layers use their alpha, RGB24 ones 255;
-* ``out = round((src * a + dst * (255 - a)) / 255)`` per channel.
-
-``x / 255`` of an integer ``x`` is never exactly halfway between integers, so
-``round`` needs no tie rule. The torch path computes it as
-``t = x + 128; (t + (t >> 8)) >> 8`` (exact for ``0 <= x <= 255 * 255``), the
+``x / 255`` rounded is computed by the torch path as
+``t = x + 128; (t + (t >> 8)) >> 8`` (exact for ``0 <= x <= 255 * 255``), by the
 numba path as ``floor((x + 127.5) * float32(1/255))`` (also exact, see the
-kernels). Layers are applied in (z, insertion) order, each rounded to 8 bits
-before the next, as an 8-bit compositor does.
+kernels).
 
 Backends of ``composite_into``: ``numba`` (row kernels compiled with
 ``@njit(cache=True, nogil=True)``, auto-vectorised; picked automatically when
 numba is installed and the frames are on the CPU), the CUDA kernel of
 ``streamlib.gpu.kernels`` (every layer in one pass; picked automatically for CUDA
 frames when CuPy is installed) and ``torch`` (int16 wrap-around arithmetic on
-the covered region only, in 64-row bands; any device). All of them follow the
-rule above bit for bit.
-``composite_reference`` is the float64 reference every backend must match bit
-for bit; ``resize_layer`` scales a layer. ``CompositorActor``
-(:mod:`streamlib.actors.compositor`, which re-exports these names) is the
+the covered region only, in 64-row bands; any device). All of them match
+``streamlib.media.blend.composite_reference`` bit for bit. ``resize_layer``
+scales a layer. ``CompositorActor`` (:mod:`streamlib.actors.compositor`) is the
 actor built on them.
 """
 
@@ -39,12 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "Placed", "composite_into", "composite_reference", "cuda_kernel_available", "numba_available",
-    "numba_kernels", "opacity_code", "resize_layer",
-]
+from streamlib.media.blend import Placed, clip_box, opacity_code
 
-Placed = tuple[torch.Tensor, int, int, float]  # (HWC uint8 data, x, y, opacity)
+__all__ = ["composite_into", "cuda_kernel_available", "numba_available", "numba_kernels",
+           "resize_layer"]
 
 
 @functools.cache  # composite_into asks per frame; find_spec costs ~30 us each time
@@ -54,50 +41,6 @@ def numba_available() -> bool:
         return importlib.util.find_spec("numba") is not None
     except (ImportError, ValueError):  # e.g. sys.modules["numba"] = None blocks it
         return False
-
-
-def opacity_code(opacity: float) -> int:
-    """The 8-bit opacity factor ``floor(opacity * 255 + 0.5)``."""
-    return math.floor(opacity * 255 + 0.5)
-
-
-def _clip(x: int, y: int, w: int, h: int, width: int, height: int
-          ) -> tuple[int, int, int, int, int, int] | None:
-    """(dx, dy, sx, sy, cw, ch) of the visible part of a w x h layer at (x, y)."""
-    dx0, dy0 = max(x, 0), max(y, 0)
-    dx1, dy1 = min(x + w, width), min(y + h, height)
-    if dx1 <= dx0 or dy1 <= dy0:
-        return None
-    return dx0, dy0, dx0 - x, dy0 - y, dx1 - dx0, dy1 - dy0
-
-
-# -- reference ----------------------------------------------------------------
-
-def composite_reference(width: int, height: int, background: Sequence[int] = (0, 0, 0),
-                        layers: Sequence[Placed] = (), base: torch.Tensor | None = None
-                        ) -> torch.Tensor:
-    """Straightforward float64 implementation of the module's rounding rule.
-
-    ``base`` (an optional RGB/RGBA image, alpha ignored) is placed at (0, 0)
-    over the ``background`` colour and clipped; ``layers`` are drawn in order.
-    Returns a new (height, width, 3) uint8 CPU tensor.
-    """
-    out = torch.tensor(list(background), dtype=torch.float64).expand(height, width, 3).clone()
-    if base is not None:
-        h, w = min(height, base.shape[0]), min(width, base.shape[1])
-        out[:h, :w] = base[:h, :w, :3].cpu().double()
-    for data, x, y, opacity in layers:
-        box = _clip(x, y, data.shape[1], data.shape[0], width, height)
-        if box is None:
-            continue
-        dx, dy, sx, sy, cw, ch = box
-        src = data[sy:sy + ch, sx:sx + cw].cpu().double()
-        alpha = src[..., 3:4] if data.shape[2] == 4 else torch.full((ch, cw, 1), 255.0,
-                                                                     dtype=torch.float64)
-        a = torch.round(alpha * opacity_code(opacity) / 255)
-        dst = out[dy:dy + ch, dx:dx + cw]
-        out[dy:dy + ch, dx:dx + cw] = torch.round((src[..., :3] * a + dst * (255 - a)) / 255)
-    return out.to(torch.uint8)
 
 
 # -- torch backend --------------------------------------------------------------
@@ -225,7 +168,7 @@ def composite_into(out: torch.Tensor, layers: Sequence[Placed], backend: str = "
     dst_np = out.numpy() if use_numba else None
     for data, x, y, opacity in layers:
         op = opacity_code(opacity)
-        box = _clip(x, y, data.shape[1], data.shape[0], width, height)
+        box = clip_box(x, y, data.shape[1], data.shape[0], width, height)
         if box is None or op <= 0:
             continue
         dx, dy, sx, sy, cw, ch = box

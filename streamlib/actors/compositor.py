@@ -1,10 +1,9 @@
 """``CompositorActor``: alpha-blend any number of video layers over a background.
 
 Layers (RGBA or RGB24) are placed, scaled and ordered here; the pixels are
-blended by :mod:`streamlib.actors.blending`, whose docstring states the exact
-8-bit rounding rule that every backend (``numba``, ``torch``) and
-``composite_reference`` share bit for bit. Those blending functions are
-re-exported from this module.
+blended by the backends of :mod:`streamlib.actors.blending`, which follow the
+exact 8-bit rounding rule of :mod:`streamlib.media.blend` bit for bit (its
+``composite_reference`` is the oracle).
 """
 
 from __future__ import annotations
@@ -24,15 +23,11 @@ from streamlib.gpu.device import resolve_device
 from streamlib.core.frames import PixelFormat, VideoFrame
 from streamlib.core.limits import check_frame_size
 from streamlib.core.ports import StreamInput, StreamOutput
-from streamlib.actors.blending import (
-    Placed, composite_into, composite_reference, numba_available, numba_kernels, opacity_code,
-    resize_layer,
-)
+from streamlib.media.blend import Placed
+from streamlib.actors.blending import composite_into, numba_available, numba_kernels, resize_layer
 
 __all__ = [
-    "LAYER_FIELDS", "Backend", "CompositorActor", "Interpolation", "LayerSpec", "Placed",
-    "composite_into", "composite_reference", "numba_available", "opacity_code", "parse_color",
-    "resize_layer",
+    "LAYER_FIELDS", "Backend", "CompositorActor", "Interpolation", "LayerSpec", "parse_color",
 ]
 
 Backend = Literal["auto", "numba", "torch"]

@@ -2,74 +2,48 @@
 
 They are the CPU path of ``streamlib.gpu.kernels`` (any device) and the oracle the
 GPU parity tests compare against bit for bit. Integer fixed point with 16
-fractional bits and round half up, the conventions of ``streamlib.net.pgroup``
-(the formulas are kept independent here; the parity tests compare bytes).
+fractional bits and round half up, with the BT.709 coefficients of
+``streamlib.media.color`` that ``streamlib.net.pgroup`` uses too (the parity tests
+compare bytes).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 
-from streamlib.actors.blending import opacity_code
-from streamlib.actors.patterns import render_smpte_bars
+from streamlib.errors import ConfigError, FrameValidationError
+from streamlib.media.blend import Placed, opacity_code
+from streamlib.media.color import FRAC, HALF, dec_coeffs, enc_coeffs
+from streamlib.media.smpte import render_smpte_bars
 
 __all__ = [
-    "KB", "KG", "KR", "Placed", "composite_ref", "dec_coeffs", "enc_coeffs",
-    "pgroup422_10_to_rgb_ref", "rgb_to_pgroup422_10_ref", "rgb_to_yuv420_ref", "smpte_bars_ref",
-    "yuv420_to_rgb_ref",
+    "composite_ref", "pgroup422_10_to_rgb_ref", "pgroup_input", "rgb_input",
+    "rgb_to_pgroup422_10_ref", "rgb_to_yuv420_ref", "smpte_bars_ref", "yuv420_to_rgb_ref",
+    "yuv_shape",
 ]
-
-Placed = tuple[torch.Tensor, int, int, float]  # (HWC uint8 layer, x, y, opacity): the compositor's
-_FRAC, _HALF = 16, 1 << 15
-KR, KB = 0.2126, 0.0722  # BT.709
-KG = 1.0 - KR - KB
 
 
 def rgb_input(rgb: torch.Tensor, what: str, even_h: bool = True) -> torch.Tensor:
-    """``rgb`` as (H, W, 3|4) uint8 with packed pixels; ValueError otherwise."""
+    """``rgb`` as (H, W, 3|4) uint8 with packed pixels.
+
+    Raises:
+        FrameValidationError: another shape or dtype, or an odd width (or height).
+    """
     if rgb.dtype != torch.uint8 or rgb.dim() != 3 or rgb.shape[2] not in (3, 4):
-        raise ValueError(f"{what}: expected an (H, W, 3|4) uint8 RGB(A) tensor, got "
-                         f"{tuple(rgb.shape)} {rgb.dtype}")
+        raise FrameValidationError(f"{what}: expected an (H, W, 3|4) uint8 RGB(A) tensor, got "
+                                   f"{tuple(rgb.shape)} {rgb.dtype}")
     if rgb.shape[1] % 2 or (even_h and rgb.shape[0] % 2):
-        raise ValueError(f"{what}: needs an even width{' and height' if even_h else ''}, "
-                         f"got {rgb.shape[1]}x{rgb.shape[0]}")
+        raise FrameValidationError(f"{what}: needs an even width{' and height' if even_h else ''}, "
+                                   f"got {rgb.shape[1]}x{rgb.shape[0]}")
     if rgb.stride(2) != 1 or rgb.stride(1) != rgb.shape[2]:
         rgb = rgb.contiguous()
     return rgb
 
 
-def _q(x: float) -> int:
-    return math.floor(x * (1 << _FRAC) + 0.5)
-
-
-def _levels(depth: int) -> tuple[int, int, int, int]:
-    s = 1 << (depth - 8)
-    return 16 * s, 219 * s, 128 * s, 224 * s  # luma offset, span, chroma mid, span
-
-
-def enc_coeffs(depth: int, pixels: int) -> tuple[int, ...]:
-    """(yr, yg, yb, cbr, cbg, cbb, crr, crg, crb, y_off, c_off) for ``depth`` bits, chroma
-    from the sum of ``pixels`` pixels (2 for 4:2:2, 4 for 4:2:0); offsets pre-shifted."""
-    yo, ys, cm, cs = _levels(depth)
-    y = [_q(ys / 255 * k) for k in (KR, KG, KB)]
-    cb = [_q(cs / 255 * v / (2 * (1 - KB)) / pixels) for v in (-KR, -KG, 1 - KB)]
-    cr = [_q(cs / 255 * v / (2 * (1 - KR)) / pixels) for v in (1 - KR, -KG, -KB)]
-    return (*y, *cb, *cr, yo << _FRAC, cm << _FRAC)
-
-
-def dec_coeffs(depth: int) -> tuple[int, ...]:
-    """(ky, rcr, gcb, gcr, bcb, y_off, c_mid) for decoding ``depth``-bit codes to RGB."""
-    yo, ys, cm, cs = _levels(depth)
-    kc = 255 / cs
-    return (_q(255 / ys), _q(kc * 2 * (1 - KR)), _q(-kc * 2 * (1 - KB) * KB / KG),
-            _q(-kc * 2 * (1 - KR) * KR / KG), _q(kc * 2 * (1 - KB)), yo, cm)
-
-
 def _fx(acc: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    return ((acc + _HALF) >> _FRAC).clamp_(lo, hi)
+    return ((acc + HALF) >> FRAC).clamp_(lo, hi)
 
 
 def composite_ref(width: int, height: int, background: Sequence[int] = (0, 0, 0),
@@ -77,7 +51,7 @@ def composite_ref(width: int, height: int, background: Sequence[int] = (0, 0, 0)
                   device: torch.device | str | None = None) -> torch.Tensor:
     """Torch reference of ``composite`` (int32 arithmetic, any device).
 
-    Same arguments and result as ``streamlib.actors.compositor.composite_reference``;
+    Same arguments and result as ``streamlib.media.blend.composite_reference``;
     the device is ``device``, else the base's or first layer's, else the CPU.
     """
     if device is None:
@@ -148,15 +122,17 @@ def yuv420_to_rgb_ref(yuv: torch.Tensor, nv12: bool = True) -> torch.Tensor:
         return c.repeat_interleave(2, 0).repeat_interleave(2, 1)
 
     c_r, c_g, c_b = up(rcr * dcr), up(gcb * dcb + gcr * dcr), up(bcb * dcb)
-    ly = ky * (y - yo) + _HALF
-    rgb = [((ly + c) >> _FRAC).clamp_(0, 255) for c in (c_r, c_g, c_b)]
+    ly = ky * (y - yo) + HALF
+    rgb = [((ly + c) >> FRAC).clamp_(0, 255) for c in (c_r, c_g, c_b)]
     return torch.stack(rgb, dim=-1).to(torch.uint8)
 
 
 def yuv_shape(yuv: torch.Tensor, what: str) -> tuple[int, int]:
+    """(H, W) of an (H*3/2, W) 4:2:0 tensor; FrameValidationError for another shape or dtype."""
     if yuv.dtype != torch.uint8 or yuv.dim() != 2 or yuv.shape[0] % 3 or yuv.shape[1] % 2:
-        raise ValueError(f"{what}: expected an (H*3/2, W) uint8 tensor with even H and W, got "
-                         f"{tuple(yuv.shape)} {yuv.dtype}")
+        raise FrameValidationError(
+            f"{what}: expected an (H*3/2, W) uint8 tensor with even H and W, got "
+            f"{tuple(yuv.shape)} {yuv.dtype}")
     return int(yuv.shape[0]) * 2 // 3, int(yuv.shape[1])
 
 
@@ -177,12 +153,18 @@ def rgb_to_pgroup422_10_ref(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def pgroup_input(buf: torch.Tensor, width: int, height: int, what: str) -> torch.Tensor:
+    """``buf`` as (H, W/2, 5) pgroup bytes.
+
+    Raises:
+        ConfigError: an odd or too small ``width``, or ``height`` < 1.
+        FrameValidationError: ``buf`` is not uint8 or holds too few bytes.
+    """
     need = height * width // 2 * 5
     if width < 2 or width % 2 or height < 1:
-        raise ValueError(f"{what}: width must be even and >= 2, height >= 1, got {width}x{height}")
+        raise ConfigError(f"{what}: width must be even and >= 2, height >= 1, got {width}x{height}")
     if buf.dtype != torch.uint8 or buf.numel() < need:
-        raise ValueError(f"{what}: expected >= {need} uint8 bytes for {width}x{height}, got "
-                         f"{buf.numel()} {buf.dtype}")
+        raise FrameValidationError(f"{what}: expected >= {need} uint8 bytes for {width}x{height}, "
+                                   f"got {buf.numel()} {buf.dtype}")
     return buf.reshape(-1)[:need].contiguous().view(height, width // 2, 5)
 
 
@@ -197,8 +179,8 @@ def pgroup422_10_to_rgb_ref(buf: torch.Tensor, width: int, height: int) -> torch
     dcb, dcr = cb - cm, cr - cm
     chroma = (rcr * dcr, gcb * dcb + gcr * dcr, bcb * dcb)
     ys = torch.stack((y0, y1), dim=-1)  # (H, W/2, 2)
-    ly = ky * (ys - yo) + _HALF
-    rgb = [((ly + c.unsqueeze(-1)) >> _FRAC).clamp_(0, 255) for c in chroma]
+    ly = ky * (ys - yo) + HALF
+    rgb = [((ly + c.unsqueeze(-1)) >> FRAC).clamp_(0, 255) for c in chroma]
     return torch.stack(rgb, dim=-1).reshape(height, width, 3).to(torch.uint8)
 
 

@@ -2,12 +2,12 @@
 
 Each public function runs the CUDA kernel when its input is on a CUDA device
 and CuPy is installed (the ``[cuda]`` extra), else the torch reference (any
-device). The references (``streamlib.gpu.kernel_refs``, re-exported here) are the
+device). The references (``streamlib.gpu.kernel_refs``) are the
 oracle: GPU tests compare kernel and reference bit for bit.
 
 * ``composite``: RGB/RGBA layers with position and opacity over a base image
   or background colour, one pass (8 layers per launch). The rounding rule of
-  ``streamlib.actors.compositor``; equals ``composite_reference`` exactly.
+  ``streamlib.media.blend``; equals its ``composite_reference`` exactly.
 * ``rgb_to_nv12`` / ``rgb_to_i420`` / ``yuv420_to_rgb``: BT.709 limited range
   8-bit 4:2:0, integer fixed point (16 fractional bits, round half up, chroma
   from the 2x2 mean before rounding, decoding repeats chroma), the conventions
@@ -36,19 +36,18 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
-from streamlib.actors.blending import opacity_code
-from streamlib.actors.patterns import code_level, smpte_color, smpte_regions
+from streamlib.media.blend import Placed, opacity_code
+from streamlib.media.color import dec_coeffs, enc_coeffs
+from streamlib.media.smpte import code_level, smpte_color, smpte_regions
 from streamlib.gpu.kernel_refs import (
-    Placed, pgroup_input, rgb_input, yuv_shape, composite_ref, dec_coeffs, enc_coeffs,
-    pgroup422_10_to_rgb_ref, rgb_to_pgroup422_10_ref, rgb_to_yuv420_ref, smpte_bars_ref,
-    yuv420_to_rgb_ref,
+    composite_ref, pgroup422_10_to_rgb_ref, pgroup_input, rgb_input, rgb_to_pgroup422_10_ref,
+    rgb_to_yuv420_ref, smpte_bars_ref, yuv420_to_rgb_ref, yuv_shape,
 )
 
 __all__ = [
-    "KERNEL_FILES", "MAX_LAYERS", "NVRTC_OPTIONS", "composite", "composite_ref", "cupy_available",
-    "kernel_dir", "kernel_source", "pgroup422_10_to_rgb", "pgroup422_10_to_rgb_ref",
-    "rgb_to_i420", "rgb_to_nv12", "rgb_to_pgroup422_10", "rgb_to_pgroup422_10_ref",
-    "rgb_to_yuv420_ref", "smpte_bars", "smpte_bars_ref", "yuv420_to_rgb", "yuv420_to_rgb_ref",
+    "KERNEL_FILES", "MAX_LAYERS", "NVRTC_OPTIONS", "composite", "cupy_available", "kernel_dir",
+    "kernel_source", "pgroup422_10_to_rgb", "rgb_to_i420", "rgb_to_nv12", "rgb_to_pgroup422_10",
+    "smpte_bars", "yuv420_to_rgb",
 ]
 
 Backend = Literal["auto", "cuda", "torch"]

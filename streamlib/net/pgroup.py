@@ -7,7 +7,7 @@ Formats (``VideoFormat.name``):
 * ``YCbCr-4:2:2/8``: 4 bytes per 2 pixels, ``Cb Y0 Cr Y1`` (``UYVY``).
 * ``RGB/8``: 3 bytes per pixel, ``R G B`` (passthrough).
 
-Colour: BT.709 (Kr=0.2126, Kb=0.0722), limited ("narrow") range: Y in 64-940 and
+Colour: BT.709 (Kr=0.2126, Kb=0.0722; coefficients from ``streamlib.media.color``), limited ("narrow") range: Y in 64-940 and
 Cb/Cr in 64-960 at 10 bits (16-235 / 16-240 at 8 bits). Arithmetic is integer fixed
 point (16 fractional bits) so every backend (numpy here, numba/CUDA elsewhere) can
 produce bit-identical codes. Rounding: round half up, ``floor(x + 1/2)``, then clamp
@@ -34,6 +34,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from streamlib.media.color import FRAC, dec_coeffs, enc_coeffs, levels
+
 __all__ = ["VideoFormat", "FORMATS", "parse_format", "format_from_fmtp", "pack_rgb",
            "unpack_to_rgb", "pack_rgb_fast", "unpack_to_rgb_fast", "rgb_to_ycbcr422_10", "rgb_to_ycbcr422_8", "rgb_to_rgb8",
            "unpack_ycbcr422_10", "unpack_ycbcr422_8", "unpack_rgb8",
@@ -42,10 +44,7 @@ __all__ = ["VideoFormat", "FORMATS", "parse_format", "format_from_fmtp", "pack_r
 U8 = npt.NDArray[np.uint8]
 I32 = npt.NDArray[np.int32]
 
-KR, KB = 0.2126, 0.0722
-KG = 1.0 - KR - KB
-_FRAC = 16
-_ONE = 1 << _FRAC
+_ONE = 1 << FRAC
 
 
 @dataclass(frozen=True)
@@ -94,25 +93,12 @@ def format_from_fmtp(sampling: str, depth: int | str) -> VideoFormat:
     return parse_format(f"{sampling}/{int(depth)}")
 
 
-# -- fixed-point coefficients -----------------------------------------------------------
-
-def _q(x: float) -> int:
-    return int(np.floor(x * _ONE + 0.5))
-
-
-def _coeffs(depth: int) -> tuple[int, int, int, int]:
-    """(luma offset, luma span, chroma mid, chroma span) in codes of ``depth`` bits."""
-    s = 1 << (depth - 8)
-    return 16 * s, 219 * s, 128 * s, 224 * s
-
+# -- fixed-point coefficients (streamlib.media.color) -------------------------------------
 
 def _enc_matrix(depth: int) -> tuple[list[int], list[int], list[int]]:
-    _, ys, _, cs = _coeffs(depth)
-    y = [_q(ys / 255 * k) for k in (KR, KG, KB)]
-    # Cb = (B - Y') / (2 (1 - Kb)), Cr = (R - Y') / (2 (1 - Kr)); halved again for the pair sum.
-    cb = [_q(cs / 255 * v / (2 * (1 - KB)) / 2) for v in (-KR, -KG, 1 - KB)]
-    cr = [_q(cs / 255 * v / (2 * (1 - KR)) / 2) for v in (1 - KR, -KG, -KB)]
-    return y, cb, cr
+    """Luma, Cb and Cr rows of the 4:2:2 encoder (chroma from a pixel pair's sum)."""
+    k = enc_coeffs(depth, 2)
+    return list(k[0:3]), list(k[3:6]), list(k[6:9])
 
 
 def _limits(depth: int) -> tuple[int, int]:
@@ -135,15 +121,15 @@ def _to_ycbcr422(frame: torch.Tensor | npt.NDArray[Any],
     """Integer (Cb, Y0, Cr, Y1) planes of shape (H, W/2)."""
     rgb = _rgb_array(frame, True)
     y, cb, cr = _enc_matrix(depth)
-    yo, _, cm, _ = _coeffs(depth)
+    yo, _, cm, _ = levels(depth)
     lo, hi = _limits(depth)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     half = _ONE >> 1
-    luma = (y[0] * r + y[1] * g + y[2] * b + (yo << _FRAC) + half) >> _FRAC
+    luma = (y[0] * r + y[1] * g + y[2] * b + (yo << FRAC) + half) >> FRAC
     np.clip(luma, lo, hi, out=luma)
     rs, gs, bs = r[:, 0::2] + r[:, 1::2], g[:, 0::2] + g[:, 1::2], b[:, 0::2] + b[:, 1::2]
-    cbv = (cb[0] * rs + cb[1] * gs + cb[2] * bs + (cm << _FRAC) + half) >> _FRAC
-    crv = (cr[0] * rs + cr[1] * gs + cr[2] * bs + (cm << _FRAC) + half) >> _FRAC
+    cbv = (cb[0] * rs + cb[1] * gs + cb[2] * bs + (cm << FRAC) + half) >> FRAC
+    crv = (cr[0] * rs + cr[1] * gs + cr[2] * bs + (cm << FRAC) + half) >> FRAC
     np.clip(cbv, lo, hi, out=cbv)
     np.clip(crv, lo, hi, out=crv)
     return cbv, luma[:, 0::2], crv, luma[:, 1::2]
@@ -210,18 +196,15 @@ def rgb_to_rgb8(frame: torch.Tensor | npt.NDArray[Any], out: U8 | None = None) -
 
 
 def _dec_matrix(depth: int) -> tuple[int, int, int, int, int]:
-    _, ys, _, cs = _coeffs(depth)
-    ky = _q(255 / ys)
-    kc = 255 / cs
-    return (ky, _q(kc * 2 * (1 - KR)), _q(-kc * 2 * (1 - KB) * KB / KG),
-            _q(-kc * 2 * (1 - KR) * KR / KG), _q(kc * 2 * (1 - KB)))
+    ky, rcr, gcb, gcr, bcb, _, _ = dec_coeffs(depth)
+    return ky, rcr, gcb, gcr, bcb
 
 
 def _from_ycbcr422(cb: I32, y0: I32, cr: I32, y1: I32, depth: int,
                    out: U8 | None) -> U8:
     h, half_w = cb.shape
     ky, rcr, gcb, gcr, bcb = _dec_matrix(depth)
-    yo, _, cm, _ = _coeffs(depth)
+    yo, _, cm, _ = levels(depth)
     res = np.empty((h, half_w * 2, 3), np.uint8) if out is None else out
     if res.shape != (h, half_w * 2, 3) or res.dtype != np.uint8:
         raise ValueError(f"out must be ({h}, {half_w * 2}, 3) uint8, got {res.shape} {res.dtype}")
@@ -233,7 +216,7 @@ def _from_ycbcr422(cb: I32, y0: I32, cr: I32, y1: I32, depth: int,
     for col, yy in ((0, y0), (1, y1)):
         ly = ky * (yy - yo) + half
         for ch, c in ((0, cr_r), (1, cg), (2, cb_b)):
-            v = (ly + c) >> _FRAC
+            v = (ly + c) >> FRAC
             np.clip(v, 0, 255, out=v)
             res[:, col::2, ch] = v
     return res
@@ -349,13 +332,13 @@ def numba_kernels() -> dict[str, Any] | None:
 
 def _enc_params(depth: int) -> npt.NDArray[np.int64]:
     y, cb, cr = _enc_matrix(depth)
-    yo, _, cm, _ = _coeffs(depth)
+    yo, _, cm, _ = levels(depth)
     lo, hi = _limits(depth)
-    return np.array([*y, *cb, *cr, yo << _FRAC, cm << _FRAC, lo, hi], np.int64)
+    return np.array([*y, *cb, *cr, yo << FRAC, cm << FRAC, lo, hi], np.int64)
 
 
 def _dec_params(depth: int) -> npt.NDArray[np.int64]:
-    yo, _, cm, _ = _coeffs(depth)
+    yo, _, cm, _ = levels(depth)
     return np.array([*_dec_matrix(depth), yo, cm], np.int64)
 
 

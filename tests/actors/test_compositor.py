@@ -15,10 +15,9 @@ import torch
 
 import streamlib.actors.compositor as compositor
 from streamlib import Actor, Runtime, StreamInput, StreamOutput, TimedTick, VideoFrame, VirtualClock
-from streamlib.actors.compositor import (
-    CompositorActor, composite_into, composite_reference, numba_available, opacity_code,
-    parse_color,
-)
+from streamlib.actors.blending import composite_into, numba_available
+from streamlib.actors.compositor import CompositorActor, parse_color
+from streamlib.media.blend import composite_reference, opacity_code
 from streamlib.actors.patterns import TestPatternActor
 from streamlib.clocks import deadline_ns
 
@@ -290,7 +289,8 @@ def test_without_numba_importable_auto_uses_torch() -> None:
         "import sys; sys.modules['numba'] = None\n"
         "import torch\n"
         "from streamlib import Runtime, VideoFrame\n"
-        "from streamlib.actors.compositor import CompositorActor, composite_reference\n"
+        "from streamlib.actors.compositor import CompositorActor\n"
+        "from streamlib.media.blend import composite_reference\n"
         "layer = torch.randint(0, 256, (10, 40, 4), dtype=torch.uint8)\n"
         "with Runtime():\n"
         "    comp = CompositorActor(32, 16, layers={'a': {'x': -3, 'opacity': 0.7}})\n"

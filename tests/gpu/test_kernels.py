@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import torch
 
+from streamlib.gpu import kernel_refs as R
 from streamlib.gpu import kernels as K
-from streamlib.actors.compositor import composite_reference
-from streamlib.actors.patterns import render_smpte_bars
+from streamlib.media.blend import Placed, composite_reference
+from streamlib.media.smpte import render_smpte_bars
 from streamlib.core.frames import VideoFrame
 
 pytestmark = pytest.mark.timeout(120)
@@ -68,8 +69,8 @@ def test_nvrtc_compiles_each_kernel(name: str) -> None:
 
 # ------------------------------------------------------------------ composite
 
-def layer_set(n: int) -> list[K.Placed]:
-    out: list[K.Placed] = []
+def layer_set(n: int) -> list[Placed]:
+    out: list[Placed] = []
     for i in range(n):
         h, w = 10 + 7 * i % 23, 15 + 11 * i % 31
         data = rand(h, w, 4 if i % 3 else 3)
@@ -82,7 +83,7 @@ def test_composite_reference_parity(n_layers: int) -> None:
     layers = layer_set(n_layers)
     for base in (None, rand(40, 50, 3), rand(70, 90, 4)):
         want = composite_reference(64, 48, (12, 200, 7), layers, base)
-        assert torch.equal(K.composite_ref(64, 48, (12, 200, 7), layers, base), want)
+        assert torch.equal(R.composite_ref(64, 48, (12, 200, 7), layers, base), want)
         assert torch.equal(K.composite(64, 48, (12, 200, 7), layers, base), want)
 
 
@@ -93,7 +94,7 @@ def test_composite_every_alpha_and_opacity() -> None:
     base = torch.arange(256, dtype=torch.uint8).view(256, 1, 1).expand(256, 256, 3)
     for opacity in (0.0, 0.1, 0.5, 0.999, 1.0):
         layers = [(src, 0, 0, opacity)]
-        assert torch.equal(K.composite_ref(256, 256, (0, 0, 0), layers, base),
+        assert torch.equal(R.composite_ref(256, 256, (0, 0, 0), layers, base),
                            composite_reference(256, 256, (0, 0, 0), layers, base))
 
 
@@ -267,7 +268,7 @@ def test_gpu_composite_is_bit_exact(n_layers: int) -> None:
     for base in (None, cuda(rand(40, 50, 3)), cuda(rand(70, 90, 4))):
         got = K.composite(64, 48, (12, 200, 7), layers, base, backend="cuda")
         assert got.is_cuda
-        assert torch.equal(got.cpu(), K.composite_ref(64, 48, (12, 200, 7), layers, base).cpu())
+        assert torch.equal(got.cpu(), R.composite_ref(64, 48, (12, 200, 7), layers, base).cpu())
 
 
 @pytest.mark.gpu
@@ -431,16 +432,16 @@ def test_emulated_composite_kernel(on_emulator: Any, n_layers: int) -> None:
 
 def test_emulated_colour_kernels(on_emulator: Any) -> None:
     for rgb in (rand(12, 20, 3), rand(6, 8, 4)):
-        for fn, ref in ((K.rgb_to_nv12, lambda t: K.rgb_to_yuv420_ref(t, True)),
-                        (K.rgb_to_i420, lambda t: K.rgb_to_yuv420_ref(t, False)),
-                        (K.rgb_to_pgroup422_10, K.rgb_to_pgroup422_10_ref)):
+        for fn, ref in ((K.rgb_to_nv12, lambda t: R.rgb_to_yuv420_ref(t, True)),
+                        (K.rgb_to_i420, lambda t: R.rgb_to_yuv420_ref(t, False)),
+                        (K.rgb_to_pgroup422_10, R.rgb_to_pgroup422_10_ref)):
             assert torch.equal(fn(rgb), ref(rgb))
         h, w = int(rgb.shape[0]), int(rgb.shape[1])
         for nv12 in (True, False):
-            yuv = K.rgb_to_yuv420_ref(rgb, nv12)
-            assert torch.equal(K.yuv420_to_rgb(yuv, nv12), K.yuv420_to_rgb_ref(yuv, nv12))
+            yuv = R.rgb_to_yuv420_ref(rgb, nv12)
+            assert torch.equal(K.yuv420_to_rgb(yuv, nv12), R.yuv420_to_rgb_ref(yuv, nv12))
         buf = rand(h * w // 2 * 5)  # arbitrary bytes, out-of-range codes included
-        assert torch.equal(K.pgroup422_10_to_rgb(buf, w, h), K.pgroup422_10_to_rgb_ref(buf, w, h))
+        assert torch.equal(K.pgroup422_10_to_rgb(buf, w, h), R.pgroup422_10_to_rgb_ref(buf, w, h))
 
 
 def test_emulated_smpte_kernel(on_emulator: Any) -> None:

@@ -711,7 +711,7 @@ def test_socket_helpers_close_cleanly() -> None:
 def test_cpu_packing_matches_the_cuda_kernels_reference() -> None:
     """The GPU sender path packs with streamlib.gpu.kernels; its torch reference (the
     oracle the CUDA kernel is tested against) is byte-identical to the CPU packer."""
-    from streamlib.gpu.kernels import rgb_to_pgroup422_10_ref
+    from streamlib.gpu.kernel_refs import rgb_to_pgroup422_10_ref
     from streamlib.net.pgroup import pack_rgb_fast
 
     rgb = torch.randint(0, 256, (6, 10, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
