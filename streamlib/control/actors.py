@@ -54,7 +54,7 @@ class ActorRequest:
     params: dict[str, Any]
     clock: Any
     dispatcher: str | None
-    restart: Any = None  # streamlib.runtime.supervisor.RestartPolicy or None
+    restart: Any = None  # streamlib.core.policy.RestartPolicy or None
     stall_timeout: float | None = None  # streamlib.runtime.watchdog; None: the runtime's
 
 
@@ -101,7 +101,7 @@ class CreationRules:
             except (ValueError, PermissionError) as exc:
                 raise refusal("", exc) from None
         dispatcher = check_dispatcher(actor_id, body.get("dispatcher"), bad)
-        from streamlib.runtime.supervisor import check_restart, check_stall_field
+        from streamlib.core.policy import check_restart, check_stall_field
 
         restart = check_restart(actor_id, body.get("restart"), bad)
         stall_timeout = check_stall_field(actor_id, body.get("stall_timeout"), bad)

@@ -48,7 +48,7 @@ from streamlib.control.catalog import ActorType, resolve_actor_type
 from streamlib.clocks import Clock, SoftwareClock, VirtualClock, parse_rate
 from streamlib.errors import StreamlibError
 from streamlib.control.runlimits import finite_duration, finite_sources
-from streamlib.runtime.supervisor import check_restart, check_stall_field
+from streamlib.core.policy import check_restart, check_stall_field
 from streamlib.core.trust import TrustPolicy, applied, check_modules
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class ActorSpec:
     clock: str | None = None
     dispatcher: str | None = None
     when: str | None = None  # "display" | "headless": build only on such a machine
-    restart: Any = None  # a streamlib.runtime.supervisor.RestartPolicy, or None
+    restart: Any = None  # a streamlib.core.policy.RestartPolicy, or None
     stall_timeout: float | None = None  # streamlib.runtime.watchdog; None: the runtime's
 
 

@@ -13,27 +13,25 @@ runtime), so a subclass's ports exist before the first tick can arrive.
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import inspect
 import itertools
 import threading
-import time
 from abc import ABCMeta, abstractmethod
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Literal, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Union
 
 from streamlib.clocks import Clock, TimedTick
-from streamlib.errors import PortError, PortKindError
-from streamlib.observe.metrics import UNKNOWN, SampleWindow, summarize_ns, window_stats
+from streamlib.core import context
+from streamlib.core.policy import RestartPolicy, RestartSpec, check_stall_timeout
 from streamlib.core.ports import PortDict, PortKind, StreamInput, StreamOutput
 from streamlib.core.registry import ActorURI
+from streamlib.core.samples import UNKNOWN, SampleWindow
+from streamlib.errors import ConfigError, PortError, PortKindError
 
 if TYPE_CHECKING:
     from streamlib.runtime.dispatchers import Dispatcher
     from streamlib.runtime.runtime import Runtime
-    from streamlib.runtime.supervisor import RestartPolicy, RestartSpec
 
 DispatcherName = Literal["asyncio", "thread", "dedicated", "process", "gpu", "gpu-inline"]
 DispatcherSpec = Union["Dispatcher", DispatcherName, None]
@@ -71,19 +69,13 @@ class ActorCounters:
         return asdict(self)
 
 
-def latency_summary(samples: Iterable[int]) -> dict[str, float] | None:
-    """P50/P99/max in ms of latency samples (ns), or None when there are none."""
-    summary = summarize_ns(samples)
-    return None if summary is None else summary.as_dict()
-
-
 class _ActorState:
     """Runtime bookkeeping for one actor. Never pickled, never user-visible."""
 
     __slots__ = (
         "runtime", "status", "error", "busy", "pending", "current_tick",
         "counters", "close_callbacks", "lock", "dispatcher", "inherits_ticks",
-        "window", "measure_cpu", "cpu_ns", "in_process",
+        "window", "measure_cpu", "cpu_ns",
         "call_started_ns", "call_seq", "stall_timeout", "restart", "restarts", "stalls",
         "ctor", "replaced_by", "release_on_start",
     )
@@ -101,12 +93,11 @@ class _ActorState:
         self.dispatcher: Dispatcher | None = None
         self.inherits_ticks = True
         # Metrics (see streamlib.observe.metrics): the last calls' (done, process,
-        # cpu, latency) samples; ``cpu_ns`` is handed from the process()
-        # wrapper (on the actor's thread) to the runtime loop after each call.
+        # cpu, latency) samples; ``cpu_ns`` is handed from the dispatcher (on the
+        # thread that ran process()) to the runtime loop after each call.
         self.window = SampleWindow()
         self.measure_cpu = True
         self.cpu_ns = UNKNOWN
-        self.in_process = False
         # Watchdog (streamlib.runtime.watchdog): when the process() call in flight began
         # (monotonic ns, 0: none) and which call it is; the watchdog and the
         # loop race to end a call under ``lock``, the winner releases its tick.
@@ -121,44 +112,6 @@ class _ActorState:
         self.replaced_by: Actor | None = None
         self.release_on_start = 0  # runtime.hold() units released once running
 
-
-_ProcessFn = Callable[["Actor", TimedTick], Union[Awaitable[None], None]]
-
-
-def _cpu_timed(fn: _ProcessFn) -> _ProcessFn:
-    """Wrap a sync ``process`` to measure the CPU time of its thread during the call.
-
-    Metrics: the runtime awaits ``process`` from its loop while the call runs
-    on a dispatcher thread, so only code on that thread can read that thread's
-    CPU clock; this wrapper is that code. Cost: two ``thread_time_ns`` calls.
-    The outermost call of an actor measures (a ``super().process`` call inside
-    is not counted twice); a call returning an awaitable is "unknown".
-    """
-
-    @functools.wraps(fn)
-    def process(self: Actor, tick: TimedTick) -> Awaitable[None] | None:
-        st = self._sl
-        if st.in_process or not st.measure_cpu:
-            return fn(self, tick)
-        st.in_process = True
-        started = time.thread_time_ns()
-        try:
-            result = fn(self, tick)
-        finally:
-            st.in_process = False
-            st.cpu_ns = time.thread_time_ns() - started
-        if result is not None:
-            st.cpu_ns = UNKNOWN  # the work happens when the awaitable runs, elsewhere
-        return result
-
-    process._sl_cpu_timed = True  # type: ignore[attr-defined]
-    return process
-
-
-# Set by the supervisor while it rebuilds an actor: the id the rebuilt one takes,
-# whatever its subclass passes (auto ids would otherwise move on).
-rebuilding_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "streamlib_rebuilding_id", default=None)
 
 _ids: dict[str, itertools.count[int]] = {}
 _ids_lock = threading.Lock()
@@ -201,21 +154,13 @@ class Actor(metaclass=_ActorMeta):
       watchdog marks the actor ``stalled`` (None: the runtime's budget; 0:
       never watched). See ``streamlib.runtime.watchdog``.
     * ``restart``: ``"never"`` (default), ``"on-failure"``, ``"always"`` or a
-      ``RestartPolicy`` (rate limit, backoff); see ``streamlib.runtime.supervisor``.
+      ``RestartPolicy`` (rate limit, backoff; ``streamlib.core.policy``); see
+      ``streamlib.runtime.supervisor``.
     * ``runtime``: defaults to the enclosing ``with Runtime()`` block, else the
       process-wide default runtime that starts actors immediately.
     """
 
     default_output_name: str | None = None  # else the first declared output
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # Metrics: per-actor CPU time needs code on the thread running process().
-        fn = cls.__dict__.get("process")
-        if (inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn)
-                and not getattr(fn, "__isabstractmethod__", False)
-                and not getattr(fn, "_sl_cpu_timed", False)):
-            setattr(cls, "process", _cpu_timed(fn))
 
     def __init__(
         self,
@@ -228,16 +173,14 @@ class Actor(metaclass=_ActorMeta):
         stall_timeout: float | None = None,
         restart: RestartSpec = None,
     ) -> None:
-        from streamlib.runtime.supervisor import RestartPolicy, check_stall_timeout
-
-        forced = rebuilding_id.get()
+        forced = context.rebuilding_id.get()
         if forced is not None:
-            rebuilding_id.set(None)  # actors built inside this constructor keep their own ids
+            context.rebuilding_id.set(None)  # actors built inside this one keep their own ids
             actor_id = forced
         if actor_id is None:
             actor_id = _auto_id(type(self))
         if not isinstance(actor_id, str) or not actor_id:
-            raise ValueError(f"actor_id must be a non-empty str, got {actor_id!r}")
+            raise ConfigError(f"actor_id must be a non-empty str, got {actor_id!r}")
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(f"actor '{actor_id}': clock must be a Clock, got {type(clock).__name__}")
         policy = RestartPolicy.coerce(restart, where=f"actor '{actor_id}': restart")
@@ -341,7 +284,7 @@ class Actor(metaclass=_ActorMeta):
             "stalls": self._sl.stalls,
             "restart": None if self._sl.restart is None else self._sl.restart.as_dict(),
             "restarts": self._sl.restarts,
-            **self._sl_window_description(),
+            **({} if self._sl.runtime is None else self._sl.runtime.describe_samples(self)),
         }
 
     def _sl_stall_budget(self) -> float | None:
@@ -351,18 +294,6 @@ class Actor(metaclass=_ActorMeta):
         if budget is None and self._sl.runtime is not None:
             budget = self._sl.runtime.stall_timeout
         return budget or None
-
-    def _sl_window_description(self) -> dict[str, Any]:
-        # Metrics over the last calls (streamlib.observe.metrics.window_stats).
-        stats = window_stats(self._sl.window)
-        c = self._sl.counters
-        return {
-            "latency_ms": None if stats.latency_ms is None else stats.latency_ms.as_dict(),
-            "process_ms": None if stats.process_ms is None else stats.process_ms.as_dict(),
-            "fps": stats.fps,
-            "cpu_percent": stats.cpu_percent,
-            "cpu_s": c.cpu_ns_total / 1e9 if c.cpu_samples else None,
-        }
 
     # -- connections -----------------------------------------------------
     def default_output(self) -> StreamOutput:
@@ -431,9 +362,7 @@ class Actor(metaclass=_ActorMeta):
 
     # -- runtime hooks (called by ports and the runtime) ------------------
     def _sl_attach(self) -> None:
-        from streamlib.runtime.runtime import current_runtime
-
-        runtime = self._sl_requested_runtime or current_runtime()
+        runtime = self._sl_requested_runtime or context.current_runtime()
         del self._sl_requested_runtime
         runtime._attach(self)
 

@@ -39,43 +39,15 @@ from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
+from streamlib.core.samples import UNKNOWN, SampleWindow
+
 if TYPE_CHECKING:
     from streamlib.core.actor import Actor
     from streamlib.clocks import TimedTick
     from streamlib.runtime.runtime import Runtime
     from streamlib.observe.telemetry import TelemetrySample
 
-WINDOW_SIZE = 1024          # samples kept per actor
 RATE_WINDOW_NS = 1_000_000_000  # "the last second" for fps and CPU %
-UNKNOWN = -1                # cpu/latency sample not available
-
-
-class SampleWindow:
-    """The last ``size`` samples of one actor: ``(done_ns, process_ns, cpu_ns, latency_ns)``.
-
-    ``done_ns`` is ``time.monotonic_ns()`` at the end of the call; ``cpu_ns``
-    and ``latency_ns`` are ``UNKNOWN`` (-1) when not measured. Appended only
-    on the runtime's loop thread; ``samples()`` copies atomically (under the
-    GIL a deque copy runs no Python code), so readers need no lock.
-    """
-
-    __slots__ = ("_samples",)
-
-    def __init__(self, size: int = WINDOW_SIZE) -> None:
-        self._samples: deque[tuple[int, int, int, int]] = deque(maxlen=size)
-
-    def add(self, done_ns: int, process_ns: int, cpu_ns: int, latency_ns: int) -> None:
-        self._samples.append((done_ns, process_ns, cpu_ns, latency_ns))
-
-    def samples(self) -> list[tuple[int, int, int, int]]:
-        return list(self._samples)
-
-    @property
-    def full(self) -> bool:
-        return len(self._samples) == self._samples.maxlen
-
-    def __len__(self) -> int:
-        return len(self._samples)
 
 
 class MetricsRecorder:
@@ -121,8 +93,8 @@ class MetricsRecorder:
         else:
             entry = self._origins.get(id(tick))  # atomic under the GIL
             origin = entry[1] if entry is not None and entry[0] is tick else 0
-        latency = done - origin if origin > 0 else -1
-        cpu, st.cpu_ns = st.cpu_ns, -1
+        latency = done - origin if origin > 0 else UNKNOWN
+        cpu, st.cpu_ns = st.cpu_ns, UNKNOWN
         c = st.counters
         if cpu >= 0:
             c.cpu_ns_total += cpu
@@ -193,6 +165,19 @@ def window_stats(window: SampleWindow, now_ns: int | None = None) -> WindowStats
         fps=count * 1e9 / span,
         cpu_percent=cpu_percent,
     )
+
+
+def window_description(actor: Actor) -> dict[str, Any]:
+    """The metrics keys of ``actor.describe()``: summaries of its window, rates, CPU s."""
+    stats = window_stats(actor._sl.window)
+    c = actor._sl.counters
+    return {
+        "latency_ms": None if stats.latency_ms is None else stats.latency_ms.as_dict(),
+        "process_ms": None if stats.process_ms is None else stats.process_ms.as_dict(),
+        "fps": stats.fps,
+        "cpu_percent": stats.cpu_percent,
+        "cpu_s": c.cpu_ns_total / 1e9 if c.cpu_samples else None,
+    }
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import ipaddress
 import threading
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from streamlib.errors import ConfigError
 from streamlib.net import httpguard
 
 if TYPE_CHECKING:
@@ -227,7 +228,7 @@ class MetricsServer:
         read_deadline_s: per connection, for the whole request.
 
     Raises:
-        ValueError: ``host`` is not a loopback address, or ``port`` out of range.
+        ConfigError: ``host`` is not a loopback address, or ``port`` out of range.
         OSError: the port cannot be bound.
     """
 
@@ -235,17 +236,15 @@ class MetricsServer:
                  host: str = "127.0.0.1", *,
                  read_deadline_s: float = httpguard.READ_DEADLINE_S) -> None:
         if not _is_loopback(host):
-            raise ValueError(f"MetricsServer: host must be a loopback address, got {host!r}")
+            raise ConfigError(f"MetricsServer: host must be a loopback address, got {host!r}")
         if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"MetricsServer: port must be an int in 0..65535, got {port!r}")
-        from streamlib.runtime.runtime import Runtime
-
+            raise ConfigError(f"MetricsServer: port must be an int in 0..65535, got {port!r}")
         render: Callable[[], str]
-        if isinstance(runtime, Runtime):
+        if callable(runtime):  # a Runtime is not callable (no import of the runtime layer)
+            render = runtime
+        else:
             rt = runtime
             render = lambda: runtime_metrics_text(rt)  # noqa: E731
-        else:
-            render = runtime
         handler: type[_MetricsHandler] = type("MetricsHandler", (_MetricsHandler,), {
             "render": staticmethod(render), "read_deadline_s": read_deadline_s})
         self._server = httpguard.GuardedHTTPServer((host, port), handler)

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from streamlib.errors import ClosedError, ConfigError
+
 logger = logging.getLogger("streamlib.observe.telemetry")
 
 T = TypeVar("T")
@@ -234,12 +236,12 @@ class Telemetry:
         threads: include per-thread CPU figures.
 
     Raises:
-        ValueError: ``interval`` is not > 0.
+        ConfigError: ``interval`` is not > 0.
     """
 
     def __init__(self, interval: float = 1.0, *, gpu: bool = True, threads: bool = True) -> None:
         if not isinstance(interval, (int, float)) or not interval > 0:
-            raise ValueError(f"Telemetry: interval must be > 0 seconds, got {interval!r}")
+            raise ConfigError(f"Telemetry: interval must be > 0 seconds, got {interval!r}")
         self.interval = float(interval)
         self._want_gpu, self._want_threads = gpu, threads
         self._nvml = _NVML()
@@ -298,10 +300,10 @@ class Telemetry:
         """Take one sample now, then sample every ``interval`` s on a thread. Returns self.
 
         Raises:
-            RuntimeError: the sampler is closed.
+            ClosedError: the sampler is closed.
         """
         if self._closed:
-            raise RuntimeError("Telemetry is closed")
+            raise ClosedError("Telemetry is closed")
         if self._thread is None:
             self.sample()
             self._thread = threading.Thread(target=self._loop, name="streamlib-telemetry")

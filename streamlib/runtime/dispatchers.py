@@ -11,8 +11,12 @@ both.
   inside a per-thread event loop.
 * ``GPUDispatcher``: a thread pool that runs each actor on its own stream
   (``stream_for(actor)``: a CUDA stream, or the no-op ``CPUStream`` twin).
-* ``ProcessPoolDispatcher`` (in ``streamlib.runtime.procpool``, re-exported here): one
-  worker process per actor; tensors cross in shared memory.
+* ``ProcessPoolDispatcher`` (in ``streamlib.runtime.procpool``): one worker
+  process per actor; tensors cross in shared memory.
+
+The base class ``Dispatcher`` and ``timed_process`` (CPU time of each
+``process`` call, measured on the thread that runs it) are in
+``streamlib.runtime.dispatchbase``.
 """
 
 from __future__ import annotations
@@ -22,126 +26,27 @@ import contextlib
 import functools
 import inspect
 import threading
-from abc import ABC, abstractmethod
 from concurrent.futures import Future, wait as wait_futures
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, Iterator, Self
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 
-from streamlib.gpu.device import CPUStream, DeviceLike, Stream, new_stream, resolve_device, stream_context, wait_ready
-from streamlib.errors import DispatcherShutdownError, ShutdownTimeoutError
+from streamlib.errors import ConfigError, ShutdownTimeoutError
+from streamlib.gpu.device import (
+    CPUStream, DeviceLike, Stream, new_stream, resolve_device, stream_context, wait_ready,
+)
+from streamlib.runtime.dispatchbase import Dispatcher, _Method, timed_process
+from streamlib.runtime.procpool import ProcessPoolDispatcher
 from streamlib.runtime.workerpool import WorkerPool
 
 if TYPE_CHECKING:
-    from streamlib.core.actor import Actor
     from streamlib.clocks import TimedTick
-    from streamlib.runtime.procpool import ProcessPoolDispatcher
+    from streamlib.core.actor import Actor
 
 __all__ = [
-    "AsyncioDispatcher", "Dispatcher", "GPUDispatcher", "ProcessPoolDispatcher",
-    "ThreadPoolDispatcher", "DedicatedThreadDispatcher", "resolve_dispatcher",
+    "AsyncioDispatcher", "DedicatedThreadDispatcher", "GPUDispatcher", "ThreadPoolDispatcher",
+    "resolve_dispatcher",
 ]
-
-_Method = Callable[[], "Awaitable[None] | None"]
-
-
-def _on_loop_thread() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-class Dispatcher(ABC):
-    """Runs an actor's methods somewhere; one instance serves many actors.
-
-    ``setup``/``dispatch``/``teardown`` re-raise what the actor raised and raise
-    DispatcherShutdownError once ``shutdown`` was called.
-    """
-
-    name: ClassVar[str]
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._closed = False
-        self._inflight = 0  # calls currently inside setup/dispatch/teardown
-
-    @abstractmethod
-    async def setup(self, actor: Actor) -> None:
-        """Run ``actor.setup()`` where ``process`` will run."""
-
-    @abstractmethod
-    async def dispatch(self, actor: Actor, tick: TimedTick) -> None:
-        """Run ``actor.process(tick)`` to completion."""
-
-    @abstractmethod
-    async def teardown(self, actor: Actor) -> None:
-        """Run ``actor.teardown()`` and free what this dispatcher holds for the actor."""
-
-    @property
-    def is_shutdown(self) -> bool:
-        return self._closed
-
-    def abandon(self, actor: Actor) -> bool:
-        """Give up on ``actor``'s call in flight (stalled); True when one was
-        abandoned. The base class cannot: a call on the loop or in a worker
-        process is left to finish (the actor is stalled all the same)."""
-        return False
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Refuse new work, wait up to ``timeout`` s for running work, release everything.
-
-        Idempotent. Raises ShutdownTimeoutError when work was still running at the
-        deadline (resources are released anyway; a thread stuck in user code exits
-        when that code returns).
-        """
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-        self._shutdown(max(0.0, timeout))
-
-    close = shutdown
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__}{' shut down' if self._closed else ''}>"
-
-    # -- helpers for subclasses --------------------------------------------
-    def _shutdown(self, timeout: float) -> None:
-        if not self._wait_idle(timeout):
-            raise ShutdownTimeoutError(f"{self.name} dispatcher: work still running after {timeout} s")
-
-    def _refused(self, actor: Actor, what: str) -> DispatcherShutdownError:
-        return DispatcherShutdownError(
-            f"{self.name} dispatcher is shut down; cannot {what} actor '{actor.actor_id}'")
-
-    @contextlib.contextmanager
-    def _work(self, actor: Actor, what: str) -> Iterator[None]:
-        """Count one in-flight call; raises DispatcherShutdownError when shut down."""
-        with self._cond:
-            if self._closed:
-                raise self._refused(actor, what)
-            self._inflight += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._inflight -= 1
-                self._cond.notify_all()
-
-    def _wait_idle(self, timeout: float) -> bool:
-        with self._cond:
-            if _on_loop_thread():  # in-flight coroutines need this very thread to finish
-                return self._inflight == 0
-            return self._cond.wait_for(lambda: self._inflight == 0, timeout)
-
 
 class AsyncioDispatcher(Dispatcher):
     """Runs everything inline on the runtime's loop: sync code blocks the loop
@@ -159,7 +64,7 @@ class AsyncioDispatcher(Dispatcher):
         await self._run(actor, actor.setup, "set up")
 
     async def dispatch(self, actor: Actor, tick: TimedTick) -> None:
-        await self._run(actor, functools.partial(actor.process, tick), "dispatch to")
+        await self._run(actor, timed_process(actor, tick), "dispatch to")
 
     async def teardown(self, actor: Actor) -> None:
         await self._run(actor, actor.teardown, "tear down")
@@ -196,7 +101,7 @@ class ThreadPoolDispatcher(Dispatcher):
         await self._submit(actor, actor.setup, "set up")
 
     async def dispatch(self, actor: Actor, tick: TimedTick) -> None:
-        await self._submit(actor, functools.partial(actor.process, tick), "dispatch to")
+        await self._submit(actor, timed_process(actor, tick), "dispatch to")
 
     async def teardown(self, actor: Actor) -> None:
         await self._submit(actor, actor.teardown, "tear down")
@@ -408,29 +313,13 @@ class GPUDispatcher(ThreadPoolDispatcher):
             fn()  # on the loop thread: enqueue-only work, no hop to a worker
 
 
-def __getattr__(name: str) -> Any:
-    # The process pool lives in streamlib.runtime.procpool (it imports Dispatcher from here,
-    # so it is loaded on first use rather than at the top).
-    if name == "ProcessPoolDispatcher":
-        from streamlib.runtime.procpool import ProcessPoolDispatcher
-
-        return ProcessPoolDispatcher
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _process_pool() -> Dispatcher:
-    from streamlib.runtime.procpool import ProcessPoolDispatcher  # lazy: procpool imports this module
-
-    return ProcessPoolDispatcher()
-
-
 def resolve_dispatcher(actor: Actor, owned: dict[str, Dispatcher],
                        max_workers: int | None = None) -> Dispatcher:
     """The dispatcher for ``actor.dispatcher``: an instance (caller-owned, the
     caller shuts it down) or a name, created once in ``owned`` (the runtime's,
     shut down with it). Unset, it is ``"gpu"`` for an actor whose ``device``
     attribute is a CUDA device, else ``"asyncio"`` (``async def process``) or
-    ``"thread"``. ValueError naming the actor for an unknown name."""
+    ``"thread"``. ConfigError (a ValueError) naming the actor for an unknown name."""
     spec = actor.dispatcher
     if isinstance(spec, Dispatcher):
         return spec
@@ -450,12 +339,12 @@ def resolve_dispatcher(actor: Actor, owned: dict[str, Dispatcher],
     factories: dict[str, Callable[[], Dispatcher]] = {
         "asyncio": AsyncioDispatcher,
         "thread": lambda: ThreadPoolDispatcher(max_workers),
-        "process": _process_pool,
+        "process": ProcessPoolDispatcher,
         "gpu": GPUDispatcher,
         "gpu-inline": lambda: GPUDispatcher(inline=True),
     }
     if spec not in factories:
-        raise ValueError(
+        raise ConfigError(
             f"actor '{actor.actor_id}': dispatcher must be one of "
             f"{sorted(factories) + ['dedicated']} or a Dispatcher, got {spec!r}"
         )

@@ -1,11 +1,9 @@
-"""``ProcessPoolDispatcher``: one worker process per actor (moved out of ``dispatchers``).
+"""``ProcessPoolDispatcher``: one worker process per actor.
 
 This module is the parent side: it starts the workers, exchanges requests with
 them and stops them. Tensors cross in per-actor shared-memory arenas,
 everything else is pickled (the wire format: :mod:`streamlib.runtime.procwire`); what
 runs inside a worker is :mod:`streamlib.runtime.procworker`.
-``streamlib.runtime.dispatchers`` re-exports ``ProcessPoolDispatcher``, so imports from
-there keep working.
 """
 
 from __future__ import annotations
@@ -23,9 +21,9 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import torch
 
-from streamlib.runtime.dispatchers import Dispatcher
-from streamlib.errors import ActorStateError, DispatcherShutdownError, ShutdownTimeoutError, WorkerError
 from streamlib.core.ports import PortDict
+from streamlib.errors import ActorStateError, DispatcherShutdownError, ShutdownTimeoutError, WorkerError
+from streamlib.runtime.dispatchbase import Dispatcher
 from streamlib.runtime.procwire import Arena, Unpickler, dumps, fill, grown, send
 from streamlib.runtime.procworker import worker_main
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable
 
+from streamlib.core.actor import ActorStatus
 from streamlib.errors import RunFailedError
 
 if TYPE_CHECKING:
@@ -62,8 +63,6 @@ class RunResult:
 
 def result_of(actors: Iterable[Actor], finished: bool, stuck: dict[str, str]) -> RunResult:
     """The ``RunResult`` of ``actors``' states now (``Runtime.result``)."""
-    from streamlib.core.actor import ActorStatus
-
     down = (ActorStatus.FAILED, ActorStatus.STALLED)
     actors = list(actors)
     return RunResult(

@@ -37,11 +37,14 @@ import traceback
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
-from streamlib.core.actor import Actor, ActorStatus
-from streamlib.runtime.clockdriver import ClockDriver
 from streamlib.clocks import Clock, TimedTick
-from streamlib.errors import ActorStateError
-from streamlib.observe.metrics import MetricsRecorder, MetricsSnapshot, snapshot
+from streamlib.core import context
+from streamlib.core.actor import Actor, ActorStatus
+from streamlib.core.policy import check_stall_timeout
+from streamlib.errors import ActorStateError, ConfigError
+from streamlib.observe.metrics import MetricsRecorder, MetricsSnapshot, snapshot, window_description
+from streamlib.runtime.clockdriver import ClockDriver
+from streamlib.runtime.dispatchers import resolve_dispatcher
 from streamlib.runtime.progress import endless_offline, never_ticked
 from streamlib.runtime.runresult import RunResult, result_of
 from streamlib.runtime.stopping import stop_actors
@@ -54,19 +57,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("streamlib")
 
-_current: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar(
-    "streamlib_runtime", default=None
-)
 _default: Runtime | None = None
 _default_lock = threading.Lock()
-
-
-def current_runtime() -> Runtime:
-    """The runtime of the enclosing ``with Runtime()`` block, else the default one."""
-    runtime = _current.get()
-    if runtime is not None and not runtime.closed:
-        return runtime
-    return default_runtime()
 
 
 def default_runtime() -> Runtime:
@@ -76,6 +68,10 @@ def default_runtime() -> Runtime:
         if _default is None or _default.closed:
             _default = Runtime(autostart=True, name="default")
         return _default
+
+
+# Actors created outside any ``with Runtime()`` block attach to the default runtime.
+context.install_default(default_runtime)
 
 
 def run(seconds: float | None = None, *, raise_on_failure: bool = False) -> RunResult:
@@ -94,8 +90,6 @@ class Runtime:
     def __init__(self, *, autostart: bool = False, name: str = "streamlib",
                  max_workers: int | None = None, collect_metrics: bool = True,
                  stall_timeout: float | None = DEFAULT_STALL_TIMEOUT) -> None:
-        from streamlib.runtime.supervisor import check_stall_timeout
-
         self.name = name
         # Watchdog (streamlib.runtime.watchdog): seconds one process() call may take
         # before its actor is marked stalled, unless the actor sets its own;
@@ -283,12 +277,12 @@ class Runtime:
         self._wake_waiters()
 
     def __enter__(self) -> Runtime:
-        self._token = _current.set(self)
+        self._token = context.enter(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._token is not None:
-            _current.reset(self._token)
+            context.leave(self._token)
             self._token = None
         self.close()
 
@@ -319,6 +313,10 @@ class Runtime:
             "links": links,
         }
 
+    def describe_samples(self, actor: Actor) -> dict[str, Any]:
+        """The metrics part of ``actor.describe()`` (see ``streamlib.observe.metrics``)."""
+        return window_description(actor)
+
     def metrics(self, telemetry: bool = True) -> MetricsSnapshot:
         """Frozen snapshot of every actor and link, totals and (``telemetry``)
         the latest CPU/GPU sample; see ``streamlib.observe.metrics``. Safe from any thread.
@@ -344,12 +342,10 @@ class Runtime:
             raise ActorStateError(f"runtime {self.name!r} is closed")
 
     def _attach(self, actor: Actor) -> None:
-        from streamlib.runtime.dispatchers import resolve_dispatcher
-
         with self._lock:
             self._check_open()
             if actor.actor_id in self._actors:
-                raise ValueError(
+                raise ConfigError(
                     f"runtime {self.name!r} already has an actor {actor.actor_id!r}; "
                     "choose another actor_id"
                 )

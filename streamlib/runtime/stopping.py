@@ -21,6 +21,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from streamlib.core.actor import ActorStatus
 from streamlib.errors import ShutdownTimeoutError
 
 if TYPE_CHECKING:
@@ -34,8 +35,6 @@ TEARDOWN_FLOOR = 0.25
 
 async def stop_actors(rt: Runtime, actors: list[Actor], deadline: float) -> None:
     """Stop ``actors`` (see the module docstring); idempotent per actor."""
-    from streamlib.core.actor import ActorStatus
-
     started = time.monotonic()
     entries: list[tuple[Actor, bool, bool]] = []  # actor, ran setup, abandoned
     for actor in actors:
@@ -118,8 +117,6 @@ async def retire(rt: Runtime, actor: Actor) -> None:
     """Take a failed or stalled ``actor`` out of the graph for the supervisor to
     rebuild it: unlinked, torn down (not when stalled), out of the runtime's
     table, its clock driver kept for the rebuilt actor."""
-    from streamlib.core.actor import ActorStatus
-
     st = actor._sl
     stalled = st.status is ActorStatus.STALLED
     rt._unsubscribe(actor, stop_idle=False)

@@ -23,6 +23,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from streamlib.core.actor import ActorStatus
+
 if TYPE_CHECKING:
     from streamlib.core.actor import Actor
     from streamlib.runtime.runtime import Runtime
@@ -88,8 +90,6 @@ def end_call(actor: Actor, seq: int) -> bool:
 
 def mark_stalled(rt: Runtime, actor: Actor, seq: int, elapsed: float, budget: float) -> None:
     """Watchdog thread: call ``seq`` of ``actor`` overran ``budget``; mark it stalled."""
-    from streamlib.core.actor import ActorStatus
-
     st = actor._sl
     if st.status is not ActorStatus.RUNNING or rt.closed:
         return

@@ -17,9 +17,9 @@ from tests.helpers.dispatch_actors import (
     AsyncCounter, AsyncRecorder, Blocker, Crasher, Hanger, Inverter, SyncRecorder, Unpicklable,
 )
 from streamlib.clocks import TimedTick
-from streamlib.runtime.dispatchers import (
-    AsyncioDispatcher, Dispatcher, GPUDispatcher, ProcessPoolDispatcher, ThreadPoolDispatcher,
-)
+from streamlib.runtime.dispatchbase import Dispatcher
+from streamlib.runtime.dispatchers import AsyncioDispatcher, GPUDispatcher, ThreadPoolDispatcher
+from streamlib.runtime.procpool import ProcessPoolDispatcher
 from streamlib.errors import (
     ActorStateError, DispatcherShutdownError, ShutdownTimeoutError, WorkerError,
 )

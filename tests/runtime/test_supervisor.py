@@ -11,7 +11,7 @@ import pytest
 from streamlib import Actor, ActorStatus, Runtime, StreamInput, StreamOutput, TimedTick
 from streamlib.clocks import SoftwareClock, VirtualClock
 from streamlib.errors import ConfigError
-from streamlib.runtime.supervisor import RestartPolicy
+from streamlib.core.policy import RestartPolicy
 
 
 class Source(Actor):
