@@ -30,7 +30,7 @@ from streamlib.core.samples import UNKNOWN, SampleWindow
 from streamlib.errors import ConfigError, PortError, PortKindError
 
 if TYPE_CHECKING:
-    from streamlib.runtime.dispatchers import Dispatcher
+    from streamlib.runtime.dispatchbase import Dispatcher
     from streamlib.runtime.runtime import Runtime
 
 DispatcherName = Literal["asyncio", "thread", "dedicated", "process", "gpu", "gpu-inline"]

@@ -52,7 +52,7 @@ from streamlib.runtime.supervisor import Supervisor
 from streamlib.runtime.watchdog import DEFAULT_STALL_TIMEOUT, Watchdog, end_call
 
 if TYPE_CHECKING:
-    from streamlib.runtime.dispatchers import Dispatcher
+    from streamlib.runtime.dispatchbase import Dispatcher
     from streamlib.observe.telemetry import Telemetry
 
 logger = logging.getLogger("streamlib")
