@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks._record import load, percentiles, results_dir, write_record
-from streamlib.net.jitter import FrameAssembler, VideoStreamReceiver
+from streamlib.net.assembler import FrameAssembler
+from streamlib.net.jitter import VideoStreamReceiver
 from streamlib.net.pgroup import pack_rgb_fast, unpack_to_rgb_fast
 from streamlib.net.rfc4175 import VideoPacketizer
 from streamlib.net.video_sender import VideoStreamSender

@@ -13,9 +13,8 @@ from __future__ import annotations
 import sys
 
 import streamlib as sl
-from streamlib.actors.inference import (
-    BrightBoxDetector, InferenceActor, OverlayBoxesActor, to_cpu,
-)
+from streamlib.actors.inference import BrightBoxDetector, InferenceActor, to_cpu
+from streamlib.actors.overlay import OverlayBoxesActor
 
 
 class Report(sl.Actor):

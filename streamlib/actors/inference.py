@@ -13,7 +13,7 @@ those events, then copies) or receives host copies through the staging bridge.
 A bare ``.cpu()`` is not enough: it orders only after the consumer's current
 stream, not the actor's.
 
-``OverlayBoxesActor`` (``streamlib.actors.overlay``, also importable from here)
+``OverlayBoxesActor`` (``streamlib.actors.overlay``)
 draws the boxes of such messages onto the matching video frames.
 ``BrightBoxDetector`` is a tiny
 fixed-weight model (no download) that finds the bright box of
@@ -411,14 +411,3 @@ class BrightBoxDetector(torch.nn.Module):
 
 
 trust.register_function("bright_box", BrightBoxDetector)  # model: bright_box
-
-
-def __getattr__(name: str) -> Any:
-    # The overlay moved to streamlib.actors.overlay (it imports this module's payload
-    # helpers); pipeline files that name "streamlib.actors.inference:OverlayBoxesActor"
-    # keep working.
-    if name in ("OverlayBoxesActor", "draw_boxes"):
-        from streamlib.actors import overlay
-
-        return getattr(overlay, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,7 +44,8 @@ import torch
 from streamlib.core.actor import Actor
 from streamlib.clocks import SoftwareClock, TimedTick
 from streamlib.core.frames import PixelFormat, VideoFrame
-from streamlib.net.jitter import FrameAssembler, ReceiverStats, VideoStreamReceiver
+from streamlib.net.assembler import FrameAssembler, ReceiverStats
+from streamlib.net.jitter import VideoStreamReceiver
 from streamlib.net.pgroup import VideoFormat, format_from_fmtp, pack_rgb_fast, parse_format, \
     unpack_to_rgb_fast
 from streamlib.net.rfc4175 import VideoPacketizer

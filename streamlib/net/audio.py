@@ -39,9 +39,6 @@ import numpy as np
 import numpy.typing as npt
 
 from streamlib.net.audio_codec import ENCODINGS, AudioFormat, decode_samples, encode_samples, rtp_to_ns
-from streamlib.net.audio_codec import MAX_CHANNELS as MAX_CHANNELS  # constants: still importable from here
-from streamlib.net.audio_depacketizer import MAX_DROPOUT as MAX_DROPOUT
-from streamlib.net.audio_depacketizer import MAX_MISORDER as MAX_MISORDER
 from streamlib.net.audio_depacketizer import AudioDepacketizer, AudioReceiveStats
 from streamlib.net.pacing import PacedSender, pace_schedule
 from streamlib.net.rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, pack_header

@@ -23,7 +23,8 @@ import numpy.typing as npt
 
 from streamlib.core.frames import AudioFrame
 from streamlib.net.audio_codec import AudioFormat, decode_samples, rtp_to_ns
-from streamlib.net.rtp import RTPError, parse_header, seq_diff
+from streamlib.errors import RTPError
+from streamlib.net.rtp import parse_header, seq_diff
 from streamlib.net.source_lock import SourceLock
 
 __all__ = ["MAX_DROPOUT", "MAX_MISORDER", "AudioDepacketizer", "AudioReceiveStats"]

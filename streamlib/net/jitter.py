@@ -3,8 +3,7 @@ datagrams in batches and feeds them to a ``FrameAssembler``.
 
 Frame assembly (reordering, loss/late/duplicate/malformed counting, the SSRC lock,
 concealment) is ``streamlib.net.assembler`` and its kernel
-``streamlib.net.assembly_kernel``; their public names are re-exported here, so
-``from streamlib.net.jitter import FrameAssembler`` keeps working.
+``streamlib.net.assembly_kernel``.
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ import socket
 import threading
 import time
 
-from streamlib.net.assembler import GUARD as GUARD  # still importable from here (tests check it)
-from streamlib.net.assembler import AssembledFrame, FrameAssembler, Policy, ReceiverStats
-from streamlib.net.assembly_kernel import assemble_kernel as assemble_kernel
+from streamlib.net.assembler import AssembledFrame, FrameAssembler, ReceiverStats
 from streamlib.net.mmsg import BatchReceiver
 from streamlib.net.source_lock import SourceLock
 
-__all__ = ["FrameAssembler", "AssembledFrame", "ReceiverStats", "Policy", "VideoStreamReceiver"]
+__all__ = ["VideoStreamReceiver"]
 
 
 class VideoStreamReceiver:

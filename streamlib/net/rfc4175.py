@@ -27,12 +27,12 @@ import numpy as np
 import numpy.typing as npt
 
 from streamlib.net.pgroup import VideoFormat, parse_format
-from streamlib.net.rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, RTP_VERSION, RTPError
+from streamlib.errors import RTPError
+from streamlib.net.rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, RTP_VERSION
 from streamlib.net.mmsg import MessageVector
 
 __all__ = ["SRD", "VideoPacket", "VideoPacketizer", "parse_packet", "serialize_packet",
-           "SRD_SIZE", "PAYLOAD_HEADER_SIZE", "MAX_SRDS_SENT", "split_packets", "join_packets",
-           "VideoStreamSender", "SENDER_TIMINGS", "set_pacing_rate", "pacing_rate"]
+           "SRD_SIZE", "PAYLOAD_HEADER_SIZE", "MAX_SRDS_SENT", "split_packets", "join_packets"]
 
 SRD_SIZE = 6
 PAYLOAD_HEADER_SIZE = 2  # extended sequence number
@@ -360,16 +360,3 @@ def split_packets(blob: bytes) -> list[bytes]:
 def join_packets(packets: Sequence[bytes | bytearray | memoryview]) -> bytes:
     """Inverse of ``split_packets``."""
     return b"".join(struct.pack("!I", len(p)) + bytes(p) for p in packets)
-
-
-_SENDER_NAMES = ("VideoStreamSender", "SENDER_TIMINGS", "set_pacing_rate", "pacing_rate")
-
-
-def __getattr__(name: str) -> object:
-    # The paced sender lives in streamlib.net.video_sender (it imports the packetizer
-    # from here); these names stay importable from this module.
-    if name in _SENDER_NAMES:
-        from streamlib.net import video_sender
-
-        return getattr(video_sender, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

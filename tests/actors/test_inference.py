@@ -17,9 +17,8 @@ from streamlib import (
     Actor, ActorStatus, DataMessage, Runtime, StreamInput, TestPatternActor, TimedTick,
     VirtualClock,
 )
-from streamlib.actors.inference import (
-    BrightBoxDetector, InferenceActor, OverlayBoxesActor, draw_boxes, resolve_object, to_cpu,
-)
+from streamlib.actors.inference import BrightBoxDetector, InferenceActor, resolve_object, to_cpu
+from streamlib.actors.overlay import OverlayBoxesActor, draw_boxes
 from streamlib.core.frames import VideoFrame
 from streamlib.control.pipeline import load_pipeline
 from streamlib.testing import ActorHarness
@@ -248,7 +247,7 @@ actors:
   box:    {{type: TestPatternActor, clock: video, width: {W}, height: {H}, box_size: {BOX}}}
   detect: {{type: "streamlib.actors.inference:InferenceActor",
            model: "streamlib.actors.inference:BrightBoxDetector", topic: boxes}}
-  draw:   {{type: "streamlib.actors.inference:OverlayBoxesActor", color: [0, 255, 0]}}
+  draw:   {{type: "streamlib.actors.overlay:OverlayBoxesActor", color: [0, 255, 0]}}
 connections:
   - box -> detect
   - detect.data -> draw.data

@@ -21,7 +21,8 @@ import pytest
 
 from streamlib.actors.network_audio import AudioNetworkReceiveActor
 from streamlib.net.audio import AudioFormat, AudioPacketizer
-from streamlib.net.jitter import FrameAssembler, VideoStreamReceiver
+from streamlib.net.assembler import FrameAssembler
+from streamlib.net.jitter import VideoStreamReceiver
 from streamlib.net.mmsg import BatchReceiver, recv_batch, wait_fd
 from streamlib.net.ptp import (
     PTP_GROUP, Announce, PortIdentity, PTPHeader, PTPSlave, PTPTimestamp, encode_message,

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamlib.net.jitter import FrameAssembler, VideoStreamReceiver
+from streamlib.net.assembler import FrameAssembler
+from streamlib.net.jitter import VideoStreamReceiver
 from streamlib.net.pgroup import pack_rgb, parse_format, ycbcr422_10_to_planes
 from streamlib.net.rfc4175 import VideoPacketizer
 from streamlib.net.video_sender import VideoStreamSender

@@ -22,7 +22,8 @@ from streamlib import Runtime
 from streamlib.actors.network import NetworkReceiveActor
 from streamlib.actors.network_audio import AudioNetworkReceiveActor
 from streamlib.net.audio import AudioDepacketizer, AudioFormat, AudioPacketizer
-from streamlib.net.jitter import FrameAssembler, VideoStreamReceiver
+from streamlib.net.assembler import FrameAssembler
+from streamlib.net.jitter import VideoStreamReceiver
 from streamlib.net.rfc4175 import VideoPacketizer
 from streamlib.net.sdp import audio_stream, parse_sdp, stream_sources, stream_ssrc, write_sdp
 from streamlib.net.source_lock import SourceLock

@@ -23,8 +23,9 @@ from streamlib.actors.network import NetworkReceiveActor, NetworkSendActor
 from streamlib.actors.patterns import TestPatternActor
 from streamlib.clocks import TimedTick
 from streamlib.core.frames import VideoFrame
-from streamlib.net import jitter
-from streamlib.net.jitter import FrameAssembler, VideoStreamReceiver
+from streamlib.net import assembler
+from streamlib.net.assembler import FrameAssembler
+from streamlib.net.jitter import VideoStreamReceiver
 from streamlib.net.pgroup import (
     FORMATS, pack_rgb, pack_rgb_fast, parse_format, rgb_to_ycbcr422_10, unpack_to_rgb,
     unpack_to_rgb_fast, ycbcr422_10_to_planes,
@@ -32,7 +33,7 @@ from streamlib.net.pgroup import (
 from streamlib.net.rfc4175 import (
     SRD, VideoPacket, VideoPacketizer, join_packets, parse_packet, serialize_packet, split_packets,
 )
-from streamlib.net.rtp import RTPError
+from streamlib.errors import RTPError
 from streamlib.net.sdp import audio_stream, parse_sdp, video_stream, write_sdp
 from streamlib.net.udp import (
     BatchReceiver, BatchSender, open_receiver, open_sender, parse_dest, recv_batch,
@@ -705,7 +706,7 @@ def test_socket_helpers_close_cleanly() -> None:
     s = open_receiver(("127.0.0.1", 0))
     assert s.type == socket.SOCK_DGRAM
     s.close()
-    assert jitter.GUARD > 0
+    assert assembler.GUARD > 0
 
 
 def test_cpu_packing_matches_the_cuda_kernels_reference() -> None:
