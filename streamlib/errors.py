@@ -48,10 +48,11 @@ class DispatcherShutdownError(ActorStateError):
     """Work was submitted to a dispatcher that is shut down."""
 
 
-class ClosedError(StreamlibError, RuntimeError):
+class ClosedError(ActorStateError):
     """A resource (runtime, buffer, socket sender, telemetry...) was used after ``close()``.
 
-    The one class for every "is closed" error; the message names the resource.
+    The one class for every "is closed" error; the message names the resource. Being
+    closed is a state, so it is an ``ActorStateError`` (and a ``RuntimeError``).
     """
 
 
@@ -90,8 +91,30 @@ class ConfigError(StreamlibError, ValueError):
     """A parameter, field or request is invalid; the message names the actor, port or field."""
 
 
+class ConfigTypeError(ConfigError, TypeError):
+    """A parameter has the wrong type (a str where a callable is needed...).
+
+    A ``ConfigError`` (``except ConfigError`` catches every bad parameter) that is also
+    the ``TypeError`` plain Python raises for a wrong type.
+    """
+
+
+class UnavailableError(StreamlibError, RuntimeError):
+    """What a call asked for (a window, the CUDA backend...) is not available on this
+    machine; the message says what is missing and what to use instead."""
+
+
 class RTPError(StreamlibError, ValueError):
-    """A datagram is not a valid RTP packet (too short, bad version, bad lengths)."""
+    """A datagram is not a valid RTP packet (too short, bad version, bad lengths), or a
+    capture of datagrams or a packet's payload is malformed."""
+
+
+class SDPError(StreamlibError, ValueError):
+    """SDP text is malformed or lacks what is needed; the message names the line or field."""
+
+
+class PTPError(StreamlibError, ValueError):
+    """A PTP (IEEE 1588) message cannot be decoded (too short, bad version or length)."""
 
 
 class AccessDeniedError(StreamlibError, PermissionError):

@@ -9,6 +9,7 @@ character.
 from __future__ import annotations
 
 import torch
+from streamlib.errors import ConfigError
 
 GLYPH_W = 5
 GLYPH_H = 7
@@ -38,11 +39,11 @@ def glyph_mask(char: str) -> torch.Tensor:
     """The (7, 5) bool ink mask of ``char``.
 
     Raises:
-        ValueError: ``char`` is not one of ``CHARS``.
+        ConfigError: ``char`` is not one of ``CHARS``.
     """
     rows = _BITMAPS.get(char)
     if rows is None:
-        raise ValueError(f"font: no glyph for {char!r}; available: {CHARS!r}")
+        raise ConfigError(f"font: no glyph for {char!r}; available: {CHARS!r}")
     return torch.tensor([[c == "#" for c in row] for row in rows], dtype=torch.bool)
 
 
@@ -57,7 +58,7 @@ class GlyphSet:
     def __init__(self, scale: int, fg: tuple[int, int, int], bg: tuple[int, int, int],
                  device: torch.device | str = "cpu") -> None:
         if scale < 1:
-            raise ValueError(f"font: scale must be >= 1, got {scale}")
+            raise ConfigError(f"font: scale must be >= 1, got {scale}")
         self.scale = scale
         self.cell_w = (GLYPH_W + 1) * scale
         self.cell_h = GLYPH_H * scale
@@ -78,11 +79,11 @@ class GlyphSet:
         """Paste ``text`` into ``image`` (H, W, 3) at top-left ``(x, y)``, in place.
 
         Raises:
-            ValueError: a character has no glyph, or the text does not fit.
+            ConfigError: a character has no glyph, or the text does not fit.
         """
         width, height = self.text_size(len(text))
         if x < 0 or y < 0 or x + width > image.shape[1] or y + height > image.shape[0]:
-            raise ValueError(
+            raise ConfigError(
                 f"font: text of {width}x{height} px at ({x}, {y}) does not fit a "
                 f"{image.shape[1]}x{image.shape[0]} image"
             )
@@ -90,6 +91,6 @@ class GlyphSet:
         for i, char in enumerate(text):
             cell = self.cells.get(char)
             if cell is None:
-                raise ValueError(f"font: no glyph for {char!r}; available: {CHARS!r}")
+                raise ConfigError(f"font: no glyph for {char!r}; available: {CHARS!r}")
             left = x + i * self.cell_w
             rows[:, left:left + self.cell_w] = cell

@@ -27,6 +27,7 @@ from streamlib.core.actor import Actor
 from streamlib.clocks import Clock, SoftwareClock, TimedTick
 from streamlib.core.frames import AudioFrame
 from streamlib.core.ports import StreamInput, StreamOutput
+from streamlib.errors import ConfigError
 
 logger = logging.getLogger("streamlib.audio")
 
@@ -59,7 +60,7 @@ class AudioGeneratorActor(Actor):
         actor_id: unique id (default: generated).
 
     Raises:
-        ValueError: a parameter is out of range (the message names it).
+        ConfigError: a parameter is out of range (the message names it).
     """
 
     def __init__(self, sample_rate: int = 48000, channels: int = 2, frequency: float = 440.0,
@@ -69,25 +70,25 @@ class AudioGeneratorActor(Actor):
         label = "AudioGeneratorActor" + ("" if actor_id is None else f" '{actor_id}'")
         if not isinstance(sample_rate, int) or not (
                 AudioFrame.MIN_SAMPLE_RATE <= sample_rate <= AudioFrame.MAX_SAMPLE_RATE):
-            raise ValueError(f"{label}: sample_rate must be an int in {AudioFrame.MIN_SAMPLE_RATE}.."
-                             f"{AudioFrame.MAX_SAMPLE_RATE}, got {sample_rate!r}")
+            raise ConfigError(f"{label}: sample_rate must be an int in {AudioFrame.MIN_SAMPLE_RATE}.."
+                              f"{AudioFrame.MAX_SAMPLE_RATE}, got {sample_rate!r}")
         if not isinstance(channels, int) or not 1 <= channels <= AudioFrame.MAX_CHANNELS:
-            raise ValueError(f"{label}: channels must be an int in 1..{AudioFrame.MAX_CHANNELS}, "
-                             f"got {channels!r}")
+            raise ConfigError(f"{label}: channels must be an int in 1..{AudioFrame.MAX_CHANNELS}, "
+                              f"got {channels!r}")
         if waveform not in WAVEFORMS:
-            raise ValueError(f"{label}: waveform must be one of {WAVEFORMS}, got {waveform!r}")
+            raise ConfigError(f"{label}: waveform must be one of {WAVEFORMS}, got {waveform!r}")
         if waveform != "noise" and not (isinstance(frequency, (int, float)) and math.isfinite(frequency)
                                         and 0 < frequency < sample_rate / 2):
-            raise ValueError(f"{label}: frequency must be > 0 and below sample_rate/2 "
-                             f"({sample_rate / 2:g} Hz), got {frequency!r}")
+            raise ConfigError(f"{label}: frequency must be > 0 and below sample_rate/2 "
+                              f"({sample_rate / 2:g} Hz), got {frequency!r}")
         if not (isinstance(amplitude, (int, float)) and 0 <= amplitude <= 1):
-            raise ValueError(f"{label}: amplitude must be in 0..1, got {amplitude!r}")
+            raise ConfigError(f"{label}: amplitude must be in 0..1, got {amplitude!r}")
         if not (isinstance(chunk_ms, (int, float)) and math.isfinite(chunk_ms) and chunk_ms > 0):
-            raise ValueError(f"{label}: chunk_ms must be > 0, got {chunk_ms!r}")
+            raise ConfigError(f"{label}: chunk_ms must be > 0, got {chunk_ms!r}")
         exact = sample_rate * chunk_ms / 1000
         if abs(exact - round(exact)) > 1e-9 * max(1.0, exact) or round(exact) < 1:
-            raise ValueError(f"{label}: chunk_ms: {chunk_ms!r} ms at {sample_rate} Hz is "
-                             f"{exact:g} samples; it must be a whole number")
+            raise ConfigError(f"{label}: chunk_ms: {chunk_ms!r} ms at {sample_rate} Hz is "
+                              f"{exact:g} samples; it must be a whole number")
         self.chunk_samples = int(round(exact))
         if clock is None:  # exactly one tick per chunk: rate = sample_rate / chunk_samples
             clock = SoftwareClock(Fraction(sample_rate, self.chunk_samples))
@@ -218,7 +219,7 @@ class AudioOutputActor(Actor):
         actor_id: unique id (default: generated).
 
     Raises:
-        ValueError: unknown ``backend``, ``wav`` without ``path``,
+        ConfigError: unknown ``backend``, ``wav`` without ``path``,
             ``sounddevice`` requested where it cannot play, bad ``buffer_ms``.
     """
 
@@ -227,18 +228,18 @@ class AudioOutputActor(Actor):
                  actor_id: str | None = None, **kwargs: Any) -> None:
         label = "AudioOutputActor" + ("" if actor_id is None else f" '{actor_id}'")
         if backend not in BACKENDS:
-            raise ValueError(f"{label}: backend must be one of {BACKENDS}, got {backend!r}")
+            raise ConfigError(f"{label}: backend must be one of {BACKENDS}, got {backend!r}")
         if path is not None and (not isinstance(path, (str, os.PathLike)) or not os.fspath(path)):
-            raise ValueError(f"{label}: path must be a non-empty file path or None, got {path!r}")
+            raise ConfigError(f"{label}: path must be a non-empty file path or None, got {path!r}")
         if not (isinstance(buffer_ms, (int, float)) and buffer_ms > 0):
-            raise ValueError(f"{label}: buffer_ms must be > 0, got {buffer_ms!r}")
+            raise ConfigError(f"{label}: buffer_ms must be > 0, got {buffer_ms!r}")
         if backend == "wav" and path is None:
-            raise ValueError(f"{label}: path is required for backend='wav'")
+            raise ConfigError(f"{label}: path is required for backend='wav'")
         chosen, why = backend, "requested"
         if backend in ("auto", "sounddevice"):
             ok, reason = default_output_device()
             if backend == "sounddevice" and not ok:
-                raise ValueError(f"{label}: backend='sounddevice' cannot play here: {reason}")
+                raise ConfigError(f"{label}: backend='sounddevice' cannot play here: {reason}")
             if ok:
                 chosen, why = "sounddevice", reason
             elif path is not None:

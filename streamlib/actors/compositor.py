@@ -25,6 +25,7 @@ from streamlib.core.limits import check_frame_size
 from streamlib.core.ports import StreamInput, StreamOutput
 from streamlib.media.blend import Placed
 from streamlib.actors.blending import composite_into, numba_available, numba_kernels, resize_layer
+from streamlib.errors import ConfigError, FrameValidationError, PortError
 
 __all__ = [
     "LAYER_FIELDS", "Backend", "CompositorActor", "Interpolation", "LayerSpec", "parse_color",
@@ -36,7 +37,7 @@ LAYER_FIELDS: tuple[str, ...] = ("x", "y", "scale", "opacity", "z")
 
 
 def parse_color(value: object, where: str = "color") -> tuple[int, int, int]:
-    """``(r, g, b)`` from a 3-sequence of ints 0..255 or ``"#rrggbb"``; ValueError otherwise."""
+    """``(r, g, b)`` from a 3-sequence of ints 0..255 or ``"#rrggbb"``; ConfigError otherwise."""
     if isinstance(value, str):
         text = value.strip().lstrip("#")
         if len(text) == 6:
@@ -47,7 +48,7 @@ def parse_color(value: object, where: str = "color") -> tuple[int, int, int]:
     elif isinstance(value, Sequence) and len(value) == 3 and all(
             isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value):
         return (int(value[0]), int(value[1]), int(value[2]))
-    raise ValueError(f"{where} must be (r, g, b) ints 0..255 or '#rrggbb', got {value!r}")
+    raise ConfigError(f"{where} must be (r, g, b) ints 0..255 or '#rrggbb', got {value!r}")
 
 
 # -- the actor -------------------------------------------------------------------
@@ -121,7 +122,7 @@ class CompositorActor(Actor):
         actor_id, clock, **kwargs: see ``Actor``.
 
     Raises:
-        ValueError: bad size, colour, layer parameters, trigger, interpolation,
+        ConfigError: bad size, colour, layer parameters, trigger, interpolation,
             backend (``"numba"`` when numba is missing) or device.
     """
 
@@ -137,23 +138,23 @@ class CompositorActor(Actor):
                  **kwargs: object) -> None:
         where = f"CompositorActor{'' if actor_id is None else f' {actor_id!r}'}"
         if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
-            raise ValueError(f"{where}: width and height must be ints > 0, got {width!r}x{height!r}")
+            raise ConfigError(f"{where}: width and height must be ints > 0, got {width!r}x{height!r}")
         check_frame_size(width, height, where)  # before allocating anything
         color = parse_color(background, f"{where}: background")
         if interpolation not in ("nearest", "bilinear"):
-            raise ValueError(f"{where}: interpolation must be 'nearest' or 'bilinear', "
-                             f"got {interpolation!r}")
+            raise ConfigError(f"{where}: interpolation must be 'nearest' or 'bilinear', "
+                              f"got {interpolation!r}")
         if backend not in ("auto", "numba", "torch"):
-            raise ValueError(f"{where}: backend must be 'auto', 'numba' or 'torch', got {backend!r}")
+            raise ConfigError(f"{where}: backend must be 'auto', 'numba' or 'torch', got {backend!r}")
         if backend == "numba" and not numba_available():
-            raise ValueError(f"{where}: backend='numba' but numba is not installed "
-                             "(pip install numba, or use backend='auto')")
+            raise ConfigError(f"{where}: backend='numba' but numba is not installed "
+                              "(pip install numba, or use backend='auto')")
         dev = None if device is None else resolve_device(device, where=f"{where}: device")
         if fps is not None and clock is None:
             try:
                 clock = SoftwareClock(fps)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"{where}: fps: {exc}") from None
+                raise ConfigError(f"{where}: fps: {exc}") from None
         super().__init__(actor_id=actor_id, clock=clock, **kwargs)  # type: ignore[arg-type]
         self.width, self.height = width, height
         self.background = color
@@ -173,12 +174,12 @@ class CompositorActor(Actor):
         self.outputs["video"] = StreamOutput("video")
         for name, params in (layers or {}).items():
             if not isinstance(params, Mapping):
-                raise ValueError(f"{self._where()}: layers[{name!r}] must be a mapping of "
-                                 f"{', '.join(LAYER_FIELDS)}, got {params!r}")
+                raise ConfigError(f"{self._where()}: layers[{name!r}] must be a mapping of "
+                                  f"{', '.join(LAYER_FIELDS)}, got {params!r}")
             self.add_layer(name, **params)
         if trigger is not None and trigger != "background" and trigger not in self._ports:
-            raise ValueError(f"{self._where()}: trigger must be 'background' or a layer given in "
-                             f"layers ({', '.join(self._ports) or 'none'}), got {trigger!r}")
+            raise ConfigError(f"{self._where()}: trigger must be 'background' or a layer given in "
+                              f"layers ({', '.join(self._ports) or 'none'}), got {trigger!r}")
         self.trigger = trigger
         self.sync = sync
 
@@ -191,17 +192,17 @@ class CompositorActor(Actor):
         out: dict[str, Any] = {}
         for key, value in changes.items():
             if key not in LAYER_FIELDS:
-                raise ValueError(f"{where}: unknown field {key!r} (fields: {', '.join(LAYER_FIELDS)})")
+                raise ConfigError(f"{where}: unknown field {key!r} (fields: {', '.join(LAYER_FIELDS)})")
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if key in ("x", "y", "z"):
                 if not isinstance(value, int) or isinstance(value, bool):
-                    raise ValueError(f"{where}: {key} must be an int, got {value!r}")
+                    raise ConfigError(f"{where}: {key} must be an int, got {value!r}")
             elif not number or not math.isfinite(value):
-                raise ValueError(f"{where}: {key} must be a finite number, got {value!r}")
+                raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
             elif key == "opacity" and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{where}: opacity must be in [0, 1], got {value!r}")
+                raise ConfigError(f"{where}: opacity must be in [0, 1], got {value!r}")
             elif key == "scale" and not 0.0 < value <= 64.0:
-                raise ValueError(f"{where}: scale must be in (0, 64], got {value!r}")
+                raise ConfigError(f"{where}: scale must be in (0, 64], got {value!r}")
             out[key] = float(value) if key in ("scale", "opacity") else value
         return out
 
@@ -209,17 +210,17 @@ class CompositorActor(Actor):
                   opacity: float = 1.0, z: int = 0) -> StreamInput:
         """Add layer ``name`` with a new video input of the same name; returns that input.
 
-        Safe while the graph runs. Raises ValueError for a bad or taken name
+        Safe while the graph runs. Raises ConfigError for a bad or taken name
         (``background`` is reserved) or bad parameters.
         """
         if not isinstance(name, str) or not name.isidentifier() or name == "background":
-            raise ValueError(f"{self._where()}: layer name must be an identifier other than "
-                             f"'background', got {name!r}")
+            raise ConfigError(f"{self._where()}: layer name must be an identifier other than "
+                              f"'background', got {name!r}")
         fields = self._check(name, {"x": x, "y": y, "scale": scale, "opacity": opacity, "z": z})
         port = StreamInput(name, kind="video")
         with self._lock:
             if name in self._ports or name in self.inputs:
-                raise ValueError(f"{self._where()}: layer {name!r} already exists")
+                raise ConfigError(f"{self._where()}: layer {name!r} already exists")
             spec = LayerSpec(name, order=next(self._order), **fields)
             self.inputs[name] = port  # the one structure shared with the runtime
             self._ports[name] = port
@@ -229,7 +230,7 @@ class CompositorActor(Actor):
     def update_layer(self, name: str, **changes: Any) -> LayerSpec:
         """Change fields (x, y, scale, opacity, z) of layer ``name``; returns the new spec.
 
-        Raises KeyError for an unknown layer, ValueError for bad fields.
+        Raises PortError (a KeyError) for an unknown layer, ConfigError for bad fields.
         """
         fields = self._check(name, changes)
         with self._lock:
@@ -257,7 +258,7 @@ class CompositorActor(Actor):
             if spec.name == name:
                 return spec
         known = ", ".join(s.name for s in self._layers) or "none"
-        raise KeyError(f"{self._where()}: no layer {name!r} (layers: {known})")
+        raise PortError(f"{self._where()}: no layer {name!r} (layers: {known})")
 
     def _publish(self, layers: tuple[LayerSpec, ...]) -> None:
         self._layers = tuple(sorted(layers, key=lambda s: (s.z, s.order)))
@@ -280,7 +281,7 @@ class CompositorActor(Actor):
         layer settings; returns a new (height, width, 3) uint8 tensor.
 
         Layers missing from ``layers`` (or None) are skipped; names that are
-        not layers are ignored. Raises ValueError for a frame that is not
+        not layers are ignored. Raises FrameValidationError for a frame that is not
         RGB24/RGBA.
         """
         frames = layers or {}
@@ -314,8 +315,8 @@ class CompositorActor(Actor):
 
     def _check_format(self, frame: VideoFrame, what: str) -> None:
         if frame.format not in (PixelFormat.RGB24, PixelFormat.RGBA):
-            raise ValueError(f"{self._where()}: {what} must be rgb24 or rgba, "
-                             f"got {frame.format.value}")
+            raise FrameValidationError(f"{self._where()}: {what} must be rgb24 or rgba, "
+                                       f"got {frame.format.value}")
 
     def _trigger_port(self) -> StreamInput | None:
         if self.trigger is not None and self.trigger in self.inputs:

@@ -39,7 +39,9 @@ import torch
 from streamlib.core.actor import Actor
 from streamlib.clocks import TimedTick
 from streamlib.gpu.device import ready_event
-from streamlib.errors import ActorStateError
+from streamlib.errors import (
+    ActorStateError, ConfigError, ConfigTypeError, FrameValidationError, UnavailableError,
+)
 from streamlib.core.frames import EventMessage, PixelFormat, VideoFrame
 from streamlib.gpu.gl_interop import (
     HOST, CudaGLUploader, HostUploader, InteropError, TextureUploader, UploadPath,
@@ -122,10 +124,10 @@ class DisplayActor(Actor):
             renders offscreen; False requires a window (setup fails otherwise).
 
     Raises:
-        TypeError, ValueError: at construction, for a bad parameter (named).
-        RuntimeError: in setup, when ``headless=False`` and no window can be opened;
+        ConfigTypeError, ConfigError: at construction, for a bad parameter (named).
+        UnavailableError: in setup, when ``headless=False`` and no window can be opened;
             ``streamlib.gpu.gl.GLContextError`` when no offscreen context can be made.
-        ValueError: in process, for a frame format it cannot show.
+        FrameValidationError: in process, for a frame format it cannot show.
     """
 
     def __init__(self, window_name: str = "streamlib", width: int = 1280, height: int = 720,
@@ -133,14 +135,15 @@ class DisplayActor(Actor):
                  actor_id: str | None = None, **kwargs: Any) -> None:
         who = f"DisplayActor{f' {actor_id!r}' if actor_id else ''}"
         if not isinstance(window_name, str):
-            raise TypeError(f"{who}: window_name must be a str, got {type(window_name).__name__}")
+            raise ConfigTypeError(f"{who}: window_name must be a str, got "
+                                  f"{type(window_name).__name__}")
         for name, value in (("width", width), ("height", height)):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 16384:
-                raise ValueError(f"{who}: {name} must be an int in 1..16384, got {value!r}")
+                raise ConfigError(f"{who}: {name} must be an int in 1..16384, got {value!r}")
         if not isinstance(vsync, bool):
-            raise TypeError(f"{who}: vsync must be a bool, got {type(vsync).__name__}")
+            raise ConfigTypeError(f"{who}: vsync must be a bool, got {type(vsync).__name__}")
         if headless is not None and not isinstance(headless, bool):
-            raise TypeError(f"{who}: headless must be None, True or False, got {headless!r}")
+            raise ConfigTypeError(f"{who}: headless must be None, True or False, got {headless!r}")
         super().__init__(actor_id=actor_id, **kwargs)
         self.window_name, self.width, self.height = window_name, width, height
         self.vsync, self.headless = vsync, headless
@@ -272,7 +275,7 @@ class DisplayActor(Actor):
         if not has_display:
             why = "no DISPLAY or WAYLAND_DISPLAY is set"
             if self.headless is False:
-                raise RuntimeError(
+                raise UnavailableError(
                     f"DisplayActor '{self.actor_id}': headless=False but {why}; run under "
                     "xvfb-run or a desktop session, or use headless=None/True")
             return "headless", why
@@ -286,7 +289,8 @@ class DisplayActor(Actor):
             self._glfw_held = False
             glfw_release()
         if self.headless is False:
-            raise RuntimeError(f"DisplayActor '{self.actor_id}': cannot open a window: {failure}")
+            raise UnavailableError(f"DisplayActor '{self.actor_id}': cannot open a window: "
+                                   f"{failure}")
         return "headless", failure
 
     def _open_window(self) -> str | None:
@@ -370,7 +374,7 @@ class DisplayActor(Actor):
     def _upload(self, frame: VideoFrame) -> None:
         spec = _FORMATS.get(frame.format)
         if spec is None:
-            raise ValueError(
+            raise FrameValidationError(
                 f"DisplayActor '{self.actor_id}': cannot show {frame.format.value} frames; "
                 f"expected one of {', '.join(f.value for f in _FORMATS)}")
         components, swizzle = spec

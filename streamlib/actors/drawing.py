@@ -36,6 +36,7 @@ from streamlib.clocks import Clock, SoftwareClock, TimedTick
 from streamlib.core.frames import VideoFrame
 from streamlib.core.limits import check_frame_size
 from streamlib.core.ports import StreamOutput
+from streamlib.errors import ConfigError, ConfigTypeError
 
 __all__ = ["DrawFunction", "DrawingActor", "DrawingContext", "parse_color"]
 
@@ -74,7 +75,7 @@ def parse_color(value: object, where: str = "color") -> tuple[int, int, int, int
     """``"red"``, ``"#RRGGBB"``, ``"#RRGGBBAA"``, ``(r, g, b)`` or ``(r, g, b, a)`` -> RGBA ints.
 
     Raises:
-        ValueError: unknown name, bad hex, wrong length or components outside 0..255.
+        ConfigError: unknown name, bad hex, wrong length or components outside 0..255.
     """
     if isinstance(value, str):
         text = value.strip().lower()
@@ -87,7 +88,7 @@ def parse_color(value: object, where: str = "color") -> tuple[int, int, int, int
                 parts = []
             if parts:
                 return (parts[0], parts[1], parts[2], parts[3] if len(parts) == 4 else 255)
-        raise ValueError(
+        raise ConfigError(
             f"{where}: unknown colour {value!r}; use a name ({', '.join(sorted(_NAMED_COLORS))}), "
             "'#RRGGBB', '#RRGGBBAA' or an (r, g, b[, a]) tuple"
         )
@@ -96,8 +97,8 @@ def parse_color(value: object, where: str = "color") -> tuple[int, int, int, int
     ):
         r, g, b = int(value[0]), int(value[1]), int(value[2])
         return (r, g, b, int(value[3]) if len(value) == 4 else 255)
-    raise ValueError(f"{where}: expected a colour name, '#RRGGBB[AA]' or (r, g, b[, a]) ints 0..255, "
-                     f"got {value!r}")
+    raise ConfigError(f"{where}: expected a colour name, '#RRGGBB[AA]' or (r, g, b[, a]) ints 0..255, "
+                      f"got {value!r}")
 
 
 class DrawingActor(Actor):
@@ -121,10 +122,10 @@ class DrawingActor(Actor):
         actor_id: unique id (default: auto).
 
     Raises:
-        ValueError: bad size/colour, neither or both of ``draw``/``draw_file``,
+        ConfigError: bad size/colour, neither or both of ``draw``/``draw_file``,
             draw code with a syntax error (message has the line number), code
             that raises at definition time, or code not defining ``draw``.
-        TypeError: ``draw`` is neither a str nor a callable.
+        ConfigTypeError: ``draw`` is neither a str nor a callable.
         OSError: ``draw_file`` cannot be read.
     """
 
@@ -149,7 +150,8 @@ class DrawingActor(Actor):
     # -- construction ------------------------------------------------------
     def _load_draw(self, name: str, draw: object, draw_file: str | None) -> DrawFunction:
         if (draw is None) == (draw_file is None):
-            raise ValueError(f"{name}: give exactly one of draw (callable or source) and draw_file")
+            raise ConfigError(f"{name}: give exactly one of draw (callable or source) and "
+                              "draw_file")
         if draw_file is not None:
             trust.check_code(f"{name}: field 'draw_file'", "draw code")
             path = Path(draw_file)
@@ -165,7 +167,7 @@ class DrawingActor(Actor):
             code = getattr(draw, "__code__", None)
             self._code_filename = getattr(code, "co_filename", None)
             return draw
-        raise TypeError(f"{name}: draw must be a callable or a str of source, got {type(draw).__name__}")
+        raise ConfigTypeError(f"{name}: draw must be a callable or a str of source, got {type(draw).__name__}")
 
     def _compile(self, name: str, source: str, filename: str, *,
                  quote: bool = True) -> DrawFunction:
@@ -179,10 +181,10 @@ class DrawingActor(Actor):
             code = compile(source, filename, "exec")
         except SyntaxError as exc:
             if not quote:
-                raise ValueError(f"{name}: syntax error in draw_file {filename!r} at line "
-                                 f"{exc.lineno}") from None
+                raise ConfigError(f"{name}: syntax error in draw_file {filename!r} at line "
+                                  f"{exc.lineno}") from None
             text = (exc.text or "").strip()
-            raise ValueError(
+            raise ConfigError(
                 f"{name}: syntax error in draw code at line {exc.lineno}: {exc.msg}"
                 + (f"\n    {text}" if text else "")
             ) from exc
@@ -193,13 +195,13 @@ class DrawingActor(Actor):
         except Exception as exc:
             where = self._user_location(exc)
             if not quote:
-                raise ValueError(f"{name}: draw_file raised {type(exc).__name__} while "
-                                 f"loading{where}") from None
-            raise ValueError(f"{name}: draw code raised while loading{where}: "
-                             f"{type(exc).__name__}: {exc}") from exc
+                raise ConfigError(f"{name}: draw_file raised {type(exc).__name__} while "
+                                  f"loading{where}") from None
+            raise ConfigError(f"{name}: draw code raised while loading{where}: "
+                              f"{type(exc).__name__}: {exc}") from exc
         fn = namespace.get("draw")
         if not callable(fn):
-            raise ValueError(f"{name}: draw code must define a function draw(canvas, ctx)")
+            raise ConfigError(f"{name}: draw code must define a function draw(canvas, ctx)")
         return fn  # type: ignore[no-any-return]
 
     # -- errors ------------------------------------------------------------

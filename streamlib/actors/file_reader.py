@@ -31,6 +31,7 @@ from streamlib.core.actor import Actor
 from streamlib.clocks import Clock, SoftwareClock, TimedTick, VirtualClock
 from streamlib.core.frames import AudioFrame, VideoFrame
 from streamlib.core.ports import StreamOutput
+from streamlib.errors import ConfigError
 
 logger = logging.getLogger("streamlib.file_reader")
 
@@ -71,7 +72,7 @@ class FileReaderActor(Actor):
 
     Raises:
         FileNotFoundError: ``path`` does not exist (message names the path).
-        ValueError: ``path`` is not a readable media file or has no video
+        ConfigError: ``path`` is not a readable media file or has no video
             stream (message names the path and the FFmpeg error).
     """
 
@@ -82,7 +83,7 @@ class FileReaderActor(Actor):
                  clock: Clock | None = None, **kwargs: Any) -> None:
         label = "FileReaderActor" + ("" if actor_id is None else f" '{actor_id}'")
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-            raise ValueError(f"{label}: path must be a non-empty file path, got {path!r}")
+            raise ConfigError(f"{label}: path must be a non-empty file path, got {path!r}")
         self.path = os.fspath(path)
         self._probe(label, audio)
         if clock is None:
@@ -123,14 +124,14 @@ class FileReaderActor(Actor):
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"{label}: path {self.path!r} does not exist")
         if not os.path.isfile(self.path):
-            raise ValueError(f"{label}: path {self.path!r} is not a file")
+            raise ConfigError(f"{label}: path {self.path!r} is not a file")
         try:
             container = av.open(self.path)
         except av.error.FFmpegError as exc:
-            raise ValueError(f"{label}: cannot open {self.path!r} as media: {exc}") from exc
+            raise ConfigError(f"{label}: cannot open {self.path!r} as media: {exc}") from exc
         try:
             if not container.streams.video:
-                raise ValueError(f"{label}: {self.path!r} has no video stream")
+                raise ConfigError(f"{label}: {self.path!r} has no video stream")
             vs = container.streams.video[0]
             rate = vs.average_rate or vs.guessed_rate or vs.base_rate
             if not rate or rate <= 0:

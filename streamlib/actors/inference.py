@@ -36,6 +36,7 @@ from streamlib.gpu.device import (
 )
 from streamlib.core.frames import DataMessage, PixelFormat, VideoFrame
 from streamlib.core.ports import StreamInput, StreamOutput
+from streamlib.errors import ConfigError, ConfigTypeError, FrameValidationError, PortKindError
 
 __all__ = ["BrightBoxDetector", "InferenceActor", "resolve_object", "to_cpu"]
 
@@ -160,9 +161,12 @@ class InferenceActor(Actor):
         actor_id, **kwargs: see ``Actor`` (dispatcher defaults to ``"gpu"`` on CUDA).
 
     Raises:
-        ValueError: at construction, for a missing or unresolvable model or
+        ConfigError: at construction, for a missing or unresolvable model or
             hook string, a bad output, batch, dtype, device or port name.
-        TypeError: a model or hook that is not callable.
+        ConfigTypeError: a model or hook that is not callable.
+        PortKindError: in process, an input the default preprocess cannot take or a
+            video postprocess result that is not a frame or tensor.
+        FrameValidationError: in process, a video result without 1, 3 or 4 channels.
         Exceptions from the model or the hooks at run time fail the actor
         (the rest of the graph keeps running).
     """
@@ -174,18 +178,18 @@ class InferenceActor(Actor):
                  **kwargs: Any) -> None:
         where = f"InferenceActor{'' if actor_id is None else f' {actor_id!r}'}"
         if not isinstance(input, str) or not input.isidentifier():
-            raise ValueError(f"{where}: input must be a port name (identifier), got {input!r}")
+            raise ConfigError(f"{where}: input must be a port name (identifier), got {input!r}")
         if output not in ("data", "video"):
-            raise ValueError(f"{where}: output must be 'data' or 'video', got {output!r}")
+            raise ConfigError(f"{where}: output must be 'data' or 'video', got {output!r}")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"{where}: batch must be an int >= 1, got {batch!r}")
+            raise ConfigError(f"{where}: batch must be an int >= 1, got {batch!r}")
         if not isinstance(topic, str):
-            raise TypeError(f"{where}: topic must be a str, got {type(topic).__name__}")
+            raise ConfigTypeError(f"{where}: topic must be a str, got {type(topic).__name__}")
         self.device = resolve_device(device, where=f"{where}: device")
         if dtype is None:
             dtype = "float16" if self.device.type == "cuda" else "float32"
         if dtype not in _DTYPES:
-            raise ValueError(f"{where}: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+            raise ConfigError(f"{where}: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
         self.model = self._resolve_model(model, model_kwargs, where)
         self._preprocess = self._resolve_hook(preprocess, "preprocess", where)
         self._postprocess = self._resolve_hook(postprocess, "postprocess", where)
@@ -207,11 +211,11 @@ class InferenceActor(Actor):
     @staticmethod
     def _resolve_model(model: Any, model_kwargs: dict[str, Any] | None, where: str) -> Any:
         if model is None:
-            raise ValueError(f"{where}: model is required (a torch.nn.Module, a callable "
-                             "or 'package.module:factory')")
+            raise ConfigError(f"{where}: model is required (a torch.nn.Module, a callable "
+                              "or 'package.module:factory')")
         if model_kwargs is not None and not isinstance(model_kwargs, dict):
-            raise TypeError(f"{where}: model_kwargs must be a dict, got "
-                            f"{type(model_kwargs).__name__}")
+            raise ConfigTypeError(f"{where}: model_kwargs must be a dict, got "
+                                  f"{type(model_kwargs).__name__}")
         if isinstance(model, str):
             # A registered name, else 'module:attr'; the policy vets an object
             # before it is called (a factory from a module not allowed is refused).
@@ -224,15 +228,15 @@ class InferenceActor(Actor):
                 try:
                     model = target(**(model_kwargs or {}))
                 except Exception as exc:  # noqa: BLE001 - the factory's failure, named
-                    raise ValueError(f"{where}: model factory {model!r} raised "
-                                     f"{type(exc).__name__}: {exc}") from exc
+                    raise ConfigError(f"{where}: model factory {model!r} raised "
+                                      f"{type(exc).__name__}: {exc}") from exc
             else:
-                raise TypeError(f"{where}: model {model!r} names a {type(target).__name__}, "
-                                "not a model or factory")
+                raise ConfigTypeError(f"{where}: model {model!r} names a {type(target).__name__}, "
+                                      "not a model or factory")
         elif model_kwargs:
-            raise ValueError(f"{where}: model_kwargs only apply to a model given as a string")
+            raise ConfigError(f"{where}: model_kwargs only apply to a model given as a string")
         if not callable(model):
-            raise TypeError(f"{where}: model must be callable, got {type(model).__name__}")
+            raise ConfigTypeError(f"{where}: model must be callable, got {type(model).__name__}")
         return model
 
     @staticmethod
@@ -244,8 +248,8 @@ class InferenceActor(Actor):
             hook = found if found is not None else trust.resolve_object(
                 hook, f"{where}: {name}", kind="function")
         if not callable(hook):
-            raise TypeError(f"{where}: {name} must be callable or 'module:function', "
-                            f"got {type(hook).__name__}")
+            raise ConfigTypeError(f"{where}: {name} must be callable or 'module:function', "
+                                  f"got {type(hook).__name__}")
         return hook  # type: ignore[no-any-return]
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -279,8 +283,8 @@ class InferenceActor(Actor):
         """(H, W[, C]) uint8 frame -> (1, C, H, W) ``dtype`` in [0, 1] on ``device``."""
         data = frame.data if hasattr(frame, "data") else frame
         if not isinstance(data, torch.Tensor):
-            raise TypeError(f"InferenceActor '{self.actor_id}': default preprocess needs a "
-                            f"VideoFrame or tensor, got {type(frame).__name__}")
+            raise PortKindError(f"InferenceActor '{self.actor_id}': default preprocess needs a "
+                                f"VideoFrame or tensor, got {type(frame).__name__}")
         if data.dim() == 2:
             data = data.unsqueeze(-1)
         # non_blocking only towards CUDA: a non-blocking copy *to* the host returns early.
@@ -299,8 +303,8 @@ class InferenceActor(Actor):
         if isinstance(payload, VideoFrame):
             return payload.replace(timestamp_ns=ts, frame_number=number, clock_id=clock_id)
         if not isinstance(payload, torch.Tensor):
-            raise TypeError(f"InferenceActor '{self.actor_id}': a video postprocess must "
-                            f"return a VideoFrame or a tensor, got {type(payload).__name__}")
+            raise PortKindError(f"InferenceActor '{self.actor_id}': a video postprocess must "
+                                f"return a VideoFrame or a tensor, got {type(payload).__name__}")
         if payload.is_floating_point() and payload.dim() == 3 and payload.shape[0] in (1, 3, 4) \
                 and payload.shape[2] not in (1, 3, 4):
             payload = payload.permute(1, 2, 0)  # (C, H, W) -> (H, W, C)
@@ -311,8 +315,8 @@ class InferenceActor(Actor):
         channels = 1 if payload.dim() == 2 else int(payload.shape[2])
         fmt = _FORMAT_FOR_CHANNELS.get(channels)
         if fmt is None:
-            raise ValueError(f"InferenceActor '{self.actor_id}': video output needs 1, 3 or 4 "
-                             f"channels, got shape {tuple(payload.shape)}")
+            raise FrameValidationError(f"InferenceActor '{self.actor_id}': video output needs "
+                                       f"1, 3 or 4 channels, got shape {tuple(payload.shape)}")
         return VideoFrame(payload.contiguous(), timestamp_ns=ts, frame_number=number,
                           format=fmt, clock_id=clock_id)
 
@@ -323,8 +327,8 @@ class InferenceActor(Actor):
         elif all(isinstance(v, torch.Tensor) for v in xs):
             x = torch.cat(xs, dim=0)
         else:
-            raise TypeError(f"InferenceActor '{self.actor_id}': batch={self.batch} needs "
-                            "preprocess to return tensors (concatenated on dim 0)")
+            raise PortKindError(f"InferenceActor '{self.actor_id}': batch={self.batch} needs "
+                                "preprocess to return tensors (concatenated on dim 0)")
         with torch.inference_mode():
             out = self.model(x)
             results = [self._postprocess(_index(out, i), f) if self._postprocess is not None

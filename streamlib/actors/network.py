@@ -61,6 +61,7 @@ from streamlib.net.udp import (
 )
 from streamlib.core.ports import StreamInput, StreamOutput
 from streamlib.core.registry import default_port_allocator
+from streamlib.errors import ConfigError, ConfigTypeError, FrameValidationError, SDPError
 
 __all__ = ["NetworkSendActor", "NetworkReceiveActor", "VIDEO_PORTS"]
 
@@ -82,7 +83,7 @@ def _who(cls: str, actor_id: str | None) -> str:
 def _check_ssrc(who: str, ssrc: int | None) -> None:
     if ssrc is not None and (isinstance(ssrc, bool) or not isinstance(ssrc, int)
                              or not 0 <= ssrc <= 0xFFFFFFFF):
-        raise ValueError(f"{who}: ssrc must be an int in 0..0xFFFFFFFF or None, got {ssrc!r}")
+        raise ConfigError(f"{who}: ssrc must be an int in 0..0xFFFFFFFF or None, got {ssrc!r}")
 
 
 def _check_multicast(who: str, multicast_interface: str, multicast_ttl: int | None) -> None:
@@ -91,16 +92,16 @@ def _check_multicast(who: str, multicast_interface: str, multicast_ttl: int | No
         if multicast_ttl is not None:
             check_multicast_ttl(multicast_ttl)
     except ValueError as e:
-        raise ValueError(f"{who}: {e}") from None
+        raise ConfigError(f"{who}: {e}") from None
 
 
 def _check_size(who: str, width: int | None, height: int | None, fmt: VideoFormat) -> None:
     for name, v in (("width", width), ("height", height)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 16384):
-            raise ValueError(f"{who}: {name} must be an int in 1..16384 or None, got {v!r}")
+            raise ConfigError(f"{who}: {name} must be an int in 1..16384 or None, got {v!r}")
     if width is not None and width % fmt.pgroup_pixels:
-        raise ValueError(f"{who}: width must be a multiple of {fmt.pgroup_pixels} for "
-                         f"{fmt.name}, got {width}")
+        raise ConfigError(f"{who}: width must be a multiple of {fmt.pgroup_pixels} for "
+                          f"{fmt.name}, got {width}")
 
 
 class NetworkSendActor(Actor):
@@ -142,7 +143,7 @@ class NetworkSendActor(Actor):
             only where the egress qdisc paces (fq, or a tbf at the stream's rate; see
             ``streamlib.net.video_sender.VideoStreamSender``), never on loopback.
 
-    Raises ValueError (naming the actor and field) for a bad argument, a non-loopback
+    Raises ConfigError (naming the actor and field) for a bad argument, a non-loopback
     ``dest`` without ``allow_remote`` or an IPv6 multicast ``dest``.
     """
 
@@ -156,7 +157,7 @@ class NetworkSendActor(Actor):
                  actor_id: str | None = None, **kwargs: Any) -> None:
         who = _who("NetworkSendActor", actor_id)
         if timing not in SENDER_TIMINGS:
-            raise ValueError(f"{who}: timing must be one of {SENDER_TIMINGS}, got {timing!r}")
+            raise ConfigError(f"{who}: timing must be one of {SENDER_TIMINGS}, got {timing!r}")
         self.timing = timing
         _check_multicast(who, multicast_interface, multicast_ttl)
         _check_ssrc(who, ssrc)
@@ -167,17 +168,18 @@ class NetworkSendActor(Actor):
         try:
             self.video_format = parse_format(format)
         except ValueError as e:
-            raise ValueError(f"{who}: format: {e}") from None
+            raise ConfigError(f"{who}: format: {e}") from None
         _check_size(who, width, height, self.video_format)
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
-            raise ValueError(f"{who}: fps must be > 0, got {fps!r}")
+            raise ConfigError(f"{who}: fps must be > 0, got {fps!r}")
         if not isinstance(payload_type, int) or not 96 <= payload_type <= 127:
-            raise ValueError(f"{who}: payload_type must be a dynamic type 96-127, "
-                             f"got {payload_type!r}")
+            raise ConfigError(f"{who}: payload_type must be a dynamic type 96-127, "
+                              f"got {payload_type!r}")
         if not 0 <= pacing <= 1:
-            raise ValueError(f"{who}: pacing must be in 0..1, got {pacing!r}")
+            raise ConfigError(f"{who}: pacing must be in 0..1, got {pacing!r}")
         if not isinstance(dest, str):
-            raise TypeError(f"{who}: dest must be a 'host:port' str, got {type(dest).__name__}")
+            raise ConfigTypeError(f"{who}: dest must be a 'host:port' str, got "
+                                  f"{type(dest).__name__}")
         super().__init__(actor_id=actor_id, **kwargs)
         try:
             if dest.rsplit(":", 1)[-1].isdigit() and not dest.endswith("]"):
@@ -189,9 +191,9 @@ class NetworkSendActor(Actor):
                 self.dest = (host, VIDEO_PORTS.allocate(key))
                 self.add_close_callback(functools.partial(_release_port, key))  # also unrun
             if is_multicast(self.dest[0]) and ":" in self.dest[0]:
-                raise ValueError(f"IPv6 multicast is not supported, got {dest!r}")
+                raise ConfigError(f"IPv6 multicast is not supported, got {dest!r}")
         except ValueError as e:
-            raise ValueError(f"{who}: dest: {e}") from None
+            raise ConfigError(f"{who}: dest: {e}") from None
         self.multicast = is_multicast(self.dest[0])
         self.multicast_interface, self.multicast_ttl = multicast_interface, multicast_ttl
         self.width, self.height, self.fps = width, height, float(fps)
@@ -251,7 +253,8 @@ class NetworkSendActor(Actor):
     def _send(self, frame: VideoFrame) -> None:
         who = _who("NetworkSendActor", self.actor_id)
         if frame.format not in (PixelFormat.RGB24, PixelFormat.RGBA):
-            raise ValueError(f"{who}: needs rgb24 or rgba frames, got {frame.format.value}")
+            raise FrameValidationError(f"{who}: needs rgb24 or rgba frames, got "
+                                       f"{frame.format.value}")
         if self._sender is None:
             if self.width is None or self.height is None:
                 self.width, self.height = frame.width, frame.height
@@ -259,8 +262,8 @@ class NetworkSendActor(Actor):
                 self._write_sdp()
             self._sender = self._open(self.width, self.height)
         if (frame.width, frame.height) != (self.width, self.height):
-            raise ValueError(f"{who}: frame is {frame.width}x{frame.height}, the stream is "
-                             f"{self.width}x{self.height}")
+            raise FrameValidationError(f"{who}: frame is {frame.width}x{frame.height}, "
+                                       f"the stream is {self.width}x{self.height}")
         self.frames_in += 1
         buf = self._sender.acquire(timeout=self.block_s)
         if buf is None:
@@ -345,7 +348,7 @@ class NetworkReceiveActor(Actor):
             (``stats().source_changes``); with ``ssrc=`` given any address may carry it.
             Rejected datagrams are counted in ``stats().foreign_source``.
 
-    Raises ValueError (naming the field) for a bad SDP or argument, OSError if the
+    Raises SDPError or ConfigError (naming the field) for a bad SDP or argument, OSError if the
     port cannot be bound or the group not joined.
     """
 
@@ -369,7 +372,7 @@ class NetworkReceiveActor(Actor):
             ssrc = sdp_ssrc if ssrc is None else ssrc
         else:
             if dest is None:
-                raise ValueError(f"{who}: give sdp= or dest= (and format/width/height)")
+                raise ConfigError(f"{who}: give sdp= or dest= (and format/width/height)")
             try:
                 fmt = parse_format(format)
                 if ":" in dest and dest.rsplit(":", 1)[-1].isdigit() and not dest.endswith("]"):
@@ -377,28 +380,28 @@ class NetworkReceiveActor(Actor):
                 else:  # a host alone: a port from VIDEO_PORTS (see .port)
                     host, port = ("127.0.0.1" if dest == "localhost" else dest.strip("[]")), -1
             except ValueError as e:
-                raise ValueError(f"{who}: {e}") from None
+                raise ConfigError(f"{who}: {e}") from None
         if is_multicast(host):
             field = "sdp" if sdp is not None else "dest"
             if ":" in host:
-                raise ValueError(f"{who}: {field}: IPv6 multicast is not supported, "
-                                 f"got {host}")
+                raise ConfigError(f"{who}: {field}: IPv6 multicast is not supported, "
+                                  f"got {host}")
             if not allow_remote:
-                raise ValueError(f"{who}: {field}: joining multicast group {host} needs "
-                                 f"allow_remote=True")
+                raise ConfigError(f"{who}: {field}: joining multicast group {host} needs "
+                                  f"allow_remote=True")
         if width is None or height is None:
-            raise ValueError(f"{who}: width and height are required without an SDP")
+            raise ConfigError(f"{who}: width and height are required without an SDP")
         _check_size(who, width, height, fmt)
         self.width: int = width
         self.height: int = height
         if policy not in ("conceal", "drop"):
-            raise ValueError(f"{who}: policy must be 'conceal' or 'drop', got {policy!r}")
+            raise ConfigError(f"{who}: policy must be 'conceal' or 'drop', got {policy!r}")
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
-            raise ValueError(f"{who}: max_frames must be a positive int or None, "
-                             f"got {max_frames!r}")
+            raise ConfigError(f"{who}: max_frames must be a positive int or None, "
+                              f"got {max_frames!r}")
         if not jitter_ms >= 0 or wait_s < 0 or (timeout_s is not None and not timeout_s > 0):
-            raise ValueError(f"{who}: jitter_ms and wait_s must be >= 0 and timeout_s > 0, "
-                             f"got {jitter_ms!r}, {wait_s!r}, {timeout_s!r}")
+            raise ConfigError(f"{who}: jitter_ms and wait_s must be >= 0 and timeout_s > 0, "
+                              f"got {jitter_ms!r}, {wait_s!r}, {timeout_s!r}")
         if kwargs.get("clock") is None:
             kwargs["clock"] = SoftwareClock(fps)
         super().__init__(actor_id=actor_id, **kwargs)
@@ -406,7 +409,7 @@ class NetworkReceiveActor(Actor):
         self.payload_type, self.policy = payload_type, policy
         self.ssrc, self.multicast_interface = ssrc, multicast_interface
         if isinstance(sources, str):
-            raise ValueError(f"{who}: sources must be a sequence of addresses, got {sources!r}")
+            raise ConfigError(f"{who}: sources must be a sequence of addresses, got {sources!r}")
         self.sources: tuple[str, ...] = tuple(sources) if sources is not None else named
         SourceLock(self.sources, name=who)  # a bad address fails here, naming the actor
         self.jitter_ms, self.max_frames, self.timeout_s, self.wait_s = (
@@ -440,11 +443,11 @@ class NetworkReceiveActor(Actor):
                 with open(sdp) as f:
                     text = f.read()
             except OSError as e:
-                raise ValueError(f"{who}: sdp: cannot read {sdp!r}: {e}") from None
+                raise ConfigError(f"{who}: sdp: cannot read {sdp!r}: {e}") from None
         try:
             streams = [s for s in parse_sdp(text) if s.media == "video" and s.encoding == "raw"]
             if not streams:
-                raise ValueError("no raw (ST 2110-20) video stream in the SDP")
+                raise SDPError("no raw (ST 2110-20) video stream in the SDP")
             s = streams[0]
             fmt = format_from_fmtp(s.fmtp.get("sampling", "?"), s.fmtp_int("depth"))
             rate = s.fmtp.get("exactframerate")
@@ -452,7 +455,7 @@ class NetworkReceiveActor(Actor):
             return (s.address, s.port, fmt, s.fmtp_int("width"), s.fmtp_int("height"), fps,
                     s.payload_type, stream_sources(s), stream_ssrc(s))
         except ValueError as e:
-            raise ValueError(f"{who}: sdp: {e}") from None
+            raise SDPError(f"{who}: sdp: {e}") from None
 
     def setup(self) -> None:
         assembler = FrameAssembler(self.video_format, self.width, self.height,

@@ -43,6 +43,7 @@ from streamlib.net.udp import (
 )
 from streamlib.core.ports import StreamInput, StreamOutput
 from streamlib.core.registry import default_port_allocator
+from streamlib.errors import ConfigError, SDPError
 
 logger = logging.getLogger("streamlib.network_audio")
 
@@ -135,14 +136,14 @@ def _parse_dest(label: str, dest: str, allow_remote: bool) -> tuple[str, int | N
     """``host:port`` -> (host, port); a host alone -> (host, None): a port is allocated."""
     try:
         if not isinstance(dest, str):
-            raise ValueError(f"expected a 'host:port' or 'host' str, got {dest!r}")
+            raise ConfigError(f"expected a 'host:port' or 'host' str, got {dest!r}")
         if (dest.startswith("[") and "]:" not in dest) or ":" not in dest:
             host = "127.0.0.1" if dest == "localhost" else dest.strip("[]")
             check_destination(host, allow_remote=allow_remote)
             return host, None
         return parse_dest(dest, allow_remote=allow_remote)
     except ValueError as e:
-        raise ValueError(f"{label}: dest: {e}") from None
+        raise ConfigError(f"{label}: dest: {e}") from None
 
 
 def _label(cls: str, actor_id: str | None) -> str:
@@ -153,7 +154,7 @@ def _format(label: str, encoding: str, sample_rate: int, channels: int) -> Audio
     try:
         return AudioFormat(encoding, sample_rate, channels)
     except ValueError as e:
-        raise ValueError(f"{label}: {e}") from None
+        raise ConfigError(f"{label}: {e}") from None
 
 
 class AudioNetworkSendActor(Actor):
@@ -191,7 +192,7 @@ class AudioNetworkSendActor(Actor):
         actor_id: unique id (default: generated).
 
     Raises:
-        ValueError: a bad parameter (the message names it), a non-loopback dest
+        ConfigError: a bad parameter (the message names it), a non-loopback dest
             without ``allow_remote``, an IPv6 multicast dest.
     """
 
@@ -206,18 +207,18 @@ class AudioNetworkSendActor(Actor):
             check_multicast_interface(multicast_interface)
             check_multicast_ttl(multicast_ttl)
         except ValueError as e:
-            raise ValueError(f"{label}: {e}") from None
+            raise ConfigError(f"{label}: {e}") from None
         fmt = _format(label, encoding, sample_rate, channels)
         try:
             packetizer = AudioPacketizer(fmt, ptime_ms=ptime_ms, payload_type=payload_type,
                                          ssrc=ssrc, resync_ms=resync_ms)
         except ValueError as e:
-            raise ValueError(f"{label}: {e}") from None
+            raise ConfigError(f"{label}: {e}") from None
         if sdp_path is not None and (not isinstance(sdp_path, (str, os.PathLike)) or not os.fspath(sdp_path)):
-            raise ValueError(f"{label}: sdp_path must be a non-empty path or None, got {sdp_path!r}")
+            raise ConfigError(f"{label}: sdp_path must be a non-empty path or None, got {sdp_path!r}")
         host, port = _parse_dest(label, dest, allow_remote) if dest is not None else ("127.0.0.1", None)
         if is_multicast(host) and ":" in host:
-            raise ValueError(f"{label}: dest: IPv6 multicast is not supported, got {dest!r}")
+            raise ConfigError(f"{label}: dest: IPv6 multicast is not supported, got {dest!r}")
         super().__init__(actor_id=actor_id, **kwargs)
         if port is None:
             key = ("audio-send", str(self.uri))
@@ -341,13 +342,13 @@ def _load_sdp(label: str, sdp: str) -> SDPStream:
             with open(sdp, encoding="utf-8", errors="replace") as f:
                 text = f.read()
         except OSError as e:
-            raise ValueError(f"{label}: sdp: cannot read {sdp!r}: {e}") from None
+            raise ConfigError(f"{label}: sdp: cannot read {sdp!r}: {e}") from None
     try:
         streams = [s for s in parse_sdp(text) if s.media == "audio"]
     except ValueError as e:
-        raise ValueError(f"{label}: sdp: {e}") from None
+        raise SDPError(f"{label}: sdp: {e}") from None
     if not streams:
-        raise ValueError(f"{label}: sdp: no L24/L16 audio stream in the SDP")
+        raise SDPError(f"{label}: sdp: no L24/L16 audio stream in the SDP")
     return streams[0]
 
 
@@ -395,7 +396,8 @@ class AudioNetworkReceiveActor(Actor):
         actor_id: unique id (default: generated).
 
     Raises:
-        ValueError: a bad parameter or an unreadable/invalid SDP (the message names it).
+        ConfigError: a bad parameter or an unreadable SDP file (the message names it).
+        SDPError: invalid SDP text, or no L24/L16 stream in it.
     """
 
     def __init__(self, sdp: str | None = None, dest: str | None = None, encoding: Encoding = "L24",
@@ -408,12 +410,12 @@ class AudioNetworkReceiveActor(Actor):
                  actor_id: str | None = None, clock: Clock | None = None, **kwargs: Any) -> None:
         label = _label("AudioNetworkReceiveActor", actor_id)
         if isinstance(sources, str):
-            raise ValueError(f"{label}: sources must be a sequence of addresses, "
-                             f"got {sources!r}")
+            raise ConfigError(f"{label}: sources must be a sequence of addresses, "
+                              f"got {sources!r}")
         named: tuple[str, ...] = tuple(sources) if sources is not None else ()
         if sdp is not None:
             if not isinstance(sdp, str) or not sdp:
-                raise ValueError(f"{label}: sdp must be a file path or SDP text, got {sdp!r}")
+                raise ConfigError(f"{label}: sdp must be a file path or SDP text, got {sdp!r}")
             stream = _load_sdp(label, sdp)
             encoding, sample_rate = stream.encoding, stream.clock_rate  # type: ignore[assignment]
             channels, payload_type = stream.channels or 1, stream.payload_type
@@ -422,16 +424,16 @@ class AudioNetworkReceiveActor(Actor):
             try:
                 ssrc = stream_ssrc(stream) if ssrc is None else ssrc
             except ValueError as e:
-                raise ValueError(f"{label}: sdp: {e}") from None
+                raise SDPError(f"{label}: sdp: {e}") from None
             dest = f"[{stream.address}]:{stream.port}" if ":" in stream.address else \
                 f"{stream.address}:{stream.port}"
         fmt = _format(label, encoding, sample_rate, channels)
         if timebase not in TIMEBASES:
-            raise ValueError(f"{label}: timebase must be one of {TIMEBASES}, got {timebase!r}")
+            raise ConfigError(f"{label}: timebase must be one of {TIMEBASES}, got {timebase!r}")
         if not (isinstance(flush_after_ms, (int, float)) and flush_after_ms > 0):
-            raise ValueError(f"{label}: flush_after_ms must be > 0, got {flush_after_ms!r}")
+            raise ConfigError(f"{label}: flush_after_ms must be > 0, got {flush_after_ms!r}")
         if poll_hz is not None and not (isinstance(poll_hz, (int, float)) and poll_hz > 0):
-            raise ValueError(f"{label}: poll_hz must be > 0 or None, got {poll_hz!r}")
+            raise ConfigError(f"{label}: poll_hz must be > 0 or None, got {poll_hz!r}")
         lock = SourceLock(named, follow=ssrc is None, name=label)  # names the actor
         try:
             frame_samples = fmt.samples_for_ms(frame_ms, "frame_ms")
@@ -440,14 +442,14 @@ class AudioNetworkReceiveActor(Actor):
                                        now_ns=_timebase_now(timebase), clock_id=timebase,
                                        ssrc=ssrc, source_lock=lock)
         except ValueError as e:
-            raise ValueError(f"{label}: {e}") from None
+            raise ConfigError(f"{label}: {e}") from None
         host, port = _parse_dest(label, dest, allow_remote) if dest is not None else ("127.0.0.1", None)
         if is_multicast(host) and ":" in host:
-            raise ValueError(f"{label}: dest: IPv6 multicast is not supported, got {dest!r}")
+            raise ConfigError(f"{label}: dest: IPv6 multicast is not supported, got {dest!r}")
         try:
             check_multicast_interface(multicast_interface)
         except ValueError as e:
-            raise ValueError(f"{label}: {e}") from None
+            raise ConfigError(f"{label}: {e}") from None
         if clock is None:
             clock = SoftwareClock(poll_hz if poll_hz is not None else 2000.0 / float(frame_ms))
         super().__init__(actor_id=actor_id, clock=clock, **kwargs)

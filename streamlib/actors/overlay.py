@@ -20,6 +20,7 @@ from streamlib.gpu.device import current_stream, resolve_device, wait_ready
 from streamlib.core.frames import DataMessage, PixelFormat, VideoFrame
 from streamlib.core.ports import StreamInput, StreamOutput
 from streamlib.actors.inference import _tensors
+from streamlib.errors import ConfigError, FrameValidationError
 
 __all__ = ["OverlayBoxesActor", "draw_boxes"]
 
@@ -95,8 +96,9 @@ class OverlayBoxesActor(Actor):
         actor_id, **kwargs: see ``Actor``.
 
     Raises:
-        ValueError: bad color, thickness, max_pending, device; at run time, a frame
-            format other than rgb24, rgba, bgr24, bgra.
+        ConfigError: bad color, thickness, max_pending, device.
+        FrameValidationError: at run time, a frame format other than rgb24, rgba,
+            bgr24, bgra.
     """
 
     def __init__(self, color: Sequence[int] = (255, 0, 0), thickness: int = 2,
@@ -105,10 +107,10 @@ class OverlayBoxesActor(Actor):
                  **kwargs: Any) -> None:
         where = f"OverlayBoxesActor{'' if actor_id is None else f' {actor_id!r}'}"
         if len(color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in color):
-            raise ValueError(f"{where}: color must be 3 ints in 0..255, got {color!r}")
+            raise ConfigError(f"{where}: color must be 3 ints in 0..255, got {color!r}")
         for name, value in (("thickness", thickness), ("max_pending", max_pending)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{where}: {name} must be an int >= 1, got {value!r}")
+                raise ConfigError(f"{where}: {name} must be an int >= 1, got {value!r}")
         dev = None if device is None else resolve_device(device, where=f"{where}: device")
         super().__init__(actor_id=actor_id, **kwargs)
         self.device = dev  # read by the staging bridge
@@ -129,8 +131,8 @@ class OverlayBoxesActor(Actor):
         table = {PixelFormat.RGB24: [r, g, b], PixelFormat.RGBA: [r, g, b, 255],
                  PixelFormat.BGR24: [b, g, r], PixelFormat.BGRA: [b, g, r, 255]}
         if fmt not in table:
-            raise ValueError(f"OverlayBoxesActor '{self.actor_id}': cannot draw on "
-                             f"{fmt.value} frames (rgb24, rgba, bgr24, bgra)")
+            raise FrameValidationError(f"OverlayBoxesActor '{self.actor_id}': cannot draw on "
+                                       f"{fmt.value} frames (rgb24, rgba, bgr24, bgra)")
         return table[fmt]
 
     def _publish(self, frame: VideoFrame, msg: DataMessage | None) -> None:

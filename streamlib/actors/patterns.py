@@ -37,7 +37,7 @@ def render_pattern(pattern: str, width: int, height: int,
     ``solid``/``moving_box`` fill with ``color`` (default: the range's black).
 
     Raises:
-        ValueError: unknown ``pattern`` or ``color_range``, or a frame too
+        ConfigError: unknown ``pattern`` or ``color_range``, or a frame too
             small for ``smpte_bars``.
     """
     black, white = code_level(0.0, color_range), code_level(1.0, color_range)
@@ -59,7 +59,7 @@ def render_pattern(pattern: str, width: int, height: int,
     if pattern in ("solid", "moving_box"):
         rgb = tuple(color) if color is not None else (black, black, black)
         return torch.tensor(rgb, dtype=torch.uint8).expand(height, width, 3).contiguous()
-    raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
+    raise ConfigError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
 
 
 def timecode_text(frame_number: int, fps: float) -> str:
@@ -102,7 +102,7 @@ class TestPatternActor(Actor):
     Frames carry the tick's ``timestamp_ns``, ``frame_number`` and ``clock_id``.
 
     Raises:
-        ValueError: bad size, fps, pattern, color, box_size, color_range,
+        ConfigError: bad size, fps, pattern, color, box_size, color_range,
             device, or a frame too small for ``smpte_bars`` or the timecode box.
     """
 
@@ -116,17 +116,17 @@ class TestPatternActor(Actor):
                  **kwargs: object) -> None:
         where = f"TestPatternActor{'' if actor_id is None else f' {actor_id!r}'}"
         if not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
-            raise ValueError(f"{where}: width and height must be ints > 0, got {width!r}x{height!r}")
+            raise ConfigError(f"{where}: width and height must be ints > 0, got {width!r}x{height!r}")
         check_frame_size(width, height, where)  # before allocating anything
         if pattern not in PATTERNS:
-            raise ValueError(f"{where}: pattern must be one of {', '.join(PATTERNS)}; got {pattern!r}")
+            raise ConfigError(f"{where}: pattern must be one of {', '.join(PATTERNS)}; got {pattern!r}")
         if color_range not in COLOR_RANGES:
-            raise ValueError(f"{where}: color_range must be one of {COLOR_RANGES}, got {color_range!r}")
+            raise ConfigError(f"{where}: color_range must be one of {COLOR_RANGES}, got {color_range!r}")
         if color is not None and (len(color) != 3 or not all(
                 isinstance(c, int) and 0 <= c <= 255 for c in color)):
-            raise ValueError(f"{where}: color must be 3 ints in 0..255, got {color!r}")
+            raise ConfigError(f"{where}: color must be 3 ints in 0..255, got {color!r}")
         if not isinstance(box_size, int) or box_size < 1:
-            raise ValueError(f"{where}: box_size must be an int >= 1, got {box_size!r}")
+            raise ConfigError(f"{where}: box_size must be an int >= 1, got {box_size!r}")
         dev = resolve_device("cpu" if device is None else device, where=f"{where}: device")
         try:
             if pattern == "smpte_bars" and dev.type == "cuda":
@@ -136,13 +136,13 @@ class TestPatternActor(Actor):
             else:
                 base = render_pattern(pattern, width, height, color, color_range=color_range)
         except ValueError as exc:
-            raise ValueError(f"{where}: pattern: {exc}") from None
+            raise ConfigError(f"{where}: pattern: {exc}") from None
         base = base.to(dev)
         if clock is None:
             try:
                 clock = SoftwareClock(fps)
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"{where}: fps: {exc}") from None
+                raise ConfigError(f"{where}: fps: {exc}") from None
         super().__init__(actor_id=actor_id, clock=clock, **kwargs)  # type: ignore[arg-type]
         self.width, self.height, self.pattern = width, height, pattern
         self.color_range = color_range
@@ -168,7 +168,7 @@ class TestPatternActor(Actor):
         pad = 2 * scale
         box_w, box_h = text_w + 2 * pad, text_h + 2 * pad
         if box_w > self.width or box_h + pad > self.height:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: timecode needs at least {box_w}x{box_h + pad} px, "
                 f"got {self.width}x{self.height}"
             )

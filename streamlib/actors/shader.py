@@ -44,6 +44,7 @@ from streamlib.gpu.gl_interop import (
     TextureUploader, UploadPath, create_reader, create_uploader,
 )
 from streamlib.core.ports import StreamInput, StreamOutput
+from streamlib.errors import ConfigError, ConfigTypeError, FrameValidationError
 
 __all__ = ["ShaderActor", "prepare_fragment_source"]
 
@@ -146,8 +147,8 @@ class ShaderActor(Actor):
         actor_id: unique id (default: auto).
 
     Raises:
-        ValueError: bad size, format, input names, device, neither or both sources.
-        TypeError: ``inputs`` given as a str instead of a list.
+        ConfigError: bad size, format, input names, device, neither or both sources.
+        ConfigTypeError: ``inputs`` given as a str instead of a list.
         ShaderCompileError: (a ValueError) the shader fails to compile or link;
             the message names the actor and carries the GLSL log.
         GLContextError: no offscreen OpenGL 3.3 context can be created.
@@ -161,7 +162,8 @@ class ShaderActor(Actor):
                  actor_id: str | None = None, clock: Clock | None = None,
                  **kwargs: Any) -> None:
         if isinstance(inputs, str):  # list("video") would silently make five inputs
-            raise TypeError(f"ShaderActor: inputs must be a list of port names, got str {inputs!r}")
+            raise ConfigTypeError("ShaderActor: inputs must be a list of port names, got str "
+                                  f"{inputs!r}")
         names = list(inputs)
         if clock is None and not names:
             clock = SoftwareClock(fps)
@@ -170,21 +172,21 @@ class ShaderActor(Actor):
         label = f"ShaderActor '{self.actor_id}'"
         check_frame_size(width, height, label)
         if output_format not in ("rgba", "rgb24"):
-            raise ValueError(f"{label}: output_format must be 'rgba' or 'rgb24', got {output_format!r}")
+            raise ConfigError(f"{label}: output_format must be 'rgba' or 'rgb24', got {output_format!r}")
         bad = [n for n in names if not isinstance(n, str) or not n.isidentifier() or n.startswith("gl_")]
         if bad or len(set(names)) != len(names):
-            raise ValueError(f"{label}: inputs must be unique identifiers (GLSL sampler names, "
-                             f"not starting with 'gl_'), got {names!r}")
+            raise ConfigError(f"{label}: inputs must be unique identifiers (GLSL sampler names, "
+                              f"not starting with 'gl_'), got {names!r}")
         self.device = None if device is None else resolve_device(device, where=f"{label}: device")
         if (fragment_source is None) == (fragment_file is None):
-            raise ValueError(f"{label}: give exactly one of fragment_source and fragment_file")
+            raise ConfigError(f"{label}: give exactly one of fragment_source and fragment_file")
         trust.check_code(f"{label}: field "
                          f"{'fragment_file' if fragment_file is not None else 'fragment_source'!r}",
                          "shader code")
         if fragment_file is not None:
             fragment_source = Path(fragment_file).read_text(encoding="utf-8")
         if not isinstance(fragment_source, str) or not fragment_source.strip():
-            raise ValueError(f"{label}: fragment_source must be non-empty GLSL source")
+            raise ConfigError(f"{label}: fragment_source must be non-empty GLSL source")
         self.width, self.height = width, height
         self.output_format: OutputFormat = output_format
         self.input_names = names
@@ -266,8 +268,8 @@ class ShaderActor(Actor):
         swizzle = _INPUT_FORMATS.get(frame.format)
         if swizzle is None:
             accepted = ", ".join(f.value for f in _INPUT_FORMATS)
-            raise ValueError(f"ShaderActor '{self.actor_id}': input {name!r} got a "
-                             f"{frame.format.value} frame; accepted formats: {accepted}")
+            raise FrameValidationError(f"ShaderActor '{self.actor_id}': input {name!r} got a "
+                                       f"{frame.format.value} frame; accepted formats: {accepted}")
         tex = self._upload(name, frame)
         if tex.swizzle != swizzle:
             tex.swizzle = swizzle

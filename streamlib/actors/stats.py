@@ -19,6 +19,7 @@ from typing import Any, Callable
 from streamlib.core.actor import Actor
 from streamlib.clocks import TimedTick
 from streamlib.core.ports import StreamInput
+from streamlib.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class StatsSink(Actor):
     latencies were measured in all; ``latency_max_ns``: the largest of them (None
     before the first). ``report()``'s p50 is over the window, its max over the run.
 
-    Raises ValueError (naming the actor) for a ``latency_window`` below 1.
+    Raises ConfigError (naming the actor) for a ``latency_window`` below 1.
     """
 
     def __init__(self, *, report_interval_s: float | None = 1.0,
@@ -52,8 +53,8 @@ class StatsSink(Actor):
                  actor_id: str | None = None, **kwargs: object) -> None:
         if isinstance(latency_window, bool) or not isinstance(latency_window, int) \
                 or latency_window < 1:
-            raise ValueError(f"StatsSink{f' {actor_id!r}' if actor_id else ''}: "
-                             f"latency_window must be an int >= 1, got {latency_window!r}")
+            raise ConfigError(f"StatsSink{f' {actor_id!r}' if actor_id else ''}: "
+                              f"latency_window must be an int >= 1, got {latency_window!r}")
         super().__init__(actor_id=actor_id, **kwargs)  # type: ignore[arg-type]
         self.inputs["in"] = StreamInput("in", "any")
         self.report_interval_s = report_interval_s

@@ -11,6 +11,7 @@ from streamlib.core.actor import Actor
 from streamlib.clocks import TimedTick
 from streamlib.core.frames import VideoFrame
 from streamlib.core.ports import StreamInput, StreamOutput
+from streamlib.errors import ConfigError, ConfigTypeError
 
 
 def invert(data: torch.Tensor) -> torch.Tensor:
@@ -55,12 +56,13 @@ class TransformActor(Actor):
             if found is None and ":" in fn:  # 'module:function', as the policy allows
                 found = trust.resolve_object(fn, "TransformActor: field 'fn'", kind="function")
             if found is None:
-                raise ValueError(f"TransformActor: field 'fn': unknown transform {fn!r} "
-                                 f"(registered: {', '.join(trust.registered_names())}; "
-                                 "streamlib.register_function(name, fn) adds one)")
+                raise ConfigError(f"TransformActor: field 'fn': unknown transform {fn!r} "
+                                  f"(registered: {', '.join(trust.registered_names())}; "
+                                  "streamlib.register_function(name, fn) adds one)")
             fn = found
         if not callable(fn):
-            raise TypeError(f"TransformActor: field 'fn' must be callable or a name, got {fn!r}")
+            raise ConfigTypeError("TransformActor: field 'fn' must be callable or a name, got "
+                                  f"{fn!r}")
         super().__init__(actor_id=actor_id, **kwargs)  # type: ignore[arg-type]
         self.fn = fn
         self.inputs["video"] = StreamInput("video")

@@ -20,7 +20,7 @@ from fractions import Fraction
 from types import TracebackType
 from typing import Callable, ClassVar, Self, Union
 
-from streamlib.errors import ClockClosedError
+from streamlib.errors import ClockClosedError, ConfigError, ConfigTypeError
 
 __all__ = [
     "MAX_FPS", "NS_PER_S", "Clock", "FpsLike", "ScheduledClock", "Sleeper", "TimedTick",
@@ -56,7 +56,7 @@ class TimedTick:
 
 def _rate_from_float(value: float, original: object) -> Fraction:
     if not math.isfinite(value):
-        raise ValueError(f"fps must be finite, got {original!r}")
+        raise ConfigError(f"fps must be finite, got {original!r}")
     ntsc_base = round(value * 1.001)
     if ntsc_base > 0:
         ntsc = Fraction(ntsc_base * 1000, 1001)
@@ -75,12 +75,12 @@ def parse_rate(fps: FpsLike) -> Fraction:
     the nearest fraction with denominator <= 1,001,000).
 
     Raises:
-        TypeError: ``fps`` is a bool or not a number/string.
-        ValueError: ``fps`` is unparsable, not finite, <= 0 or > 10000.
+        ConfigTypeError: ``fps`` is a bool or not a number/string.
+        ConfigError: ``fps`` is unparsable, not finite, <= 0 or > 10000.
     """
     rate: Fraction
     if isinstance(fps, bool):  # bool is an int; True fps is surely a bug
-        raise TypeError(f"fps must be a number or a string, got {fps!r}")
+        raise ConfigTypeError(f"fps must be a number or a string, got {fps!r}")
     if isinstance(fps, numbers.Rational):  # int, Fraction, numpy integers
         rate = Fraction(int(fps.numerator), int(fps.denominator))
     elif isinstance(fps, numbers.Real):
@@ -91,11 +91,11 @@ def parse_rate(fps: FpsLike) -> Fraction:
             is_exact = "/" in text or text.lstrip("+-").isdigit()
             rate = Fraction(text) if is_exact else _rate_from_float(float(text), fps)
         except (ValueError, ZeroDivisionError) as exc:
-            raise ValueError(f"fps string {fps!r} is not a rate: {exc}") from None
+            raise ConfigError(f"fps string {fps!r} is not a rate: {exc}") from None
     else:
-        raise TypeError(f"fps must be a number or a string, got {type(fps).__name__}")
+        raise ConfigTypeError(f"fps must be a number or a string, got {type(fps).__name__}")
     if rate <= 0 or rate > MAX_FPS:
-        raise ValueError(f"fps must be > 0 and <= {MAX_FPS}, got {fps!r}")
+        raise ConfigError(f"fps must be > 0 and <= {MAX_FPS}, got {fps!r}")
     return rate
 
 
@@ -218,7 +218,7 @@ class ScheduledClock(Clock):
                  sleeper: Sleeper | None, sleep_time_ns: Callable[[], int],
                  spin_ns: int) -> None:
         if spin_ns < 0:
-            raise ValueError(f"spin_ns must be >= 0, got {spin_ns!r}")
+            raise ConfigError(f"spin_ns must be >= 0, got {spin_ns!r}")
         super().__init__(fps, clock_id)
         self._time_ns = time_ns
         self.spin_ns = spin_ns

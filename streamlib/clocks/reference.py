@@ -18,7 +18,7 @@ from typing import Callable, Protocol, runtime_checkable
 from streamlib.clocks.base import (
     NS_PER_S, Clock, FpsLike, ScheduledClock, Sleeper, TimedTick, latest_frame_at,
 )
-from streamlib.errors import ClockClosedError
+from streamlib.errors import ClockClosedError, ConfigError
 
 __all__ = [
     "GenlockClock", "ManualPulseSource", "PTPClock", "PulseSource", "SystemTAITimeSource",
@@ -77,7 +77,7 @@ class PTPClock(ScheduledClock):
     sleep-then-spin on the monotonic clock (the loop re-reads the source).
 
     Raises:
-        ValueError: bad ``fps`` or negative ``spin_ns``.
+        ConfigError: bad ``fps`` or negative ``spin_ns``.
     """
 
     def __init__(self, fps: FpsLike, *, time_source: TimeSource | None = None,
@@ -125,13 +125,13 @@ class ManualPulseSource:
     sees a gap, which :class:`GenlockClock` counts as missed.
 
     Raises:
-        ValueError: ``maxlen`` < 1.
+        ConfigError: ``maxlen`` < 1.
     """
 
     def __init__(self, maxlen: int = 64, *,
                  time_ns: Callable[[], int] = time.monotonic_ns) -> None:
         if maxlen < 1:
-            raise ValueError(f"maxlen must be >= 1, got {maxlen!r}")
+            raise ConfigError(f"maxlen must be >= 1, got {maxlen!r}")
         self._pulses: collections.deque[int] = collections.deque(maxlen=maxlen)
         self._cond = threading.Condition()
         self._closed = False
@@ -181,7 +181,7 @@ class GenlockClock(Clock):
     (0.0 until two arrive). ``time_ns`` must be the pulses' timebase.
 
     Raises:
-        ValueError: bad ``fps``.
+        ConfigError: bad ``fps``.
     """
 
     _WINDOW = 32  # pulses kept to measure the rate

@@ -17,7 +17,7 @@ from streamlib.clocks.base import (
     MAX_FPS, NS_PER_S, Clock, FpsLike, ScheduledClock, Sleeper, TimedTick, deadline_ns, latest_frame_at,
     parse_rate,
 )
-from streamlib.errors import EndOfStream
+from streamlib.errors import ConfigError, EndOfStream
 
 __all__ = ["SoftwareClock", "VirtualClock"]
 
@@ -33,7 +33,7 @@ class SoftwareClock(ScheduledClock):
     ``sleeper(duration_ns)`` replaces that wait (tests advance fake time).
 
     Raises:
-        ValueError: bad ``fps`` or negative ``spin_ns``.
+        ConfigError: bad ``fps`` or negative ``spin_ns``.
     """
 
     def __init__(self, fps: FpsLike, *, clock_id: str = "monotonic",
@@ -54,7 +54,7 @@ class VirtualClock(Clock):
     clock finite. Thread-safe enough for one ticking thread.
 
     Raises:
-        ValueError: bad ``fps``, negative ``max_ticks`` or ``first_frame``.
+        ConfigError: bad ``fps``, negative ``max_ticks`` or ``first_frame``.
     """
 
     realtime: ClassVar[bool] = False
@@ -62,9 +62,9 @@ class VirtualClock(Clock):
     def __init__(self, fps: FpsLike, *, start_ns: int = 0, max_ticks: int | None = None,
                  clock_id: str = "virtual", first_frame: int = 0) -> None:
         if max_ticks is not None and max_ticks < 0:
-            raise ValueError(f"max_ticks must be >= 0 or None, got {max_ticks!r}")
+            raise ConfigError(f"max_ticks must be >= 0 or None, got {max_ticks!r}")
         if first_frame < 0:
-            raise ValueError(f"first_frame must be >= 0, got {first_frame!r}")
+            raise ConfigError(f"first_frame must be >= 0, got {first_frame!r}")
         super().__init__(fps, clock_id)
         self._start_ns = start_ns
         self._max_ticks = max_ticks

@@ -14,6 +14,7 @@ from typing import Any
 
 from streamlib.core.actor import Actor
 from streamlib.core.trust import resolve_object
+from streamlib.errors import ConfigError
 
 # Constructor parameters every actor shares; graph files set them in their own way.
 _COMMON = {"self", "actor_id", "clock", "dispatcher", "runtime", "host", "kwargs", "args"}
@@ -81,7 +82,7 @@ def builtin_actor_types() -> dict[str, ActorType]:
 
 
 def resolve_actor_type(name: str) -> ActorType:
-    """``TestPatternActor`` or ``package.module:Class``; ValueError listing known types.
+    """``TestPatternActor`` or ``package.module:Class``; ConfigError listing known types.
 
     A module is imported only when the current ``streamlib.core.trust`` policy allows
     it (AccessDeniedError otherwise, before any import), and the object must be
@@ -92,7 +93,7 @@ def resolve_actor_type(name: str) -> ActorType:
     if ":" in name:
         obj = resolve_object(name, f"actor type {name!r}", kind="actor")
         return describe_actor_class(obj, name)
-    raise ValueError(
+    raise ConfigError(
         f"unknown actor type {name!r}; known types: {', '.join(builtins)} "
         "(or 'package.module:ClassName' for your own)"
     )

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+from streamlib.errors import ConfigError
 
 
 def parse_control_address(text: str) -> tuple[str, int]:
     """``"8765"``, ``"127.0.0.1:0"`` or ``"[::1]:8765"`` as ``(host, port)``; the host
-    defaults to 127.0.0.1 and must be loopback. Raises ValueError quoting ``text``."""
+    defaults to 127.0.0.1 and must be loopback. Raises ConfigError quoting ``text``."""
     text = text.strip()
     if text.startswith("["):
         host, sep, port_s = text[1:].partition("]:")
         if not sep:
-            raise ValueError(f"control address {text!r}: expected '[::1]:PORT'")
+            raise ConfigError(f"control address {text!r}: expected '[::1]:PORT'")
     elif ":" in text:
         host, _, port_s = text.rpartition(":")
         if ":" in host:
-            raise ValueError(f"control address {text!r}: bracket IPv6, e.g. '[::1]:8765'")
+            raise ConfigError(f"control address {text!r}: bracket IPv6, e.g. '[::1]:8765'")
     else:
         host, port_s = "127.0.0.1", text
     try:
@@ -26,8 +27,8 @@ def parse_control_address(text: str) -> tuple[str, int]:
     except ValueError:
         port = -1
     if not host or not 0 <= port <= 65535:
-        raise ValueError(f"control address {text!r}: expected [HOST:]PORT with PORT in "
-                         "0..65535 (0 picks a free one)")
+        raise ConfigError(f"control address {text!r}: expected [HOST:]PORT with PORT in "
+                          "0..65535 (0 picks a free one)")
     from streamlib.control.server import check_bind_host
 
     check_bind_host(host)

@@ -119,14 +119,14 @@ def _is_loopback(host: str) -> bool:
 
 
 def check_bind_host(host: str, *, allow_remote: bool = False) -> None:
-    """Raise ValueError naming ``host`` unless it is loopback (127.0.0.0/8, ::1,
+    """Raise ConfigError naming ``host`` unless it is loopback (127.0.0.0/8, ::1,
     ``localhost``); any host is accepted with ``allow_remote=True``."""
     from streamlib.net.udp import check_destination
 
     try:
         check_destination(host, allow_remote=allow_remote)
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"ControlServer: field 'host': {host!r} is not a loopback address (127.0.0.0/8, "
             "::1, localhost); pass allow_remote=True and an explicit token (token= or "
             "token_file=) to accept other machines") from None
@@ -243,7 +243,7 @@ class ControlServer:
     block) starts serving; ``close()`` is idempotent.
 
     Raises:
-        ValueError: ``host`` is not loopback without ``allow_remote``, a remote
+        ConfigError: ``host`` is not loopback without ``allow_remote``, a remote
             bind without an explicit token, a bad option (ConfigError naming it).
         OSError: the address cannot be bound, or ``token_file`` cannot be used.
     """
@@ -261,7 +261,7 @@ class ControlServer:
                  allow_remote_media: bool = False) -> None:
         check_bind_host(host, allow_remote=allow_remote)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"ControlServer: field 'port' must be an int in 0..65535, got {port!r}")
+            raise ConfigError(f"ControlServer: field 'port' must be an int in 0..65535, got {port!r}")
         for name, value in (("max_body", max_body), ("max_frame_side", max_frame_side),
                             ("max_frame_pixels", max_frame_pixels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -336,7 +336,7 @@ class ControlServer:
     def start(self) -> ControlServer:
         """Start serving on the server's own thread (once); returns self.
 
-        Raises RuntimeError after ``close()``."""
+        Raises ClosedError after ``close()``."""
         self._serving.start()
         return self
 

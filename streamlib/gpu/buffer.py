@@ -43,7 +43,7 @@ from streamlib.gpu.device import (
     CPUStream, DeviceLike, Event, Stream, current_stream, new_event, pinned_empty,
     record_event, resolve_device, wait_event,
 )
-from streamlib.errors import ActorStateError, StreamlibError
+from streamlib.errors import ActorStateError, ClosedError, ConfigError, StreamlibError
 
 __all__ = ["GPURingBuffer", "GPURingStats", "ReadView", "WouldBlock", "WriteSlot"]
 
@@ -131,7 +131,7 @@ class GPURingBuffer:
     ``streamlib.gpu.staging`` copies through). Thread-safe; one producer at a time.
 
     Raises:
-        ValueError: bad shape, slots < 2, or a device ``resolve_device`` rejects.
+        ConfigError: bad shape, slots < 2, or a device ``resolve_device`` rejects.
     """
 
     def __init__(self, shape: Sequence[int], dtype: torch.dtype = torch.uint8, slots: int = 3,
@@ -139,9 +139,9 @@ class GPURingBuffer:
                  name: str = "gpu-ring") -> None:
         where = f"GPURingBuffer {name!r}"
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 2:
-            raise ValueError(f"{where}: slots must be an int >= 2, got {slots!r}")
+            raise ConfigError(f"{where}: slots must be an int >= 2, got {slots!r}")
         if not shape or not all(isinstance(s, int) and s > 0 for s in shape):
-            raise ValueError(f"{where}: shape must be positive ints, got {tuple(shape)!r}")
+            raise ConfigError(f"{where}: shape must be positive ints, got {tuple(shape)!r}")
         self.name = name
         self.device = resolve_device(device, where=f"{where}: device")
         self.shape, self.dtype, self.slots = tuple(shape), dtype, slots
@@ -170,13 +170,13 @@ class GPURingBuffer:
         *read done* events of the readers that used the slot.
 
         Raises WouldBlock (nothing allocated) when no slot frees within ``timeout``
-        seconds, ActorStateError when the ring is closed.
+        seconds, ClosedError (an ActorStateError) when the ring is closed.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
             while True:
                 if self._closed:
-                    raise ActorStateError(f"GPURingBuffer {self.name!r} is closed")
+                    raise ClosedError(f"GPURingBuffer {self.name!r} is closed")
                 index = self._pick()
                 if index is not None:
                     break

@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from streamlib.errors import StreamlibError
+from streamlib.errors import ConfigError, FrameValidationError, StreamlibError
 
 __all__ = [
     "FULLSCREEN_VERTEX_SHADER", "GLContextError", "ShaderCompileError",
@@ -101,12 +101,12 @@ def _as_image_array(image: torch.Tensor | npt.NDArray[Any]) -> npt.NDArray[np.ui
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.dtype != np.uint8 or arr.ndim != 3 or not 1 <= arr.shape[2] <= 4:
-        raise ValueError(
+        raise FrameValidationError(
             f"upload_texture: expected an (H, W) or (H, W, 1..4) uint8 image, "
             f"got shape {tuple(arr.shape)} {arr.dtype}"
         )
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"upload_texture: image is empty, shape {tuple(arr.shape)}")
+        raise FrameValidationError(f"upload_texture: image is empty, shape {tuple(arr.shape)}")
     return arr
 
 
@@ -122,7 +122,7 @@ def upload_texture(ctx: moderngl.Context, image: torch.Tensor | npt.NDArray[Any]
     shows it upright. CUDA tensors are copied to the CPU first.
 
     Raises:
-        ValueError: not a uint8 image with 1-4 channels, or empty.
+        FrameValidationError: not a uint8 image with 1-4 channels, or empty.
     """
     arr = _as_image_array(image)
     if flip:
@@ -155,16 +155,16 @@ def read_framebuffer(fbo: moderngl.Framebuffer, components: int = 4, *,
     always a fresh tensor that nothing else references, safe to publish.
 
     Raises:
-        ValueError: ``components`` not in 1..4, or ``staging`` of the wrong shape.
+        ConfigError: ``components`` not in 1..4, or ``staging`` of the wrong shape.
     """
     if components not in (1, 2, 3, 4):
-        raise ValueError(f"read_framebuffer: components must be 1..4, got {components!r}")
+        raise ConfigError(f"read_framebuffer: components must be 1..4, got {components!r}")
     width, height = fbo.size
     shape = (height, width, components)
     if staging is None:
         staging = np.empty(shape, np.uint8)
     elif staging.shape != shape or staging.dtype != np.uint8 or not staging.flags.c_contiguous:
-        raise ValueError(
+        raise ConfigError(
             f"read_framebuffer: staging must be a C-contiguous uint8 array of shape {shape}, "
             f"got {staging.shape} {staging.dtype}"
         )

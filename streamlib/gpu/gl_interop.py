@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from streamlib.gpu import device as _device
-from streamlib.errors import StreamlibError
+from streamlib.errors import ClosedError, ConfigError, StreamlibError
 
 if TYPE_CHECKING:  # moderngl is needed only by callers that already hold a context
     import moderngl
@@ -390,7 +390,7 @@ class CudaGLReader:
     def __init__(self, texture: moderngl.Texture, device: torch.device | str, reason: str = "",
                  *, runtime: Any = None) -> None:
         if texture.components != 4 or texture.dtype != "f1":
-            raise ValueError("CudaGLReader needs an RGBA8 texture (CUDA cannot map RGB8 images)")
+            raise ConfigError("CudaGLReader needs an RGBA8 texture (CUDA cannot map RGB8 images)")
         self.texture = texture
         self.device = torch.device(device)
         self.reason = reason
@@ -410,10 +410,10 @@ class CudaGLReader:
         signature parity with ``HostReader`` (as is ``staging``, unused).
         """
         if components not in (1, 2, 3, 4):
-            raise ValueError(f"CudaGLReader.read: components must be 1..4, got {components!r}")
+            raise ConfigError(f"CudaGLReader.read: components must be 1..4, got {components!r}")
         res = self._res
         if res is None:
-            raise InteropError("CudaGLReader is closed")
+            raise ClosedError("CudaGLReader is closed")
         height, width, _ = self._raw.shape
         with _on_device(self.device):
             stream = _stream_handle(self.device)

@@ -43,6 +43,7 @@ from streamlib.gpu.kernel_refs import (
     composite_ref, pgroup422_10_to_rgb_ref, pgroup_input, rgb_input, rgb_to_pgroup422_10_ref,
     rgb_to_yuv420_ref, smpte_bars_ref, yuv420_to_rgb_ref, yuv_shape,
 )
+from streamlib.errors import ConfigError, FrameValidationError, UnavailableError
 
 __all__ = [
     "KERNEL_FILES", "MAX_LAYERS", "NVRTC_OPTIONS", "composite", "cupy_available", "kernel_dir",
@@ -137,12 +138,12 @@ def _use_cuda(tensor: torch.Tensor, backend: Backend, what: str) -> bool:
     if backend == "torch":
         return False
     if backend not in ("auto", "cuda"):
-        raise ValueError(f"{what}: backend must be 'auto', 'cuda' or 'torch', got {backend!r}")
+        raise ConfigError(f"{what}: backend must be 'auto', 'cuda' or 'torch', got {backend!r}")
     ok = tensor.is_cuda and cupy_available()
     if backend == "cuda" and not ok:
         reason = "CuPy is not installed (pip install 'streamlib[cuda]')" if tensor.is_cuda \
             else f"the input is on {tensor.device}"
-        raise RuntimeError(f"{what}: backend='cuda' needs a CUDA tensor and CuPy; {reason}")
+        raise UnavailableError(f"{what}: backend='cuda' needs a CUDA tensor and CuPy; {reason}")
     return ok
 
 
@@ -166,8 +167,8 @@ def _out_tensor(out: torch.Tensor | None, shape: tuple[int, ...], like: torch.Te
         return torch.empty(shape, dtype=torch.uint8, device=like.device)
     if tuple(out.shape) != shape or out.dtype != torch.uint8 or not out.is_contiguous() \
             or out.device != like.device:
-        raise ValueError(f"{what}: out must be a contiguous {shape} uint8 tensor on {like.device}, "
-                         f"got {tuple(out.shape)} {out.dtype} on {out.device}")
+        raise ConfigError(f"{what}: out must be a contiguous {shape} uint8 tensor on "
+                          f"{like.device}, got {tuple(out.shape)} {out.dtype} on {out.device}")
     return out
 
 
@@ -184,13 +185,14 @@ def composite(width: int, height: int, background: Sequence[int] = (0, 0, 0),
     ``base`` (placed at (0, 0), alpha ignored) or the ``background`` colour.
 
     Returns (height, width, 3) uint8 on the layers' device (``out`` if given).
-    Raises ValueError for bad layers or ``out``, RuntimeError for backend='cuda'
+    Raises FrameValidationError for bad layers, ConfigError for a bad ``out``,
+    UnavailableError for backend='cuda'
     without CUDA/CuPy.
     """
     for data, *_ in layers:
         if data.dtype != torch.uint8 or data.dim() != 3 or data.shape[2] not in (3, 4):
-            raise ValueError(f"composite: layers must be (h, w, 3|4) uint8, got "
-                             f"{tuple(data.shape)} {data.dtype}")
+            raise FrameValidationError(f"composite: layers must be (h, w, 3|4) uint8, got "
+                                       f"{tuple(data.shape)} {data.dtype}")
     probe = base if base is not None else (layers[0][0] if layers else None)
     if probe is None or not _use_cuda(probe, backend, "composite"):
         ref = composite_ref(width, height, background, layers, base, device)
@@ -203,7 +205,8 @@ def composite(width: int, height: int, background: Sequence[int] = (0, 0, 0),
     placed = []
     for data, x, y, opacity in layers:
         if data.device != dev:
-            raise ValueError(f"composite: every layer must be on {dev}, got {data.device}")
+            raise FrameValidationError(f"composite: every layer must be on {dev}, got "
+                                       f"{data.device}")
         if data.stride(2) != 1 or data.stride(1) != data.shape[2]:
             data = data.contiguous()
         placed.append((data, int(x), int(y), opacity_code(opacity)))
@@ -258,13 +261,13 @@ def _rgb_to_yuv420(rgb: torch.Tensor, nv12: bool, out: torch.Tensor | None,
 def rgb_to_nv12(rgb: torch.Tensor, out: torch.Tensor | None = None, *,
                 backend: Backend = "auto") -> torch.Tensor:
     """RGB(A) uint8 (H, W, 3|4), even H and W -> NV12 (H*3/2, W) uint8 (a ``VideoFrame``
-    of format ``nv12``). Raises ValueError for bad shapes."""
+    of format ``nv12``). Raises FrameValidationError for bad shapes."""
     return _rgb_to_yuv420(rgb, True, out, backend)
 
 
 def rgb_to_i420(rgb: torch.Tensor, out: torch.Tensor | None = None, *,
                 backend: Backend = "auto") -> torch.Tensor:
-    """RGB(A) uint8 -> I420 (``yuv420p``) (H*3/2, W) uint8. Raises ValueError for bad shapes."""
+    """RGB(A) uint8 -> I420 (``yuv420p``) (H*3/2, W) uint8. Raises FrameValidationError for bad shapes."""
     return _rgb_to_yuv420(rgb, False, out, backend)
 
 
@@ -333,9 +336,9 @@ def pgroup422_10_to_rgb(buf: torch.Tensor, width: int, height: int,
 def smpte_table(width: int, height: int, color_range: str = "limited") -> tuple[list[int], torch.Tensor]:
     """Band end rows [r1, r2, r3] and the (4, 12, 5) int32 region table ``patterns.cu`` reads.
 
-    Raises ValueError like ``smpte_regions`` (frame too small, unknown range).
+    Raises ConfigError like ``smpte_regions`` (frame too small, unknown range).
     """
-    code_level(0.0, color_range)  # ValueError for an unknown range
+    code_level(0.0, color_range)  # ConfigError for an unknown range
     regions = smpte_regions(width, height)
     table = torch.zeros((4, _MAX_REGIONS, 5), dtype=torch.int32)
     table[:, :, 0] = table[:, :, 1] = 1 << 30  # padding: never reached (x < width)
@@ -358,7 +361,7 @@ def smpte_bars(width: int, height: int, color_range: str = "limited", *,
                device: torch.device | str | None = None, out: torch.Tensor | None = None,
                backend: Backend = "auto") -> torch.Tensor:
     """RP 219-1 bars (H, W, 3) uint8 on ``device`` (default CPU), generated on the GPU
-    for a CUDA device. Raises ValueError like ``render_smpte_bars``."""
+    for a CUDA device. Raises ConfigError like ``render_smpte_bars``."""
     dev = torch.device(device) if device is not None else (
         out.device if out is not None else torch.device("cpu"))
     probe = torch.empty(0, device=dev)

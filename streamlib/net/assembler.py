@@ -55,6 +55,7 @@ from streamlib.net.assembly_kernel import (
     assemble_kernel,
 )
 from streamlib.net.pgroup import VideoFormat, parse_format
+from streamlib.errors import ConfigError
 
 __all__ = ["FrameAssembler", "AssembledFrame", "ReceiverStats", "Policy", "GUARD"]
 
@@ -142,7 +143,7 @@ class FrameAssembler:
         ssrc: accept only this SSRC (None: lock to the first one seen and move on only
             after ``idle_timeout_ms`` of silence from it; see the module docstring).
 
-    Raises ValueError for a bad format/size/policy/window/ssrc.
+    Raises ConfigError for a bad format/size/policy/window/ssrc.
     """
 
     def __init__(self, fmt: str | VideoFormat, width: int, height: int, *,
@@ -152,19 +153,19 @@ class FrameAssembler:
                  ssrc: int | None = None) -> None:
         self.format = parse_format(fmt)
         if not 1 <= height <= 0x7FFF or not 1 <= width <= 0x7FFF:
-            raise ValueError(f"FrameAssembler: {width}x{height} is outside 1..32767")
+            raise ConfigError(f"FrameAssembler: {width}x{height} is outside 1..32767")
         self.line_bytes = self.format.line_bytes(width)
         if policy not in ("conceal", "drop"):
-            raise ValueError(f"FrameAssembler: policy must be 'conceal' or 'drop', got {policy!r}")
+            raise ConfigError(f"FrameAssembler: policy must be 'conceal' or 'drop', got {policy!r}")
         if jitter_ms < 0 or idle_timeout_ms <= 0:
-            raise ValueError(f"FrameAssembler: jitter_ms must be >= 0 and idle_timeout_ms > 0, "
-                             f"got {jitter_ms}, {idle_timeout_ms}")
+            raise ConfigError(f"FrameAssembler: jitter_ms must be >= 0 and idle_timeout_ms > 0, "
+                              f"got {jitter_ms}, {idle_timeout_ms}")
         if max_pending < 1:
-            raise ValueError(f"FrameAssembler: max_pending must be >= 1, got {max_pending}")
+            raise ConfigError(f"FrameAssembler: max_pending must be >= 1, got {max_pending}")
         if ssrc is not None and (isinstance(ssrc, bool) or not isinstance(ssrc, int)
                                  or not 0 <= ssrc <= 0xFFFFFFFF):
-            raise ValueError(f"FrameAssembler: ssrc must be a 32-bit unsigned int or None, "
-                             f"got {ssrc!r}")
+            raise ConfigError(f"FrameAssembler: ssrc must be a 32-bit unsigned int or None, "
+                              f"got {ssrc!r}")
         self.width, self.height, self.policy = width, height, policy
         self.payload_type = -1 if payload_type is None else payload_type
         self.jitter_ns = int(jitter_ms * 1e6)

@@ -42,6 +42,7 @@ from streamlib.net.audio_codec import ENCODINGS, AudioFormat, decode_samples, en
 from streamlib.net.audio_depacketizer import AudioDepacketizer, AudioReceiveStats
 from streamlib.net.pacing import PacedSender, pace_schedule
 from streamlib.net.rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, pack_header
+from streamlib.errors import ConfigError, FrameValidationError
 
 __all__ = [
     "ENCODINGS", "AudioDepacketizer", "AudioFormat", "AudioPacketizer", "AudioReceiveStats",
@@ -60,7 +61,7 @@ class AudioPacketizer:
     is set on the first packet after each anchor. Not thread-safe.
 
     Raises:
-        ValueError: ptime not a whole number of samples, or a packet larger than
+        ConfigError: ptime not a whole number of samples, or a packet larger than
             ST 2110-10's 1460-byte UDP payload; bad payload_type/ssrc.
     """
 
@@ -71,16 +72,16 @@ class AudioPacketizer:
         self.samples_per_packet = fmt.samples_for_ms(ptime_ms, "ptime_ms")
         self.payload_bytes = self.samples_per_packet * fmt.frame_bytes
         if self.payload_bytes + RTP_HEADER_SIZE > MAX_UDP_PAYLOAD:
-            raise ValueError(
+            raise ConfigError(
                 f"ptime_ms: {ptime_ms} ms of {fmt.channels}-channel {fmt.encoding} is "
                 f"{self.payload_bytes} payload bytes; RTP packets must fit {MAX_UDP_PAYLOAD} bytes")
         if isinstance(payload_type, bool) or not isinstance(payload_type, int) or \
                 not 0 <= payload_type <= 127:
-            raise ValueError(f"payload_type must be an int in 0..127, got {payload_type!r}")
+            raise ConfigError(f"payload_type must be an int in 0..127, got {payload_type!r}")
         if ssrc is not None and not (isinstance(ssrc, int) and 0 <= ssrc <= 0xFFFFFFFF):
-            raise ValueError(f"ssrc must be a 32-bit unsigned int or None, got {ssrc!r}")
+            raise ConfigError(f"ssrc must be a 32-bit unsigned int or None, got {ssrc!r}")
         if not (isinstance(resync_ms, (int, float)) and resync_ms >= 0):
-            raise ValueError(f"resync_ms must be a number >= 0, got {resync_ms!r}")
+            raise ConfigError(f"resync_ms must be a number >= 0, got {resync_ms!r}")
         rand = int.from_bytes(os.urandom(6), "big")
         self.payload_type = payload_type
         self.ssrc = (rand >> 16) if ssrc is None else ssrc
@@ -102,11 +103,11 @@ class AudioPacketizer:
     def push(self, data: npt.ArrayLike, time_ns: int) -> list[bytes]:
         """Packetize ``data`` ``(samples, channels)`` whose first sample is at ``time_ns``.
 
-        Raises ValueError when the channel count differs from the format's.
+        Raises FrameValidationError when the channel count differs from the format's.
         """
         arr = np.asarray(data)
         if arr.ndim != 2 or arr.shape[1] != self.format.channels:
-            raise ValueError(f"expected samples shaped (n, {self.format.channels}), got {arr.shape}")
+            raise FrameValidationError(f"expected samples shaped (n, {self.format.channels}), got {arr.shape}")
         fb, rate = self.format.frame_bytes, self.format.sample_rate
         media = time_ns * rate // _NS
         if self._next_ts is None:

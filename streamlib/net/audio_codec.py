@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamlib.core.frames import AudioFrame
+from streamlib.errors import ConfigError, RTPError
 
 __all__ = ["ENCODINGS", "MAX_CHANNELS", "AudioFormat", "decode_samples", "encode_samples",
            "rtp_to_ns"]
@@ -35,14 +36,14 @@ def _bits(encoding: str) -> int:
     try:
         return 8 * ENCODINGS[encoding]
     except KeyError:
-        raise ValueError(f"encoding must be one of {tuple(ENCODINGS)}, got {encoding!r}") from None
+        raise ConfigError(f"encoding must be one of {tuple(ENCODINGS)}, got {encoding!r}") from None
 
 
 def encode_samples(data: npt.ArrayLike, encoding: str = "L24") -> bytes:
     """Float samples ``(samples, channels)`` in [-1, 1] -> interleaved big-endian PCM bytes.
 
     Rounds half away from zero, clips, maps NaN to 0 (see the module docstring).
-    Raises ValueError for an unknown encoding.
+    Raises ConfigError for an unknown encoding.
     """
     bits = _bits(encoding)
     scale = float(1 << (bits - 1))
@@ -59,14 +60,14 @@ def decode_samples(payload: bytes | bytearray | memoryview, encoding: str = "L24
                    channels: int = 2) -> npt.NDArray[np.float32]:
     """Interleaved big-endian PCM -> float32 ``(samples, channels)``.
 
-    Raises ValueError when the length is not a whole number of sample frames.
+    Raises RTPError when the length is not a whole number of sample frames.
     """
     width = _bits(encoding) // 8
     frame = width * channels
     n = len(payload)
     if channels < 1 or n % frame:
-        raise ValueError(f"{encoding} payload of {n} bytes is not a whole number of "
-                         f"{channels}-channel sample frames ({frame} bytes each)")
+        raise RTPError(f"{encoding} payload of {n} bytes is not a whole number of "
+                       f"{channels}-channel sample frames ({frame} bytes each)")
     raw = np.frombuffer(payload, dtype=np.uint8)
     if width == 2:
         ints = raw.view(">i2").astype(np.int32)
@@ -89,7 +90,7 @@ class AudioFormat:
     """Encoding, rate and channel count of one stream; validated on construction.
 
     Raises:
-        ValueError: unknown encoding, rate outside AudioFrame's range, channels not in 1..64.
+        ConfigError: unknown encoding, rate outside AudioFrame's range, channels not in 1..64.
     """
 
     encoding: str = "L24"
@@ -101,10 +102,10 @@ class AudioFormat:
         rate, ch = self.sample_rate, self.channels
         if isinstance(rate, bool) or not isinstance(rate, int) or not (
                 AudioFrame.MIN_SAMPLE_RATE <= rate <= AudioFrame.MAX_SAMPLE_RATE):
-            raise ValueError(f"sample_rate must be an int in {AudioFrame.MIN_SAMPLE_RATE}.."
-                             f"{AudioFrame.MAX_SAMPLE_RATE}, got {rate!r}")
+            raise ConfigError(f"sample_rate must be an int in {AudioFrame.MIN_SAMPLE_RATE}.."
+                              f"{AudioFrame.MAX_SAMPLE_RATE}, got {rate!r}")
         if isinstance(ch, bool) or not isinstance(ch, int) or not 1 <= ch <= MAX_CHANNELS:
-            raise ValueError(f"channels must be an int in 1..{MAX_CHANNELS}, got {ch!r}")
+            raise ConfigError(f"channels must be an int in 1..{MAX_CHANNELS}, got {ch!r}")
 
     @property
     def sample_bytes(self) -> int:
@@ -116,12 +117,12 @@ class AudioFormat:
         return ENCODINGS[self.encoding] * self.channels
 
     def samples_for_ms(self, ms: float, what: str) -> int:
-        """Whole samples in ``ms`` milliseconds; ValueError naming ``what`` otherwise."""
+        """Whole samples in ``ms`` milliseconds; ConfigError naming ``what`` otherwise."""
         if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not ms > 0:
-            raise ValueError(f"{what} must be a number > 0, got {ms!r}")
+            raise ConfigError(f"{what} must be a number > 0, got {ms!r}")
         exact = self.sample_rate * float(ms) / 1000.0
         n = round(exact)
         if n < 1 or abs(exact - n) > 1e-6:
-            raise ValueError(f"{what}: {ms!r} ms at {self.sample_rate} Hz is {exact:g} samples; "
-                             "it must be a whole number")
+            raise ConfigError(f"{what}: {ms!r} ms at {self.sample_rate} Hz is {exact:g} samples; "
+                              "it must be a whole number")
         return n

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from streamlib.core.frames import AudioFrame
 from streamlib.net.audio_codec import AudioFormat, decode_samples, rtp_to_ns
-from streamlib.errors import RTPError
+from streamlib.errors import ConfigError, RTPError
 from streamlib.net.rtp import parse_header, seq_diff
 from streamlib.net.source_lock import SourceLock
 
@@ -117,19 +117,20 @@ class AudioDepacketizer:
                  ssrc: int | None = None, ssrc_timeout_ms: float = 100.0,
                  source_lock: SourceLock | None = None) -> None:
         if isinstance(frame_samples, bool) or not isinstance(frame_samples, int) or frame_samples < 1:
-            raise ValueError(f"frame_samples must be an int >= 1, got {frame_samples!r}")
+            raise ConfigError(f"frame_samples must be an int >= 1, got {frame_samples!r}")
         if payload_type is not None and not (isinstance(payload_type, int) and 0 <= payload_type <= 127):
-            raise ValueError(f"payload_type must be an int in 0..127 or None, got {payload_type!r}")
+            raise ConfigError("payload_type must be an int in 0..127 or None, got "
+                              f"{payload_type!r}")
         if isinstance(reorder_window, bool) or not isinstance(reorder_window, int) or \
                 not 0 <= reorder_window <= MAX_MISORDER:
-            raise ValueError(f"reorder_window must be an int in 0..{MAX_MISORDER}, got {reorder_window!r}")
+            raise ConfigError(f"reorder_window must be an int in 0..{MAX_MISORDER}, got {reorder_window!r}")
         if not (isinstance(max_conceal_ms, (int, float)) and max_conceal_ms >= 0):
-            raise ValueError(f"max_conceal_ms must be a number >= 0, got {max_conceal_ms!r}")
+            raise ConfigError(f"max_conceal_ms must be a number >= 0, got {max_conceal_ms!r}")
         if ssrc is not None and (isinstance(ssrc, bool) or not isinstance(ssrc, int)
                                  or not 0 <= ssrc <= 0xFFFFFFFF):
-            raise ValueError(f"ssrc must be a 32-bit unsigned int or None, got {ssrc!r}")
+            raise ConfigError(f"ssrc must be a 32-bit unsigned int or None, got {ssrc!r}")
         if not (isinstance(ssrc_timeout_ms, (int, float)) and ssrc_timeout_ms >= 0):
-            raise ValueError(f"ssrc_timeout_ms must be a number >= 0, got {ssrc_timeout_ms!r}")
+            raise ConfigError(f"ssrc_timeout_ms must be a number >= 0, got {ssrc_timeout_ms!r}")
         self.lock_ssrc = ssrc
         self.source_lock = source_lock if source_lock is not None and source_lock.active \
             else None

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, Collection
 
-from streamlib.errors import ConfigError
+from streamlib.errors import ClosedError, ConfigError
 
 logger = logging.getLogger("streamlib.net.httpguard")
 
@@ -349,7 +349,7 @@ class ServingThread:
     def start(self) -> None:
         with self._lock:
             if self.closed:
-                raise RuntimeError(f"{self._name}: closed; create a new one")
+                raise ClosedError(f"{self._name}: closed; create a new one")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name=self._name)
                 self._thread.start()

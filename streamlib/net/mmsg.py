@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from streamlib.errors import ConfigError
 
 __all__ = ["BatchSender", "BatchReceiver", "MessageVector", "recv_batch", "HAVE_MMSG",
            "enable_gso", "gso_segments", "MAX_DATAGRAM", "wait_fd", "address_key", "key_address"]
@@ -44,9 +45,9 @@ def wait_fd(fd: int, timeout: float | None, *, write: bool = False) -> bool:
     """Wait up to ``timeout`` seconds (None: forever) until ``fd`` is readable (or
     writable, ``write=True``), or has an error or hang-up to report (the next call on
     it then raises). True if so, False on timeout. ``poll``: any descriptor number
-    works, unlike ``select()``. Raises ValueError for a negative (closed) ``fd``."""
+    works, unlike ``select()``. Raises ConfigError for a negative (closed) ``fd``."""
     if fd < 0:
-        raise ValueError(f"wait_fd: the socket is closed (fd {fd})")
+        raise ConfigError(f"wait_fd: the socket is closed (fd {fd})")
     poller = select.poll()
     poller.register(fd, select.POLLOUT if write else select.POLLIN | select.POLLPRI)
     # poll takes milliseconds and rounds a fraction up, so a short wait never spins
@@ -120,8 +121,8 @@ class MessageVector:
 
     def __init__(self, capacity: int, parts: int = 1) -> None:
         if capacity < 1 or parts < 1:
-            raise ValueError(f"MessageVector: capacity and parts must be >= 1, "
-                             f"got {capacity}, {parts}")
+            raise ConfigError(f"MessageVector: capacity and parts must be >= 1, "
+                              f"got {capacity}, {parts}")
         self.capacity, self.parts = capacity, parts
         self.keep: Any = None  # owners of the memory the iovecs point into, held alive
         self._iov = (_IOVec * (capacity * parts))()
@@ -374,7 +375,7 @@ class BatchReceiver:
         """The sender addresses of messages ``0..n-1`` as rows of raw address bytes
         (a view, valid until the next ``recv``). Needs ``sources=True``."""
         if self.names is None:
-            raise ValueError("BatchReceiver: source_bytes needs sources=True")
+            raise ConfigError("BatchReceiver: source_bytes needs sources=True")
         a, b = self._key
         return self.names[:n, a:b]
 
@@ -382,7 +383,7 @@ class BatchReceiver:
         """The sender addresses of messages ``0..n-1`` of the last ``recv``, as byte keys
         (compare with ``address_key``). Needs ``sources=True``."""
         if self.names is None:
-            raise ValueError("BatchReceiver: source_keys needs sources=True")
+            raise ConfigError("BatchReceiver: source_keys needs sources=True")
         a, b = self._key
         return np.ascontiguousarray(self.names[:n, a:b]).view(f"V{b - a}").reshape(n)
 

@@ -16,6 +16,7 @@ import threading
 import time
 
 from streamlib.net.mmsg import BatchSender
+from streamlib.errors import ClosedError, ConfigError
 
 __all__ = ["PacedSender", "pace_schedule"]
 
@@ -55,12 +56,12 @@ class PacedSender:
         sock: a connected UDP socket (``udp.open_sender``); closed by ``close``.
         ptime_ms: the packet time.
 
-    Raises ValueError for ``ptime_ms <= 0``.
+    Raises ConfigError for ``ptime_ms <= 0``.
     """
 
     def __init__(self, sock: socket.socket, ptime_ms: float) -> None:
         if not (isinstance(ptime_ms, (int, float)) and ptime_ms > 0):
-            raise ValueError(f"PacedSender: ptime_ms must be > 0, got {ptime_ms!r}")
+            raise ConfigError(f"PacedSender: ptime_ms must be > 0, got {ptime_ms!r}")
         self.sock = sock
         self.ptime_ns = int(round(ptime_ms * 1_000_000))
         self._sender = BatchSender(sock, max_batch=64)
@@ -83,11 +84,11 @@ class PacedSender:
 
     def submit(self, packets: list[bytes]) -> int:
         """Queue ``packets`` (sent in order, paced); returns how many were queued.
-        Raises the thread's unexpected error, if it died, and RuntimeError after close."""
+        Raises the thread's unexpected error, if it died, and ClosedError after close."""
         if self.error is not None:
             raise self.error
         if self._closed:
-            raise RuntimeError("PacedSender is closed")
+            raise ClosedError("PacedSender is closed")
         if packets:
             self._todo.put(list(packets))
         return len(packets)

@@ -35,6 +35,7 @@ import numpy.typing as npt
 import torch
 
 from streamlib.media.color import FRAC, dec_coeffs, enc_coeffs, levels
+from streamlib.errors import ConfigError, FrameValidationError
 
 __all__ = ["VideoFormat", "FORMATS", "parse_format", "format_from_fmtp", "pack_rgb",
            "unpack_to_rgb", "pack_rgb_fast", "unpack_to_rgb_fast", "rgb_to_ycbcr422_10", "rgb_to_ycbcr422_8", "rgb_to_rgb8",
@@ -58,11 +59,11 @@ class VideoFormat:
     pgroup_pixels: int   # pixels per pgroup
 
     def line_bytes(self, width: int) -> int:
-        """Octets of one line of ``width`` pixels. ValueError if width is not a whole
+        """Octets of one line of ``width`` pixels. ConfigError if width is not a whole
         number of pgroups."""
         if width < 1 or width % self.pgroup_pixels:
-            raise ValueError(f"{self.name}: width must be a positive multiple of "
-                             f"{self.pgroup_pixels}, got {width}")
+            raise ConfigError(f"{self.name}: width must be a positive multiple of "
+                              f"{self.pgroup_pixels}, got {width}")
         return width // self.pgroup_pixels * self.pgroup_bytes
 
     def frame_bytes(self, width: int, height: int) -> int:
@@ -79,17 +80,17 @@ FORMATS: dict[str, VideoFormat] = {
 
 
 def parse_format(name: str | VideoFormat) -> VideoFormat:
-    """``"YCbCr-4:2:2/10"`` etc. to a VideoFormat. ValueError lists the valid names."""
+    """``"YCbCr-4:2:2/10"`` etc. to a VideoFormat. ConfigError lists the valid names."""
     if isinstance(name, VideoFormat):
         return name
     fmt = FORMATS.get(name) if isinstance(name, str) else None
     if fmt is None:
-        raise ValueError(f"unknown video format {name!r}; valid: {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown video format {name!r}; valid: {', '.join(FORMATS)}")
     return fmt
 
 
 def format_from_fmtp(sampling: str, depth: int | str) -> VideoFormat:
-    """Format for SDP ``sampling``/``depth``. ValueError for unsupported pairs."""
+    """Format for SDP ``sampling``/``depth``. ConfigError for unsupported pairs."""
     return parse_format(f"{sampling}/{int(depth)}")
 
 
@@ -106,13 +107,13 @@ def _limits(depth: int) -> tuple[int, int]:
 
 
 def _rgb_array(frame: torch.Tensor | npt.NDArray[Any], pair: bool) -> I32:
-    """(H, W, 3) int32 view of an RGB/RGBA uint8 frame; ValueError for other shapes."""
+    """(H, W, 3) int32 view of an RGB/RGBA uint8 frame; FrameValidationError for other shapes."""
     arr = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"expected an (H, W, 3|4) uint8 RGB(A) frame, got "
-                         f"{arr.shape} {arr.dtype}")
+        raise FrameValidationError(f"expected an (H, W, 3|4) uint8 RGB(A) frame, got "
+                                   f"{arr.shape} {arr.dtype}")
     if pair and arr.shape[1] % 2:
-        raise ValueError(f"4:2:2 needs an even width, got {arr.shape[1]}")
+        raise FrameValidationError(f"4:2:2 needs an even width, got {arr.shape[1]}")
     return arr[:, :, :3].astype(np.int32)
 
 
@@ -139,8 +140,8 @@ def _out(out: U8 | None, size: int) -> U8:
     if out is None:
         return np.empty(size, np.uint8)
     if out.dtype != np.uint8 or out.ndim != 1 or out.size != size:
-        raise ValueError(f"out must be a 1-D uint8 array of {size} bytes, got {out.shape} "
-                         f"{out.dtype}")
+        raise ConfigError(f"out must be a 1-D uint8 array of {size} bytes, got {out.shape} "
+                          f"{out.dtype}")
     return out
 
 
@@ -160,7 +161,8 @@ def ycbcr422_10_to_planes(buf: U8 | bytes | memoryview, width: int,
     src = np.frombuffer(buf, np.uint8)
     n = width // 2 * height
     if src.size < n * 5:
-        raise ValueError(f"buffer holds {src.size} bytes, {width}x{height} 4:2:2/10 needs {n * 5}")
+        raise FrameValidationError(f"buffer holds {src.size} bytes, {width}x{height} 4:2:2/10 "
+                                   f"needs {n * 5}")
     wide = np.zeros((n, 8), np.uint8)
     wide[:, 3:] = src[:n * 5].reshape(n, 5)
     v = wide.view(">u8")[:, 0].astype(np.int64).reshape(height, width // 2)
@@ -170,7 +172,7 @@ def ycbcr422_10_to_planes(buf: U8 | bytes | memoryview, width: int,
 
 
 def rgb_to_ycbcr422_10(frame: torch.Tensor | npt.NDArray[Any], out: U8 | None = None) -> U8:
-    """RGB(A) uint8 (H, W, 3|4) -> ``YCbCr-4:2:2/10`` pgroups (H*W*5/2 bytes). ValueError
+    """RGB(A) uint8 (H, W, 3|4) -> ``YCbCr-4:2:2/10`` pgroups (H*W*5/2 bytes). FrameValidationError
     for odd widths, non-uint8 data or a wrong-sized ``out``."""
     return planes_to_ycbcr422_10(*_to_ycbcr422(frame, 10), out=out)
 
@@ -189,7 +191,8 @@ def rgb_to_rgb8(frame: torch.Tensor | npt.NDArray[Any], out: U8 | None = None) -
     """RGB(A) uint8 (H, W, 3|4) -> ``RGB/8`` bytes (H*W*3): alpha dropped, no conversion."""
     arr = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"expected an (H, W, 3|4) uint8 RGB(A) frame, got {arr.shape} {arr.dtype}")
+        raise FrameValidationError(f"expected an (H, W, 3|4) uint8 RGB(A) frame, got {arr.shape} "
+                                   f"{arr.dtype}")
     res = _out(out, arr.shape[0] * arr.shape[1] * 3)
     res.reshape(arr.shape[0], arr.shape[1], 3)[:] = arr[:, :, :3]
     return res
@@ -207,7 +210,7 @@ def _from_ycbcr422(cb: I32, y0: I32, cr: I32, y1: I32, depth: int,
     yo, _, cm, _ = levels(depth)
     res = np.empty((h, half_w * 2, 3), np.uint8) if out is None else out
     if res.shape != (h, half_w * 2, 3) or res.dtype != np.uint8:
-        raise ValueError(f"out must be ({h}, {half_w * 2}, 3) uint8, got {res.shape} {res.dtype}")
+        raise ConfigError(f"out must be ({h}, {half_w * 2}, 3) uint8, got {res.shape} {res.dtype}")
     dcb, dcr = cb - cm, cr - cm
     cr_r = rcr * dcr
     cg = gcb * dcb + gcr * dcr
@@ -224,28 +227,31 @@ def _from_ycbcr422(cb: I32, y0: I32, cr: I32, y1: I32, depth: int,
 
 def unpack_ycbcr422_10(buf: U8 | bytes | memoryview, width: int, height: int,
                        out: U8 | None = None) -> U8:
-    """``YCbCr-4:2:2/10`` pgroups -> RGB uint8 (H, W, 3). ValueError if ``buf`` is short."""
+    """``YCbCr-4:2:2/10`` pgroups -> RGB uint8 (H, W, 3). FrameValidationError if ``buf`` is
+    short."""
     return _from_ycbcr422(*ycbcr422_10_to_planes(buf, width, height), 10, out)
 
 
 def unpack_ycbcr422_8(buf: U8 | bytes | memoryview, width: int, height: int,
                       out: U8 | None = None) -> U8:
-    """``YCbCr-4:2:2/8`` (UYVY) -> RGB uint8 (H, W, 3). ValueError if ``buf`` is short."""
+    """``YCbCr-4:2:2/8`` (UYVY) -> RGB uint8 (H, W, 3). FrameValidationError if ``buf`` is short."""
     src = np.frombuffer(buf, np.uint8)
     n = width * height * 2
     if src.size < n:
-        raise ValueError(f"buffer holds {src.size} bytes, {width}x{height} 4:2:2/8 needs {n}")
+        raise FrameValidationError(f"buffer holds {src.size} bytes, {width}x{height} 4:2:2/8 "
+                                   f"needs {n}")
     q = src[:n].reshape(height, width // 2, 4).astype(np.int32)
     return _from_ycbcr422(q[..., 0], q[..., 1], q[..., 2], q[..., 3], 8, out)
 
 
 def unpack_rgb8(buf: U8 | bytes | memoryview, width: int, height: int,
                 out: U8 | None = None) -> U8:
-    """``RGB/8`` -> RGB uint8 (H, W, 3) (a copy). ValueError if ``buf`` is short."""
+    """``RGB/8`` -> RGB uint8 (H, W, 3) (a copy). FrameValidationError if ``buf`` is short."""
     src = np.frombuffer(buf, np.uint8)
     n = width * height * 3
     if src.size < n:
-        raise ValueError(f"buffer holds {src.size} bytes, {width}x{height} RGB/8 needs {n}")
+        raise FrameValidationError(f"buffer holds {src.size} bytes, {width}x{height} RGB/8 needs "
+                                   f"{n}")
     res = np.empty((height, width, 3), np.uint8) if out is None else out
     res[:] = src[:n].reshape(height, width, 3)
     return res
@@ -351,7 +357,7 @@ def pack_rgb_fast(frame: torch.Tensor | npt.NDArray[Any], fmt: str | VideoFormat
         return pack_rgb(frame, f, out)
     arr = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[1] % 2:
-        return pack_rgb(frame, f, out)  # raises the reference ValueError
+        return pack_rgb(frame, f, out)  # the reference raises
     res = _out(out, f.frame_bytes(arr.shape[1], arr.shape[0]))
     k["pack"](np.ascontiguousarray(arr), res, f.depth == 10, _enc_params(f.depth))
     return res
@@ -366,10 +372,10 @@ def unpack_to_rgb_fast(buf: U8 | bytes | memoryview, fmt: str | VideoFormat, wid
         return unpack_to_rgb(buf, f, width, height, out)
     src = np.frombuffer(buf, np.uint8)
     if src.size < f.frame_bytes(width, height):
-        return unpack_to_rgb(buf, f, width, height, out)  # raises the reference ValueError
+        return unpack_to_rgb(buf, f, width, height, out)  # the reference raises
     res = np.empty((height, width, 3), np.uint8) if out is None else out
     if res.shape != (height, width, 3) or res.dtype != np.uint8 or not res.flags.c_contiguous:
-        raise ValueError(f"out must be contiguous ({height}, {width}, 3) uint8, got {res.shape}")
+        raise ConfigError(f"out must be contiguous ({height}, {width}, 3) uint8, got {res.shape}")
     k["unpack"](src, res, f.depth == 10, _dec_params(f.depth))
     return res
 

@@ -2,7 +2,7 @@
 
 Codec: :func:`parse_message` turns one UDP payload into a frozen dataclass
 (:class:`Announce`, :class:`Sync`, :class:`FollowUp`, :class:`DelayReq`,
-:class:`DelayResp`) and raises only ValueError for malformed input;
+:class:`DelayResp`) and raises only PTPError (a ValueError) for malformed input;
 :func:`encode_message` and :func:`build_delay_req` go the other way.
 
 :class:`PTPSlave` listens on 224.0.1.129 ports 319 (event) and 320 (general),
@@ -34,6 +34,7 @@ from streamlib.net.ptp_codec import (
 )
 from streamlib.net.ptp_foreign import ForeignMasterTable, announce_interval_s
 from streamlib.net.udp import join_group
+from streamlib.errors import ClosedError, ConfigError
 
 __all__ = [
     "PTP_GROUP", "PortIdentity", "PTPTimestamp", "PTPHeader", "Sync", "DelayReq", "FollowUp",
@@ -148,7 +149,7 @@ class PTPSlave:
             in ``stats()["counts"]["foreign_evicted"]``).
 
     Raises:
-        ValueError: bad interface, domain, window or intervals, or a non-loopback
+        ConfigError: bad interface, domain, window or intervals, or a non-loopback
             ``interface`` without ``allow_remote=True``. ``start()`` raises OSError
             from the OS (ports below 1024 need root or CAP_NET_BIND_SERVICE).
     """
@@ -163,25 +164,25 @@ class PTPSlave:
         try:
             addr = ipaddress.IPv4Address(interface)
         except ValueError:
-            raise ValueError(f"PTPSlave: interface must be an IPv4 address literal, "
-                             f"got {interface!r}") from None
+            raise ConfigError(f"PTPSlave: interface must be an IPv4 address literal, "
+                              f"got {interface!r}") from None
         self._loopback = addr.is_loopback
         if not self._loopback and not allow_remote:
-            raise ValueError(f"PTPSlave: interface {interface} is not loopback; pass "
-                             f"allow_remote=True to send Delay_Req onto its link")
+            raise ConfigError(f"PTPSlave: interface {interface} is not loopback; pass "
+                              f"allow_remote=True to send Delay_Req onto its link")
         if isinstance(domain, bool) or not isinstance(domain, int) or not 0 <= domain <= 255:
-            raise ValueError(f"PTPSlave: domain must be an int in 0..255, got {domain!r}")
+            raise ConfigError(f"PTPSlave: domain must be an int in 0..255, got {domain!r}")
         if not delay_req_interval_s > 0:
-            raise ValueError(f"PTPSlave: delay_req_interval_s must be > 0, "
-                             f"got {delay_req_interval_s!r}")
+            raise ConfigError(f"PTPSlave: delay_req_interval_s must be > 0, "
+                              f"got {delay_req_interval_s!r}")
         if not 1 <= lock_samples <= window:
-            raise ValueError(f"PTPSlave: need 1 <= lock_samples <= window, got "
-                             f"lock_samples={lock_samples!r}, window={window!r}")
+            raise ConfigError(f"PTPSlave: need 1 <= lock_samples <= window, got "
+                              f"lock_samples={lock_samples!r}, window={window!r}")
         if announce_receipt_timeout < 2 or lock_threshold_ns <= 0:
-            raise ValueError("PTPSlave: announce_receipt_timeout must be >= 2 and "
-                             "lock_threshold_ns > 0")
+            raise ConfigError("PTPSlave: announce_receipt_timeout must be >= 2 and "
+                              "lock_threshold_ns > 0")
         if clock_identity is not None and len(clock_identity) != 8:
-            raise ValueError("PTPSlave: clock_identity must be 8 bytes")
+            raise ConfigError("PTPSlave: clock_identity must be 8 bytes")
         self.interface, self.domain = interface, domain
         self._dr_interval = float(delay_req_interval_s)
         self._lock_samples, self._lock_threshold = lock_samples, int(lock_threshold_ns)
@@ -196,8 +197,8 @@ class PTPSlave:
         self._state = State.INITIALIZING
         if isinstance(max_foreign_masters, bool) or not isinstance(max_foreign_masters, int) \
                 or max_foreign_masters < 1:
-            raise ValueError(f"PTPSlave: max_foreign_masters must be an int >= 1, "
-                             f"got {max_foreign_masters!r}")
+            raise ConfigError(f"PTPSlave: max_foreign_masters must be an int >= 1, "
+                              f"got {max_foreign_masters!r}")
         self._foreign = ForeignMasterTable(max_foreign_masters, announce_receipt_timeout)
         self._master: Announce | None = None
         self._pending_sync: tuple[int, int, int] | None = None  # seq, t2, correction
@@ -239,11 +240,11 @@ class PTPSlave:
         """Open the sockets and start the thread (idempotent; returns self).
 
         Raises:
-            RuntimeError: already closed.
+            ClosedError: already closed.
             OSError: a socket could not be bound/joined (the slave stays unstarted).
         """
         if self._closed:
-            raise RuntimeError("PTPSlave is closed")
+            raise ClosedError("PTPSlave is closed")
         if self._thread is not None:
             return self
         ttl = 0 if self._loopback else 1

@@ -2,7 +2,7 @@
 
 :func:`parse_message` turns one UDP payload into a frozen dataclass
 (:class:`Announce`, :class:`Sync`, :class:`FollowUp`, :class:`DelayReq`,
-:class:`DelayResp`) and raises only ValueError for malformed input (TypeError
+:class:`DelayResp`) and raises only PTPError (a ValueError) for malformed input (TypeError
 for something that is not bytes); :func:`encode_message` and
 :func:`build_delay_req` go the other way. ``streamlib.net.ptp`` (the slave)
 re-exports all of it.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from typing import Union
+from streamlib.errors import ConfigError, PTPError
 
 __all__ = [
     "PTP_GROUP", "PortIdentity", "PTPTimestamp", "PTPHeader", "Sync", "DelayReq", "FollowUp",
@@ -63,9 +64,9 @@ class PTPTimestamp:
 
     @classmethod
     def from_ns(cls, ns: int) -> PTPTimestamp:
-        """Raises ValueError outside 0 .. 2**48 s."""
+        """Raises ConfigError outside 0 .. 2**48 s."""
         if not 0 <= ns < (1 << 48) * NS:
-            raise ValueError(f"timestamp {ns} ns is outside the 48-bit seconds range")
+            raise ConfigError(f"timestamp {ns} ns is outside the 48-bit seconds range")
         return cls(ns // NS, ns % NS)
 
 
@@ -141,7 +142,7 @@ _BODY_LEN = {0x0: 10, 0x1: 10, 0x8: 10, 0x9: 20, 0xB: 30}
 def _ts(data: bytes, off: int) -> PTPTimestamp:
     hi, lo, nsec = _TS.unpack_from(data, off)
     if nsec >= NS:
-        raise ValueError(f"timestamp nanoseconds field {nsec} is not below 1e9")
+        raise PTPError(f"timestamp nanoseconds field {nsec} is not below 1e9")
     return PTPTimestamp((hi << 32) | lo, nsec)
 
 
@@ -155,28 +156,28 @@ def parse_message(data: bytes | bytearray | memoryview) -> PTPMessage:
     Trailing bytes past ``messageLength`` and TLVs after a body are ignored.
 
     Raises:
-        ValueError: shorter than the header or the type's body, not version 2,
+        PTPError: shorter than the header or the type's body, not version 2,
             ``messageLength`` beyond the data or short of the body, an unsupported
             type (Pdelay, Signaling, Management...), nanoseconds >= 1e9.
         TypeError: ``data`` is not bytes-like.
     """
     data = bytes(data)
     if len(data) < _HEADER.size:
-        raise ValueError(f"PTP message too short: {len(data)} bytes, the header needs 34")
+        raise PTPError(f"PTP message too short: {len(data)} bytes, the header needs 34")
     (b0, b1, length, domain, sdo, flags, corr, _, cid, port, seq, control,
      log_int) = _HEADER.unpack_from(data)
     mtype, version = b0 & 0x0F, b1 & 0x0F
     if version != 2:
-        raise ValueError(f"unsupported PTP version {version} (only PTPv2 is parsed)")
+        raise PTPError(f"unsupported PTP version {version} (only PTPv2 is parsed)")
     if length > len(data):
-        raise ValueError(f"messageLength {length} exceeds the {len(data)} bytes received")
+        raise PTPError(f"messageLength {length} exceeds the {len(data)} bytes received")
     if mtype not in _BODY_LEN:
         name = _TYPE_NAMES.get(mtype, "reserved")
-        raise ValueError(f"unsupported PTP message type {mtype:#x} ({name})")
+        raise PTPError(f"unsupported PTP message type {mtype:#x} ({name})")
     need = _HEADER.size + _BODY_LEN[mtype]
     if length < need:
-        raise ValueError(f"messageLength {length} is short of the {need} bytes a "
-                         f"{_TYPE_NAMES[mtype]} needs")
+        raise PTPError(f"messageLength {length} is short of the {need} bytes a "
+                       f"{_TYPE_NAMES[mtype]} needs")
     header = PTPHeader(mtype, version, length, domain, flags, corr,
                        PortIdentity(cid, port), seq, control, log_int,
                        b0 >> 4, b1 >> 4, sdo)
@@ -198,22 +199,22 @@ def encode_message(msg: PTPMessage) -> bytes:
     header's values for them are not used).
 
     Raises:
-        ValueError: a field out of its wire range (struct.error is turned into it).
+        ConfigError: a field out of its wire range (struct.error is turned into it).
     """
     h = msg.header
     mtype = _TYPE_OF[type(msg)]
     sp = h.source_port_identity
     try:
         if len(sp.clock_identity) != 8:
-            raise ValueError("clock identity must be 8 bytes")
+            raise ConfigError("clock identity must be 8 bytes")
         if isinstance(msg, DelayResp):
             rp = msg.requesting_port_identity
             if len(rp.clock_identity) != 8:
-                raise ValueError("requesting clock identity must be 8 bytes")
+                raise ConfigError("requesting clock identity must be 8 bytes")
             tail = rp.clock_identity + struct.pack(">H", rp.port_number)
         elif isinstance(msg, Announce):
             if len(msg.grandmaster_identity) != 8:
-                raise ValueError("grandmaster identity must be 8 bytes")
+                raise ConfigError("grandmaster identity must be 8 bytes")
             tail = _ANNOUNCE_TAIL.pack(
                 msg.current_utc_offset, msg.grandmaster_priority1, msg.grandmaster_clock_class,
                 msg.grandmaster_clock_accuracy, msg.grandmaster_offset_scaled_log_variance,
@@ -224,14 +225,14 @@ def encode_message(msg: PTPMessage) -> bytes:
         t = (msg.receive_timestamp if isinstance(msg, DelayResp) else
              msg.precise_origin_timestamp if isinstance(msg, FollowUp) else msg.origin_timestamp)
         if not 0 <= t.nanoseconds < NS:
-            raise ValueError(f"timestamp nanoseconds {t.nanoseconds} out of range")
+            raise ConfigError(f"timestamp nanoseconds {t.nanoseconds} out of range")
         body = _TS.pack(t.seconds >> 32, t.seconds & 0xFFFFFFFF, t.nanoseconds) + tail
         head = _HEADER.pack((h.transport_specific << 4) | mtype, (h.minor_version << 4) | 2,
                             _HEADER.size + len(body), h.domain, h.minor_sdo_id, h.flags,
                             h.correction, b"\0" * 4, sp.clock_identity, sp.port_number,
                             h.sequence_id, h.control, h.log_message_interval)
     except struct.error as e:
-        raise ValueError(f"cannot encode {type(msg).__name__}: {e}") from None
+        raise ConfigError(f"cannot encode {type(msg).__name__}: {e}") from None
     return head + body
 
 
@@ -240,7 +241,7 @@ def build_delay_req(sequence_id: int, source: PortIdentity, domain: int = 127,
     """A 44-byte Delay_Req (controlField 1, logMessageInterval 0x7F, correction 0).
 
     Raises:
-        ValueError: a field out of its wire range.
+        ConfigError: a field out of its wire range.
     """
     header = PTPHeader(0x1, 2, 44, domain, 0, 0, source, sequence_id, _CONTROL[0x1], 0x7F)
     return encode_message(DelayReq(header, PTPTimestamp.from_ns(origin_ns)))

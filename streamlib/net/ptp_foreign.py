@@ -24,6 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from streamlib.net.ptp_codec import Announce, PortIdentity
+from streamlib.errors import ConfigError
 
 __all__ = ["FOREIGN_MASTER_THRESHOLD", "FOREIGN_MASTER_TIME_WINDOW", "ForeignMasterTable",
            "ForeignRecord", "bmca_key", "announce_interval_s"]
@@ -71,16 +72,16 @@ class ForeignMasterTable:
     """Foreign master records, bounded (see the module docstring). Not thread-safe:
     the slave calls it under its lock.
 
-    Raises ValueError for ``max_records`` < 1 or ``receipt_timeout`` < 2.
+    Raises ConfigError for ``max_records`` < 1 or ``receipt_timeout`` < 2.
     """
 
     def __init__(self, max_records: int = 16, receipt_timeout: int = 3) -> None:
         if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
-            raise ValueError(f"ForeignMasterTable: max_records must be an int >= 1, "
-                             f"got {max_records!r}")
+            raise ConfigError(f"ForeignMasterTable: max_records must be an int >= 1, "
+                              f"got {max_records!r}")
         if receipt_timeout < 2:
-            raise ValueError(f"ForeignMasterTable: receipt_timeout must be >= 2, "
-                             f"got {receipt_timeout!r}")
+            raise ConfigError(f"ForeignMasterTable: receipt_timeout must be >= 2, "
+                              f"got {receipt_timeout!r}")
         self.max_records, self.receipt_timeout = max_records, receipt_timeout
         # least recently heard first; a record moves to _qualified when it first qualifies
         self._unqualified: OrderedDict[PortIdentity, ForeignRecord] = OrderedDict()

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamlib.net.pgroup import VideoFormat, parse_format
-from streamlib.errors import RTPError
+from streamlib.errors import ConfigError, FrameValidationError, RTPError
 from streamlib.net.rtp import MAX_UDP_PAYLOAD, RTP_HEADER_SIZE, RTP_VERSION
 from streamlib.net.mmsg import MessageVector
 
@@ -140,10 +140,10 @@ def parse_packet(data: bytes | bytearray | memoryview) -> VideoPacket:
 
 def serialize_packet(pkt: VideoPacket) -> bytes:
     """Inverse of ``parse_packet`` (``serialize_packet(parse_packet(b)) == b``).
-    Raises ValueError when the SRD lengths do not add up to ``len(data)``."""
+    Raises ConfigError when the SRD lengths do not add up to ``len(data)``."""
     if sum(s.length for s in pkt.srds) != len(pkt.data):
-        raise ValueError(f"SRD lengths add up to {sum(s.length for s in pkt.srds)}, "
-                         f"data holds {len(pkt.data)} bytes")
+        raise ConfigError(f"SRD lengths add up to {sum(s.length for s in pkt.srds)}, "
+                          f"data holds {len(pkt.data)} bytes")
     b0 = (RTP_VERSION << 6) | (0x20 if pkt.padding else 0) | (
         0x10 if pkt.extension is not None else 0) | len(pkt.csrcs)
     out = bytearray(struct.pack("!BBHII", b0, (int(pkt.marker) << 7) | pkt.payload_type,
@@ -166,7 +166,7 @@ def _layout(fmt: VideoFormat, width: int, height: int, max_payload: int,
     pg = fmt.pgroup_bytes
     room0 = max_payload - RTP_HEADER_SIZE - PAYLOAD_HEADER_SIZE
     if room0 - SRD_SIZE < pg:
-        raise ValueError(f"max_payload {max_payload} cannot hold one pgroup")
+        raise ConfigError(f"max_payload {max_payload} cannot hold one pgroup")
     packets: list[list[tuple[int, int, int]]] = []
     line, off = 0, 0
     while line < height:
@@ -203,7 +203,7 @@ class VideoPacketizer:
             send many packets per syscall. The padding is at most a few bytes in the
             packets that carry several SRDs.
 
-    Raises ValueError for an unknown format, a bad size or a payload limit too small.
+    Raises ConfigError for an unknown format, a bad size or a payload limit too small.
     """
 
     def __init__(self, fmt: str | VideoFormat, width: int, height: int, *,
@@ -212,11 +212,11 @@ class VideoPacketizer:
                  first_sequence: int = 0, uniform: bool = True) -> None:
         self.format = parse_format(fmt)
         if height < 1 or height > 0x7FFF or width > 0x7FFF:
-            raise ValueError(f"VideoPacketizer: {width}x{height} is outside 1..32767")
+            raise ConfigError(f"VideoPacketizer: {width}x{height} is outside 1..32767")
         if not 0 <= payload_type <= 127:
-            raise ValueError(f"VideoPacketizer: payload_type must be 0-127, got {payload_type}")
+            raise ConfigError(f"VideoPacketizer: payload_type must be 0-127, got {payload_type}")
         if not 1 <= max_srds <= 16:
-            raise ValueError(f"VideoPacketizer: max_srds must be 1-16, got {max_srds}")
+            raise ConfigError(f"VideoPacketizer: max_srds must be 1-16, got {max_srds}")
         self.width, self.height = width, height
         self.payload_type, self.ssrc = payload_type, ssrc & 0xFFFFFFFF
         self.max_payload = max_payload
@@ -279,8 +279,8 @@ class VideoPacketizer:
 
     def _check(self, pgroup: npt.NDArray[np.uint8]) -> None:
         if pgroup.dtype != np.uint8 or pgroup.ndim != 1 or pgroup.size != self.frame_bytes:
-            raise ValueError(f"pgroup buffer must be 1-D uint8 of {self.frame_bytes} bytes, "
-                             f"got {pgroup.shape} {pgroup.dtype}")
+            raise FrameValidationError(f"pgroup buffer must be 1-D uint8 of {self.frame_bytes} "
+                                       f"bytes, got {pgroup.shape} {pgroup.dtype}")
 
     def packet_sizes(self) -> npt.NDArray[np.int64]:
         """Datagram sizes in bytes (all <= ``max_payload``)."""
@@ -288,7 +288,7 @@ class VideoPacketizer:
 
     def build(self, pgroup: npt.NDArray[np.uint8]) -> list[memoryview]:
         """Contiguous datagrams of the stamped frame, written into one reused buffer
-        (valid until the next ``build``). ValueError for a wrong-sized buffer."""
+        (valid until the next ``build``). FrameValidationError for a wrong-sized buffer."""
         self._check(pgroup)
         if self._packet_buf is None:
             self._packet_buf = np.zeros((self.n_packets, self.max_payload), np.uint8)
@@ -313,7 +313,7 @@ class VideoPacketizer:
         one address (write new frames into it) and ``stamp`` before each send."""
         self._check(pgroup)
         if per_message > 1 and not self.uniform:
-            raise ValueError("per_message > 1 (GSO) needs uniform packet sizes")
+            raise ConfigError("per_message > 1 (GSO) needs uniform packet sizes")
         key = (int(pgroup.ctypes.data), pgroup.size, per_message)
         vec = self._vectors.get(key)
         if vec is not None:
@@ -344,14 +344,14 @@ class VideoPacketizer:
 
 def split_packets(blob: bytes) -> list[bytes]:
     """Split a length-prefixed capture (4-byte big-endian length, then the datagram,
-    repeated) into datagrams. ValueError for a truncated file."""
+    repeated) into datagrams. RTPError for a truncated file."""
     out, pos = [], 0
     while pos < len(blob):
         if pos + 4 > len(blob):
-            raise ValueError(f"capture truncated in a length prefix at byte {pos}")
+            raise RTPError(f"capture truncated in a length prefix at byte {pos}")
         (n,) = struct.unpack_from("!I", blob, pos)
         if pos + 4 + n > len(blob):
-            raise ValueError(f"capture truncated: packet at byte {pos} needs {n} bytes")
+            raise RTPError(f"capture truncated: packet at byte {pos} needs {n} bytes")
         out.append(blob[pos + 4:pos + 4 + n])
         pos += 4 + n
     return out

@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from streamlib.errors import ConfigError, SDPError
 
 __all__ = ["SDPStream", "write_sdp", "parse_sdp", "video_stream", "audio_stream",
            "format_rate", "parse_rate", "stream_sources", "stream_ssrc", "DEFAULT_TS_REFCLK"]
@@ -56,7 +57,7 @@ class SDPStream:
         sources: sender addresses of ``a=source-filter: incl`` for this stream (RFC 4570).
         origin_address: the session's ``o=`` address (parsed SDP only), else None.
 
-    Raises ValueError naming the field for an unknown media/encoding, a port or payload
+    Raises ConfigError naming the field for an unknown media/encoding, a port or payload
     type out of range, a non-positive clock rate, or an address that is not an IP literal.
     """
 
@@ -78,30 +79,30 @@ class SDPStream:
 
     def __post_init__(self) -> None:
         if self.media not in _MEDIA:
-            raise ValueError(f"SDPStream.media must be one of {_MEDIA}, got {self.media!r}")
+            raise ConfigError(f"SDPStream.media must be one of {_MEDIA}, got {self.media!r}")
         if self.encoding not in _ENCODINGS:
-            raise ValueError(f"SDPStream.encoding must be one of {_ENCODINGS}, "
-                             f"got {self.encoding!r}")
+            raise ConfigError(f"SDPStream.encoding must be one of {_ENCODINGS}, "
+                              f"got {self.encoding!r}")
         if not isinstance(self.port, int) or not 1 <= self.port <= 65535:
-            raise ValueError(f"SDPStream.port must be an int in 1-65535, got {self.port!r}")
+            raise ConfigError(f"SDPStream.port must be an int in 1-65535, got {self.port!r}")
         if not isinstance(self.payload_type, int) or not 0 <= self.payload_type <= 127:
-            raise ValueError(f"SDPStream.payload_type must be in 0-127, got {self.payload_type!r}")
+            raise ConfigError(f"SDPStream.payload_type must be in 0-127, got {self.payload_type!r}")
         if not isinstance(self.clock_rate, int) or self.clock_rate <= 0:
-            raise ValueError(f"SDPStream.clock_rate must be a positive int, got {self.clock_rate!r}")
+            raise ConfigError(f"SDPStream.clock_rate must be a positive int, got {self.clock_rate!r}")
         if self.channels is not None and (not isinstance(self.channels, int) or self.channels < 1):
-            raise ValueError(f"SDPStream.channels must be a positive int, got {self.channels!r}")
+            raise ConfigError(f"SDPStream.channels must be a positive int, got {self.channels!r}")
         if self.ptime_ms is not None and not self.ptime_ms > 0:
-            raise ValueError(f"SDPStream.ptime_ms must be > 0, got {self.ptime_ms!r}")
+            raise ConfigError(f"SDPStream.ptime_ms must be > 0, got {self.ptime_ms!r}")
         try:
             ipaddress.ip_address(self.address)
         except ValueError:
-            raise ValueError(f"SDPStream.address must be an IP literal, "
-                             f"got {self.address!r}") from None
+            raise ConfigError(f"SDPStream.address must be an IP literal, "
+                              f"got {self.address!r}") from None
         for src in self.sources:
             try:
                 ipaddress.ip_address(src)
             except ValueError:
-                raise ValueError(f"SDPStream.sources must be IP literals, got {src!r}") from None
+                raise ConfigError(f"SDPStream.sources must be IP literals, got {src!r}") from None
         # Copy so the frozen stream never aliases a caller's dict.
         object.__setattr__(self, "fmtp", {str(k): str(v) for k, v in self.fmtp.items()})
 
@@ -111,22 +112,22 @@ class SDPStream:
         return ipaddress.ip_address(self.address).version
 
     def fmtp_int(self, name: str) -> int:
-        """``fmtp[name]`` as an int. Raises ValueError naming the parameter if absent/bad."""
+        """``fmtp[name]`` as an int. Raises SDPError naming the parameter if absent/bad."""
         try:
             return int(self.fmtp[name])
         except KeyError:
-            raise ValueError(f"SDP fmtp has no {name!r} parameter (has {sorted(self.fmtp)})") \
+            raise SDPError(f"SDP fmtp has no {name!r} parameter (has {sorted(self.fmtp)})") \
                 from None
         except ValueError:
-            raise ValueError(f"SDP fmtp {name}={self.fmtp[name]!r} is not an integer") from None
+            raise SDPError(f"SDP fmtp {name}={self.fmtp[name]!r} is not an integer") from None
 
 
 def format_rate(fps: float | int | str | Fraction) -> str:
     """ST 2110-20 ``exactframerate``: ``"60"``, ``"30000/1001"`` (for 29.97), ``"25"``.
-    Raises ValueError for a non-positive rate."""
+    Raises ConfigError for a non-positive rate."""
     rate = parse_rate(fps) if isinstance(fps, str) else _as_fraction(fps)
     if rate <= 0:
-        raise ValueError(f"frame rate must be > 0, got {fps!r}")
+        raise ConfigError(f"frame rate must be > 0, got {fps!r}")
     return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
 
 
@@ -141,13 +142,13 @@ def _as_fraction(fps: float | int | Fraction) -> Fraction:
 
 
 def parse_rate(text: str) -> Fraction:
-    """Parse ``"60"``, ``"30000/1001"`` or ``"29.97"``. Raises ValueError quoting the text."""
+    """Parse ``"60"``, ``"30000/1001"`` or ``"29.97"``. Raises SDPError quoting the text."""
     try:
         rate = _as_fraction(float(text)) if "." in text else Fraction(text.strip())
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"invalid frame rate {text!r}") from None
+        raise SDPError(f"invalid frame rate {text!r}") from None
     if rate <= 0:
-        raise ValueError(f"invalid frame rate {text!r}: must be > 0")
+        raise SDPError(f"invalid frame rate {text!r}: must be > 0")
     return rate
 
 
@@ -163,12 +164,12 @@ def video_stream(address: str, port: int, *, width: int, height: int,
     ``tp`` is the ST 2110-21 sender type the sender meets: ``"2110TPN"`` (narrow),
     ``"2110TPNL"`` (narrow linear) or ``"2110TPW"`` (wide); None (default) writes no
     ``TP``: a sender that does not pace to ST 2110-21 claims nothing (FFmpeg and
-    GStreamer receivers ignore it). Raises ValueError for bad sizes or ``tp``."""
+    GStreamer receivers ignore it). Raises ConfigError for bad sizes or ``tp``."""
     if width < 1 or height < 1:
-        raise ValueError(f"video_stream: width and height must be >= 1, got {width}x{height}")
+        raise ConfigError(f"video_stream: width and height must be >= 1, got {width}x{height}")
     if tp not in (None, "2110TPN", "2110TPNL", "2110TPW"):
-        raise ValueError(f"video_stream: tp must be 2110TPN, 2110TPNL, 2110TPW or None, "
-                         f"got {tp!r}")
+        raise ConfigError(f"video_stream: tp must be 2110TPN, 2110TPNL, 2110TPW or None, "
+                          f"got {tp!r}")
     fmtp = {"sampling": sampling, "width": str(width), "height": str(height),
             "depth": str(depth), "exactframerate": format_rate(fps),
             "colorimetry": colorimetry, "PM": "2110GPM", "SSN": "ST2110-20:2017"}
@@ -187,7 +188,7 @@ def audio_stream(address: str, port: int, *, encoding: str = "L24", sample_rate:
                  ttl: int | None = None) -> SDPStream:
     """An ST 2110-30 ``L24``/``L16`` stream (``a=rtpmap:97 L24/48000/2``, ``a=ptime:1``).
     ``channel_order`` defaults to ``SMPTE2110.(ST)`` for 2 channels, ``(M)`` for 1, else
-    ``(U01,...)`` undefined groups. Raises ValueError for a bad encoding/rate/count."""
+    ``(U01,...)`` undefined groups. Raises ConfigError for a bad encoding/rate/count."""
     if channel_order is None:
         channel_order = ("SMPTE2110.(M)" if channels == 1 else "SMPTE2110.(ST)" if channels == 2
                          else "SMPTE2110.(" + ",".join(["U01"] * channels) + ")")
@@ -207,12 +208,12 @@ def write_sdp(streams: Sequence[SDPStream], *, session_name: str = "streamlib",
 
     ``ts_refclk`` overrides every stream's ``a=ts-refclk`` (e.g. ``"ptp=IEEE1588-2008:
     08-00-11-FF-FE-21-E1-B0:0"``). ``origin_address`` defaults to the first stream's
-    address. Raises ValueError for an empty list or a session name with a line break.
+    address. Raises ConfigError for an empty list or a session name with a line break.
     """
     if not streams:
-        raise ValueError("write_sdp needs at least one stream")
+        raise ConfigError("write_sdp needs at least one stream")
     if any(c in session_name for c in "\r\n") or not session_name:
-        raise ValueError(f"write_sdp: invalid session_name {session_name!r}")
+        raise ConfigError(f"write_sdp: invalid session_name {session_name!r}")
     origin = origin_address or streams[0].address
     ov = ipaddress.ip_address(origin).version
     sid = session_id if session_id is not None else time.time_ns() // 1000
@@ -242,12 +243,12 @@ def write_sdp(streams: Sequence[SDPStream], *, session_name: str = "streamlib",
 
 def stream_ssrc(stream: SDPStream) -> int | None:
     """The SSRC an SDP gives for ``stream`` (RFC 5576 ``a=ssrc:<id> ...``; the first
-    one), else None. Raises ValueError for an ``a=ssrc`` that is not a 32-bit number."""
+    one), else None. Raises SDPError for an ``a=ssrc`` that is not a 32-bit number."""
     for attr in stream.attributes:
         if attr.startswith("ssrc:"):
             text = attr[5:].split(maxsplit=1)[0] if attr[5:].strip() else ""
             if not (text.isascii() and text.isdigit() and int(text) <= 0xFFFFFFFF):
-                raise ValueError(f"SDP a={attr!r}: the SSRC must be a 32-bit unsigned number")
+                raise SDPError(f"SDP a={attr!r}: the SSRC must be a 32-bit unsigned number")
             return int(text)
     return None
 
@@ -287,7 +288,7 @@ def _parse_fmtp(text: str) -> dict[str, str]:
 def _parse_c(value: str) -> tuple[str, int | None]:
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
-        raise ValueError("expected 'c=IN IP4 <address>' or 'c=IN IP6 <address>'")
+        raise SDPError("expected 'c=IN IP4 <address>' or 'c=IN IP6 <address>'")
     addr, _, rest = parts[2].partition("/")
     ipaddress.ip_address(addr)  # ValueError for a hostname: ST 2110 uses literals
     ttl = int(rest.split("/")[0]) if rest and parts[1] == "IP4" else None
@@ -315,11 +316,11 @@ class _Section:
 
 def _parse_source_filter(value: str) -> tuple[str, tuple[str, ...]] | None:
     """``a=source-filter: incl IN IP4 <dest|*> <src>...`` -> (dest, sources); None for
-    ``excl`` (not a sender list). Raises ValueError for a malformed line."""
+    ``excl`` (not a sender list). Raises SDPError for a malformed line."""
     parts = value.split()
     if len(parts) < 5 or parts[0] not in ("incl", "excl") or parts[1] != "IN" or \
             parts[2] not in ("IP4", "IP6", "*"):
-        raise ValueError("expected 'a=source-filter: incl IN IP4 <dest> <source>...'")
+        raise SDPError("expected 'a=source-filter: incl IN IP4 <dest> <source>...'")
     for src in parts[4:]:
         ipaddress.ip_address(src)  # ValueError for a host name
     return (parts[3], tuple(parts[4:])) if parts[0] == "incl" else None
@@ -339,7 +340,7 @@ def _parse_attr(sec: _Section, value: str) -> None:
         pt_s, _, enc = val.partition(" ")
         fields = enc.strip().split("/")
         if len(fields) < 2:
-            raise ValueError("expected 'a=rtpmap:<pt> <encoding>/<rate>[/<channels>]'")
+            raise SDPError("expected 'a=rtpmap:<pt> <encoding>/<rate>[/<channels>]'")
         if int(pt_s) == sec.pt:
             sec.enc, sec.rate = fields[0], int(fields[1])
             sec.channels = int(fields[2]) if len(fields) > 2 else None
@@ -350,7 +351,7 @@ def _parse_attr(sec: _Section, value: str) -> None:
     elif name == "ptime":
         sec.ptime = float(val)
         if not sec.ptime > 0:
-            raise ValueError("ptime must be > 0")
+            raise SDPError("ptime must be > 0")
     elif name == "ts-refclk":
         sec.refclk = val
     elif name == "mediaclk":
@@ -367,7 +368,7 @@ def parse_sdp(text: str) -> list[SDPStream]:
     """Parse SDP text into one ``SDPStream`` per ``m=`` section (the first payload type
     of each). Sections that are not RTP/AVP video/audio with raw/L24/L16 are skipped.
 
-    Raises ValueError naming the line number and text for: a line that is not
+    Raises SDPError naming the line number and text for: a line that is not
     ``<letter>=<value>``, a bad ``m=``/``c=``/``rtpmap``/``ptime`` line, a media section
     with no connection address, or text with no usable stream.
     """
@@ -384,13 +385,13 @@ def parse_sdp(text: str) -> list[SDPStream]:
             continue
         where = f"SDP line {lineno} {line!r}"
         if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
-            raise ValueError(f"{where}: expected '<type>=<value>'")
+            raise SDPError(f"{where}: expected '<type>=<value>'")
         kind, value = line[0], line[2:]
         try:
             if kind == "m":
                 parts = value.split()
                 if len(parts) < 4:
-                    raise ValueError("expected 'm=<media> <port> <proto> <fmt>'")
+                    raise SDPError("expected 'm=<media> <port> <proto> <fmt>'")
                 cur = _Section(parts[0], int(parts[1].split("/")[0]), parts[2], int(parts[3]),
                                where)
                 sections.append(cur)
@@ -415,7 +416,7 @@ def parse_sdp(text: str) -> list[SDPStream]:
                 # o=<user> <id> <version> IN IP4 <address>; a bad one is not fatal
                 origin = parts[5] if len(parts) == 6 and parts[3] == "IN" else None
         except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
+            raise SDPError(f"{where}: {e}") from None
 
     streams: list[SDPStream] = []
     for sec in sections:
@@ -425,7 +426,7 @@ def parse_sdp(text: str) -> list[SDPStream]:
             continue
         conn = sec.c or session_c
         if conn is None:
-            raise ValueError(f"{sec.where}: media section has no 'c=' connection address")
+            raise SDPError(f"{sec.where}: media section has no 'c=' connection address")
         encoding = "raw" if sec.enc.lower() == "raw" else sec.enc.upper()
         try:
             streams.append(SDPStream(
@@ -436,7 +437,7 @@ def parse_sdp(text: str) -> list[SDPStream]:
                 sources=_filter_sources(session_filters + sec.filters, conn[0]),
                 origin_address=origin))
         except ValueError as e:
-            raise ValueError(f"{sec.where}: {e}") from None
+            raise SDPError(f"{sec.where}: {e}") from None
     if not streams:
-        raise ValueError("SDP has no RTP/AVP video/audio stream with raw, L24 or L16 encoding")
+        raise SDPError("SDP has no RTP/AVP video/audio stream with raw, L24 or L16 encoding")
     return streams

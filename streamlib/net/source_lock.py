@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamlib.net.mmsg import address_key, key_address
+from streamlib.errors import ConfigError
 
 __all__ = ["SourceLock"]
 
@@ -47,7 +48,7 @@ class SourceLock:
         name: the receiver, for the log line.
         family: the socket's address family (for ``filter_keys``).
 
-    Raises ValueError naming the address for a source that is not an IP literal.
+    Raises ConfigError naming the address for a source that is not an IP literal.
     """
 
     def __init__(self, sources: Iterable[str] = (), *, follow: bool = True,
@@ -58,7 +59,7 @@ class SourceLock:
             try:
                 ip = ipaddress.ip_address(s)
             except ValueError:
-                raise ValueError(f"{name}: sources: {s!r} is not an IP address literal") \
+                raise ConfigError(f"{name}: sources: {s!r} is not an IP address literal") \
                     from None
             fixed.append(str(ip))
         self.fixed = tuple(dict.fromkeys(fixed))

@@ -48,6 +48,7 @@ from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
+from streamlib.errors import ConfigError
 
 __all__ = ["TimingModel", "Verdict", "timing_model", "cinst", "vrx", "analyze",
            "frame_ids_from_markers", "SENDER_TYPES", "TP_BY_TYPE", "BETA"]
@@ -129,7 +130,7 @@ def timing_model(n_packets: int, fps: float | int | Fraction | str, height: int,
                  interlaced: bool = False) -> TimingModel:
     """ST 2110-21 constants for ``n_packets`` per frame (per field when ``interlaced``)
     at ``fps`` frames per second and ``height`` lines. ``fps`` as a float maps 59.94
-    to 60000/1001. Raises ValueError for a non-positive count, rate or height.
+    to 60000/1001. Raises ConfigError for a non-positive count, rate or height.
 
     >>> m = timing_model(4320, 50, 1080)
     >>> round(m.trs_ns), m.cmax_narrow, m.vrx_full_narrow, m.cmax_wide, m.vrx_full_wide
@@ -137,8 +138,8 @@ def timing_model(n_packets: int, fps: float | int | Fraction | str, height: int,
     """
     rate = _fraction(fps)
     if n_packets < 1 or rate <= 0 or height < 1:
-        raise ValueError(f"timing_model: need n_packets >= 1, fps > 0, height >= 1; got "
-                         f"{n_packets}, {fps!r}, {height}")
+        raise ConfigError(f"timing_model: need n_packets >= 1, fps > 0, height >= 1; got "
+                          f"{n_packets}, {fps!r}, {height}")
     # TFRAME is the drain unit's period: a field for interlace (two per frame)
     tframe = 1 / rate / (2 if interlaced else 1)
     ra = _ractive(height, interlaced)
@@ -159,9 +160,9 @@ def cinst(arrivals_ns: npt.ArrayLike, tdrain_ns: float) -> npt.NDArray[np.int64]
     """Fill of the network compatibility bucket at each arrival (EBU LIST convention:
     ticks every ``tdrain_ns`` from the first arrival; ``c = max(0, c + 1 - ticks)``).
     Packets that arrive ``tdrain_ns`` or more apart read 0; a burst of B read B - 1.
-    Raises ValueError for a non-positive ``tdrain_ns``."""
+    Raises ConfigError for a non-positive ``tdrain_ns``."""
     if not tdrain_ns > 0:
-        raise ValueError(f"cinst: tdrain_ns must be > 0, got {tdrain_ns}")
+        raise ConfigError(f"cinst: tdrain_ns must be > 0, got {tdrain_ns}")
     t = np.asarray(arrivals_ns, dtype=np.int64)
     out = np.zeros(t.size, np.int64)
     if t.size == 0:
@@ -224,12 +225,12 @@ def vrx(arrivals_ns: npt.ArrayLike, frame_ids: npt.ArrayLike, trs_ns: float, tfr
     ``per_frame=True`` fits each frame's ``TPR0`` on its own (EBU LIST's "first packet
     each frame" kind; alignment ``"frame"``): it leaves out frame-start jitter and so
     measures only the pacing inside frames, a weaker test than a fixed cadence.
-    Raises ValueError when the arrays differ in length or ``epochs_ns`` is too short.
+    Raises ConfigError when the arrays differ in length or ``epochs_ns`` is too short.
     """
     t = np.asarray(arrivals_ns, dtype=np.int64)
     frame, j = _frame_index(frame_ids)
     if frame.size != t.size:
-        raise ValueError(f"vrx: {t.size} arrivals but {frame.size} frame ids")
+        raise ConfigError(f"vrx: {t.size} arrivals but {frame.size} frame ids")
     if t.size == 0:
         return VRXResult(0, 0, 0, 0.0, "fitted" if epochs_ns is None else "epoch")
     nf = int(frame[-1]) + 1
@@ -237,7 +238,7 @@ def vrx(arrivals_ns: npt.ArrayLike, frame_ids: npt.ArrayLike, trs_ns: float, tfr
     if epochs_ns is not None:
         ep = np.asarray(epochs_ns, dtype=np.int64)
         if ep.size < nf:
-            raise ValueError(f"vrx: {nf} frames but {ep.size} epochs")
+            raise ConfigError(f"vrx: {nf} frames but {ep.size} epochs")
         tpr0 = (ep[:nf] - t[0]).astype(np.float64) + troffset_ns
         alignment = "epoch"
     elif per_frame:
@@ -287,7 +288,7 @@ class Verdict:
 
     def meets(self, sender_type: str) -> bool:
         """Whether the capture meets ``"narrow"``, ``"narrow_linear"`` or ``"wide"``.
-        Raises ValueError for another name."""
+        Raises ConfigError for another name."""
         m = self.model
         if sender_type == "narrow":
             return self.cinst_max <= m.cmax_narrow and _fits(self.vrx_gapped, m.vrx_full_narrow)
@@ -298,7 +299,7 @@ class Verdict:
             return self.cinst_max <= m.cmax_wide and (
                 _fits(self.vrx_gapped, m.vrx_full_wide) or _fits(self.vrx_linear,
                                                                  m.vrx_full_wide))
-        raise ValueError(f"sender type must be one of {SENDER_TYPES}, got {sender_type!r}")
+        raise ConfigError(f"sender type must be one of {SENDER_TYPES}, got {sender_type!r}")
 
     def summary(self) -> str:
         """One line: type, CINST against the CMAXs, VRX peaks against VRX_FULL."""
@@ -320,13 +321,13 @@ def analyze(arrivals_ns: npt.ArrayLike, frame_ids: npt.ArrayLike, model: TimingM
     """Classify a sender from its packets' receive times (ns, arrival order) and a
     per-packet frame label (RTP timestamp, or ``frame_ids_from_markers``). Partial first
     and last frames should be cut off by the caller. ``epochs_ns``: see ``vrx``.
-    Raises ValueError for mismatched lengths or an empty capture."""
+    Raises ConfigError for mismatched lengths or an empty capture."""
     t = np.asarray(arrivals_ns, dtype=np.int64)
     if t.size == 0:
-        raise ValueError("analyze: no packets")
+        raise ConfigError("analyze: no packets")
     frame, _ = _frame_index(frame_ids)
     if frame.size != t.size:
-        raise ValueError(f"analyze: {t.size} arrivals but {frame.size} frame ids")
+        raise ConfigError(f"analyze: {t.size} arrivals but {frame.size} frame ids")
     c = int(cinst(t, model.tdrain_ns).max())
     gapped = vrx(t, frame_ids, model.trs_ns, model.tframe_ns, epochs_ns=epochs_ns,
                  troffset_ns=model.troffset_ns)

@@ -28,6 +28,7 @@ from streamlib.net.mmsg import (
     HAVE_MMSG, MAX_DATAGRAM, BatchReceiver, BatchSender, MessageVector, address_key, enable_gso,
     gso_segments, key_address, recv_batch, wait_fd,
 )
+from streamlib.errors import ConfigError
 
 __all__ = ["parse_dest", "check_destination", "open_sender", "open_receiver", "socket_rcvbuf",
            "is_multicast", "join_group", "check_multicast_interface", "check_multicast_ttl",
@@ -42,45 +43,45 @@ DEFAULT_MULTICAST_TTL = 16  # hops a multicast stream may cross (ST 2110 plants:
 
 
 def check_destination(host: str, *, allow_remote: bool = False) -> None:
-    """Raise ValueError unless ``host`` is a loopback literal (127.0.0.0/8, ::1) or
+    """Raise ConfigError unless ``host`` is a loopback literal (127.0.0.0/8, ::1) or
     ``"localhost"``; any address is allowed with ``allow_remote=True``."""
     if allow_remote or host == "localhost":
         return
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"destination {host!r} is not an IP literal; only loopback "
-                         f"(127.0.0.0/8, ::1) is allowed without allow_remote=True") from None
+        raise ConfigError(f"destination {host!r} is not an IP literal; only loopback "
+                          f"(127.0.0.0/8, ::1) is allowed without allow_remote=True") from None
     if not ip.is_loopback:
-        raise ValueError(f"destination {host} is outside loopback (127.0.0.0/8, ::1); pass "
-                         f"allow_remote=True to send off this machine")
+        raise ConfigError(f"destination {host} is outside loopback (127.0.0.0/8, ::1); pass "
+                          f"allow_remote=True to send off this machine")
 
 
 def parse_dest(text: str, *, allow_remote: bool = False,
                allow_zero: bool = False) -> tuple[str, int]:
     """Parse ``"127.0.0.1:5004"`` or ``"[::1]:5004"`` into ``(host, port)``
-    (``localhost`` becomes ``127.0.0.1``). Raises ValueError quoting the text for a
+    (``localhost`` becomes ``127.0.0.1``). Raises ConfigError quoting the text for a
     missing/bad port (0 only with ``allow_zero``, for binding), an unbracketed IPv6
     address, or a non-loopback host without ``allow_remote=True``."""
     if not isinstance(text, str):
-        raise ValueError(f"destination must be a 'host:port' str, got {text!r}")
+        raise ConfigError(f"destination must be a 'host:port' str, got {text!r}")
     if text.startswith("["):
         host, sep, port_s = text[1:].partition("]:")
     else:
         host, sep, port_s = text.rpartition(":")
         if ":" in host:
-            raise ValueError(f"invalid destination {text!r}: bracket IPv6, e.g. '[::1]:5004'")
+            raise ConfigError(f"invalid destination {text!r}: bracket IPv6, e.g. '[::1]:5004'")
     if not sep or not host:
-        raise ValueError(f"invalid destination {text!r}: expected 'host:port', "
-                         f"e.g. '127.0.0.1:5004'")
+        raise ConfigError(f"invalid destination {text!r}: expected 'host:port', "
+                          f"e.g. '127.0.0.1:5004'")
     if not (port_s.isascii() and port_s.isdigit() and (0 if allow_zero else 1) <= int(port_s)
             <= 65535):
-        raise ValueError(f"invalid destination {text!r}: port must be 1-65535, got {port_s!r}")
+        raise ConfigError(f"invalid destination {text!r}: port must be 1-65535, got {port_s!r}")
     host = "127.0.0.1" if host == "localhost" else host
     try:
         check_destination(host, allow_remote=allow_remote)
     except ValueError as e:
-        raise ValueError(f"invalid destination {text!r}: {e}") from None
+        raise ConfigError(f"invalid destination {text!r}: {e}") from None
     return host, int(port_s)
 
 
@@ -102,37 +103,37 @@ def is_multicast(host: str) -> bool:
 
 def check_multicast_interface(value: object) -> str:
     """``value`` if it is an IPv4 address literal (``"0.0.0.0"``: the kernel's choice,
-    ``"127.0.0.1"``: loopback only); ValueError otherwise (interface names such as
+    ``"127.0.0.1"``: loopback only); ConfigError otherwise (interface names such as
     ``"eth0"`` are not accepted: give the interface's address)."""
     try:
-        if not isinstance(value, str):
-            raise ValueError
-        ipaddress.IPv4Address(value)
+        if isinstance(value, str):
+            ipaddress.IPv4Address(value)
+            return value
     except ValueError:
-        raise ValueError(f"multicast_interface must be an IPv4 address (the interface's "
-                         f"address, e.g. '127.0.0.1'), got {value!r}") from None
-    return value
+        pass
+    raise ConfigError(f"multicast_interface must be an IPv4 address (the interface's "
+                      f"address, e.g. '127.0.0.1'), got {value!r}")
 
 
 def check_multicast_ttl(value: object) -> int:
-    """``value`` if it is an int in 0..255 (0: never leaves this host); ValueError else."""
+    """``value`` if it is an int in 0..255 (0: never leaves this host); ConfigError else."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
-        raise ValueError(f"multicast_ttl must be an int in 0..255, got {value!r}")
+        raise ConfigError(f"multicast_ttl must be an int in 0..255, got {value!r}")
     return value
 
 
 def join_group(sock: socket.socket, group: str, interface: str = "0.0.0.0") -> None:
     """Join IPv4 multicast ``group`` (any source) on the interface whose address is
-    ``interface``. Raises ValueError for a non-multicast or IPv6 group or a bad interface,
+    ``interface``. Raises ConfigError for a non-multicast or IPv6 group or a bad interface,
     OSError from the OS (e.g. no such interface address)."""
     try:
         ip = ipaddress.ip_address(group)
     except ValueError:
-        raise ValueError(f"multicast group must be an IP literal, got {group!r}") from None
+        raise ConfigError(f"multicast group must be an IP literal, got {group!r}") from None
     if not ip.is_multicast:
-        raise ValueError(f"{group} is not a multicast address (224.0.0.0/4)")
+        raise ConfigError(f"{group} is not a multicast address (224.0.0.0/4)")
     if ip.version != 4:
-        raise ValueError(f"IPv6 multicast is not supported, got {group}")
+        raise ConfigError(f"IPv6 multicast is not supported, got {group}")
     check_multicast_interface(interface)
     mreq = socket.inet_aton(group) + socket.inet_aton(interface)
     sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
@@ -147,7 +148,7 @@ def open_sender(dest: tuple[str, int], *, bind: tuple[str, int] | None = None,
     ``multicast_interface`` (or any address) otherwise. For a multicast ``dest``
     (IPv4 only) IP_MULTICAST_IF is set to ``multicast_interface`` (None: the kernel's
     choice), IP_MULTICAST_TTL to ``multicast_ttl`` and IP_MULTICAST_LOOP on. Raises
-    ValueError for a non-loopback ``dest`` without ``allow_remote=True``, an IPv6 group,
+    ConfigError for a non-loopback ``dest`` without ``allow_remote=True``, an IPv6 group,
     a bad interface or TTL; OSError from the OS."""
     host, port = dest
     check_destination(host, allow_remote=allow_remote)
@@ -155,7 +156,7 @@ def open_sender(dest: tuple[str, int], *, bind: tuple[str, int] | None = None,
     multicast = is_multicast(host)
     if multicast:
         if fam != socket.AF_INET:
-            raise ValueError(f"IPv6 multicast is not supported, got {host}")
+            raise ConfigError(f"IPv6 multicast is not supported, got {host}")
         check_multicast_ttl(multicast_ttl)
         if multicast_interface is not None:
             check_multicast_interface(multicast_interface)
@@ -208,12 +209,12 @@ def open_receiver(bind: tuple[str, int], *, rcvbuf: int = 64 << 20,
     SO_RCVBUFFORCE when ``net.core.rmem_max`` caps SO_RCVBUF; ``socket_rcvbuf`` reports
     the result). Port 0 binds an ephemeral port (see ``sock.getsockname()``). A multicast
     ``bind`` host (IPv4) is bound with SO_REUSEADDR and joined on the interface whose
-    address is ``multicast_interface`` (``join_group``). Raises ValueError for an IPv6
+    address is ``multicast_interface`` (``join_group``). Raises ConfigError for an IPv6
     group or a bad interface, OSError when the address is in use or not local."""
     multicast = is_multicast(bind[0])
     if multicast:
         if _family(bind[0]) != socket.AF_INET:
-            raise ValueError(f"IPv6 multicast is not supported, got {bind[0]}")
+            raise ConfigError(f"IPv6 multicast is not supported, got {bind[0]}")
         check_multicast_interface(multicast_interface)
     sock = socket.socket(_family(bind[0]), socket.SOCK_DGRAM)
     try:

@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from streamlib.net.mmsg import HAVE_MMSG, BatchSender, enable_gso, gso_segments
 from streamlib.net.rfc4175 import VideoPacketizer
+from streamlib.errors import ClosedError, ConfigError
 
 __all__ = ["VideoStreamSender", "SENDER_TIMINGS", "pacing_rate", "set_pacing_rate"]
 
@@ -75,18 +76,18 @@ class VideoStreamSender:
         gso: ``"burst"``: use UDP GSO when the OS supports it.
         timing: ``"burst"``, ``"narrow"`` or ``"wide"``.
 
-    Raises ValueError for a bad fps/pacing/batch/buffers/timing.
+    Raises ConfigError for a bad fps/pacing/batch/buffers/timing.
     """
 
     def __init__(self, sock: socket.socket, packetizer: VideoPacketizer, fps: float, *,
                  pacing: float = 0.9, batch: int = 88, buffers: int = 3,
                  gso: bool = True, timing: str = "burst") -> None:
         if not fps > 0 or not 0 <= pacing <= 1 or batch < 1 or buffers < 1:
-            raise ValueError(f"VideoStreamSender: need fps > 0, 0 <= pacing <= 1, batch >= 1, "
-                             f"buffers >= 1; got {fps}, {pacing}, {batch}, {buffers}")
+            raise ConfigError(f"VideoStreamSender: need fps > 0, 0 <= pacing <= 1, batch >= 1, "
+                              f"buffers >= 1; got {fps}, {pacing}, {batch}, {buffers}")
         if timing not in SENDER_TIMINGS:
-            raise ValueError(f"VideoStreamSender: timing must be one of {SENDER_TIMINGS}, "
-                             f"got {timing!r}")
+            raise ConfigError(f"VideoStreamSender: timing must be one of {SENDER_TIMINGS}, "
+                              f"got {timing!r}")
         self.sock, self.packetizer = sock, packetizer
         self.timing = timing
         self.period_ns = int(1e9 / fps)
@@ -158,11 +159,11 @@ class VideoStreamSender:
 
     def submit(self, buf: npt.NDArray[np.uint8], rtp_timestamp: int) -> None:
         """Queue an acquired buffer for sending. Raises the sender thread's error, if any,
-        and RuntimeError after ``close``."""
+        and ClosedError after ``close``."""
         if self.error is not None:
             raise self.error
         if self._closed:
-            raise RuntimeError("VideoStreamSender is closed")
+            raise ClosedError("VideoStreamSender is closed")
         self._todo.put((buf, rtp_timestamp))
 
     def send_frame(self, buf: npt.NDArray[np.uint8], rtp_timestamp: int,
@@ -231,11 +232,11 @@ def pacing_rate(packetizer: VideoPacketizer, fps: float, timing: str, *,
                 ipv6: bool = False) -> tuple[float, int]:
     """``(TRS in ns, bytes/s)`` a ``"narrow"`` or ``"wide"`` sender paces to (both the
     gapped TRS, ``TFRAME * 1080/1125 / N``): its largest datagram plus UDP, IP and Ethernet headers (what a
-    qdisc counts) once per TRS. Raises ValueError for another timing."""
+    qdisc counts) once per TRS. Raises ConfigError for another timing."""
     from streamlib.net.st2110_21 import timing_model
 
     if timing not in ("narrow", "wide"):
-        raise ValueError(f"pacing_rate: timing must be 'narrow' or 'wide', got {timing!r}")
+        raise ConfigError(f"pacing_rate: timing must be 'narrow' or 'wide', got {timing!r}")
     # wide paces like narrow (the gapped TRS): a linear TRS leaves no slack, so a shaper
     # a fraction slow would push every frame into the next; TPW is the looser promise
     trs = timing_model(packetizer.n_packets, fps, packetizer.height).trs_ns
