@@ -34,7 +34,7 @@ from streamlib.net.ptp_codec import (
 )
 from streamlib.net.ptp_foreign import ForeignMasterTable, announce_interval_s
 from streamlib.net.udp import join_group
-from streamlib.errors import ClosedError, ConfigError
+from streamlib.errors import ClosedError, ConfigError, PTPError
 
 __all__ = [
     "PTP_GROUP", "PortIdentity", "PTPTimestamp", "PTPHeader", "Sync", "DelayReq", "FollowUp",
@@ -377,7 +377,7 @@ class PTPSlave:
                 stamp = time.time_ns()
             try:
                 msg = parse_message(data)
-            except ValueError:
+            except PTPError:
                 self._counts["malformed"] += 1
                 continue
             if msg.header.domain != self.domain or \

@@ -18,6 +18,7 @@ from streamlib.gpu import kernels as K
 from streamlib.media.blend import Placed, composite_reference
 from streamlib.media.smpte import render_smpte_bars
 from streamlib.core.frames import VideoFrame
+from streamlib.errors import FrameValidationError, UnavailableError
 
 pytestmark = pytest.mark.timeout(120)
 GEN = torch.Generator().manual_seed(4175)
@@ -103,9 +104,9 @@ def test_composite_out_and_errors() -> None:
     layers = layer_set(3)
     res = K.composite(64, 48, (1, 2, 3), layers, out=out)
     assert res is out and torch.equal(out, composite_reference(64, 48, (1, 2, 3), layers))
-    with pytest.raises(ValueError, match=r"layers must be \(h, w, 3\|4\) uint8"):
+    with pytest.raises(FrameValidationError, match=r"layers must be \(h, w, 3\|4\) uint8"):
         K.composite(8, 8, layers=[(torch.zeros(2, 2, 2, dtype=torch.uint8), 0, 0, 1.0)])
-    with pytest.raises(RuntimeError, match="backend='cuda' needs a CUDA tensor"):
+    with pytest.raises(UnavailableError, match="backend='cuda' needs a CUDA tensor"):
         K.composite(8, 8, layers=[(rand(2, 2, 4), 0, 0, 1.0)], backend="cuda")
     with pytest.raises(ValueError, match="backend must be"):
         K.composite(8, 8, layers=[(rand(2, 2, 4), 0, 0, 1.0)], backend="gl")  # type: ignore[arg-type]

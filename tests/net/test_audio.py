@@ -28,6 +28,7 @@ from streamlib.net.rtp import media_timestamp, pack_header, parse_header
 from streamlib.net.sdp import parse_sdp
 from streamlib.net.udp import open_sender
 from streamlib.core.registry import default_port_allocator
+from streamlib.errors import ClosedError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "net"
@@ -820,7 +821,7 @@ def test_paced_sender_sends_everything_in_order_and_closes_cleanly() -> None:
         tx.close()
         rx.close()
     assert got == packets and tx.packets_sent == 40 and tx.packets_failed == 0
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ClosedError, match=r"^PacedSender is closed$"):
         tx.submit(packets[:1])
     with pytest.raises(ValueError, match="ptime_ms"):
         PacedSender(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), 0)

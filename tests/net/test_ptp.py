@@ -20,6 +20,7 @@ import pytest
 from tests.helpers.netns import VethPair, netns_skip_reason
 from tests.helpers.ptp_fake_master import FakeMaster
 from streamlib.clocks import TimeSource
+from streamlib.errors import ClosedError, PTPError
 from streamlib.net.ptp import (
     FLAG_TWO_STEP, Announce, DelayReq, DelayResp, FollowUp, PortIdentity, PTPHeader,
     PTPMessage, PTPSlave, PTPTimestamp, Sync, build_delay_req, encode_message, parse_message,
@@ -112,11 +113,11 @@ def test_codec_byte_exact_against_hand_built_packets() -> None:
     (bytes.fromhex("0002002c") + bytes(36) + b"\x3b\x9a\xca\x00", "nanoseconds field 1000000000"),
 ])
 def test_codec_rejects_malformed_with_reason(data: bytes, reason: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(reason)):
+    with pytest.raises(PTPError, match=re.escape(reason)):
         parse_message(data)
 
 
-def test_codec_fuzz_only_raises_value_error() -> None:
+def test_codec_fuzz_only_raises_ptp_error() -> None:
     rng = random.Random(1588)
     seeds = [encode_message(m) for m in SAMPLES]
     parsed = rejected = 0
@@ -141,7 +142,7 @@ def test_codec_fuzz_only_raises_value_error() -> None:
         try:
             parse_message(bytes(data))
             parsed += 1
-        except ValueError:
+        except PTPError:
             rejected += 1
     assert parsed > 1000 and rejected > 1000  # both paths were exercised
     assert time.perf_counter() - t0 < 10
@@ -169,7 +170,7 @@ def test_slave_rejects_unsafe_or_bad_config() -> None:
     assert isinstance(slave, TimeSource) and slave.stats()["state"] == "INITIALIZING"
     slave.close()
     slave.close()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ClosedError, match=r"^PTPSlave is closed$"):
         slave.start()
 
 
