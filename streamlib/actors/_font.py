@@ -53,6 +53,9 @@ class GlyphSet:
     A cell is ``(7*scale, 6*scale, 3)`` uint8 on ``device``: the glyph scaled by
     pixel repetition plus one blank column (``scale`` pixels) of spacing on its
     right. Drawing is then a device-side copy per character.
+
+    Raises:
+        ConfigError: ``scale`` < 1.
     """
 
     def __init__(self, scale: int, fg: tuple[int, int, int], bg: tuple[int, int, int],

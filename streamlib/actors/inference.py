@@ -280,7 +280,8 @@ class InferenceActor(Actor):
 
     # -- the work ----------------------------------------------------------------------
     def default_preprocess(self, frame: Any) -> torch.Tensor:
-        """(H, W[, C]) uint8 frame -> (1, C, H, W) ``dtype`` in [0, 1] on ``device``."""
+        """(H, W[, C]) uint8 frame -> (1, C, H, W) ``dtype`` in [0, 1] on ``device``.
+        PortKindError for an input that is neither a VideoFrame nor a tensor."""
         data = frame.data if hasattr(frame, "data") else frame
         if not isinstance(data, torch.Tensor):
             raise PortKindError(f"InferenceActor '{self.actor_id}': default preprocess needs a "

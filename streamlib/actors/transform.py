@@ -50,6 +50,11 @@ class TransformActor(Actor):
                 function (built-in: ``invert``, ``mirror``, ``identity``; see
                 ``streamlib.register_function``) or ``"module:function"`` (from
                 pipeline files and the control plane only when the module is allowed).
+
+        Raises:
+            ConfigError: an unknown name (the message lists the registered ones).
+            ConfigTypeError: ``fn`` is neither callable nor a str.
+            AccessDeniedError: the policy does not allow the module.
         """
         if isinstance(fn, str):
             found = trust.registered_function(fn)

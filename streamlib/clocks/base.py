@@ -212,7 +212,10 @@ class Clock(ABC):
 
 
 class ScheduledClock(Clock):
-    """Shared logic of clocks whose deadlines follow ``deadline_ns`` exactly."""
+    """Shared logic of clocks whose deadlines follow ``deadline_ns`` exactly.
+
+    Raises ConfigError for a bad ``fps`` or a negative ``spin_ns``.
+    """
 
     def __init__(self, fps: FpsLike, clock_id: str, time_ns: Callable[[], int],
                  sleeper: Sleeper | None, sleep_time_ns: Callable[[], int],

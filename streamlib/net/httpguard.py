@@ -347,6 +347,7 @@ class ServingThread:
         self.closed = False
 
     def start(self) -> None:
+        """Start the thread (once). Raises ClosedError after ``close()``."""
         with self._lock:
             if self.closed:
                 raise ClosedError(f"{self._name}: closed; create a new one")

@@ -117,7 +117,8 @@ class MessageVector:
     """Preallocated ``mmsghdr[capacity]`` with ``parts`` iovecs each, for sendmmsg and
     recvmmsg. ``iov`` is a numpy structured view (``base``, ``len``: uint64) of shape
     (capacity, parts) that callers fill vectorised; ``msg_len`` reads the per-message
-    byte counts recvmmsg wrote. Callers keep the pointed-to buffers alive."""
+    byte counts recvmmsg wrote. Callers keep the pointed-to buffers alive.
+    ConfigError for a capacity or parts below 1."""
 
     def __init__(self, capacity: int, parts: int = 1) -> None:
         if capacity < 1 or parts < 1:
@@ -373,7 +374,8 @@ class BatchReceiver:
 
     def source_bytes(self, n: int) -> npt.NDArray[np.uint8]:
         """The sender addresses of messages ``0..n-1`` as rows of raw address bytes
-        (a view, valid until the next ``recv``). Needs ``sources=True``."""
+        (a view, valid until the next ``recv``). Needs ``sources=True`` (ConfigError
+        otherwise)."""
         if self.names is None:
             raise ConfigError("BatchReceiver: source_bytes needs sources=True")
         a, b = self._key
@@ -381,7 +383,7 @@ class BatchReceiver:
 
     def source_keys(self, n: int) -> npt.NDArray[np.void]:
         """The sender addresses of messages ``0..n-1`` of the last ``recv``, as byte keys
-        (compare with ``address_key``). Needs ``sources=True``."""
+        (compare with ``address_key``). Needs ``sources=True`` (ConfigError otherwise)."""
         if self.names is None:
             raise ConfigError("BatchReceiver: source_keys needs sources=True")
         a, b = self._key

@@ -157,7 +157,8 @@ def planes_to_ycbcr422_10(cb: I32, y0: I32, cr: I32, y1: I32, out: U8 | None = N
 
 def ycbcr422_10_to_planes(buf: U8 | bytes | memoryview, width: int,
                           height: int) -> tuple[I32, I32, I32, I32]:
-    """Inverse of ``planes_to_ycbcr422_10``: (Cb, Y0, Cr, Y1) int32 planes (H, W/2)."""
+    """Inverse of ``planes_to_ycbcr422_10``: (Cb, Y0, Cr, Y1) int32 planes (H, W/2).
+    FrameValidationError if ``buf`` is short."""
     src = np.frombuffer(buf, np.uint8)
     n = width // 2 * height
     if src.size < n * 5:
@@ -188,7 +189,8 @@ def rgb_to_ycbcr422_8(frame: torch.Tensor | npt.NDArray[Any], out: U8 | None = N
 
 
 def rgb_to_rgb8(frame: torch.Tensor | npt.NDArray[Any], out: U8 | None = None) -> U8:
-    """RGB(A) uint8 (H, W, 3|4) -> ``RGB/8`` bytes (H*W*3): alpha dropped, no conversion."""
+    """RGB(A) uint8 (H, W, 3|4) -> ``RGB/8`` bytes (H*W*3): alpha dropped, no conversion.
+    FrameValidationError for another shape or dtype, ConfigError for a bad ``out``."""
     arr = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise FrameValidationError(f"expected an (H, W, 3|4) uint8 RGB(A) frame, got {arr.shape} "
@@ -365,7 +367,8 @@ def pack_rgb_fast(frame: torch.Tensor | npt.NDArray[Any], fmt: str | VideoFormat
 
 def unpack_to_rgb_fast(buf: U8 | bytes | memoryview, fmt: str | VideoFormat, width: int,
                        height: int, out: U8 | None = None) -> U8:
-    """``unpack_to_rgb`` through the numba kernels when available (bit-identical)."""
+    """``unpack_to_rgb`` through the numba kernels when available (bit-identical); raises
+    as it does (FrameValidationError for a short ``buf``, ConfigError for a bad ``out``)."""
     f = parse_format(fmt)
     k = numba_kernels()
     if k is None or f.sampling != "YCbCr-4:2:2":

@@ -310,7 +310,9 @@ class VideoPacketizer:
         ``per_message`` packets (header row, pixel slice of ``pgroup``, padding: three
         iovecs per packet). ``per_message > 1`` is for UDP GSO (``udp.enable_gso`` with
         ``segment_size``; needs ``uniform``). Cached per buffer: keep ``pgroup`` alive at
-        one address (write new frames into it) and ``stamp`` before each send."""
+        one address (write new frames into it) and ``stamp`` before each send.
+        FrameValidationError for a wrong-sized buffer, ConfigError for ``per_message > 1``
+        without uniform packets."""
         self._check(pgroup)
         if per_message > 1 and not self.uniform:
             raise ConfigError("per_message > 1 (GSO) needs uniform packet sizes")
