@@ -16,7 +16,7 @@ Three measurements, side by side in one run:
   pool threads), which isolates the metrics code from thread wake-up timing.
   Wall and process CPU time (``time.process_time``, all threads) per tick.
 * ``per_call``: the metrics code alone, timed in a loop: the CPU-time wrapper
-  around ``process`` (two ``time.thread_time_ns`` calls) and one
+  around ``process`` (``timed_process``: two ``time.thread_time_ns`` calls) and one
   ``MetricsRecorder.record`` (``Runtime.recorder``: one ``monotonic_ns``, a
   dict lookup, a deque append); then ``record`` and ``note_origin`` timed
   where they run, inside the graph (caches are colder there), giving ``estimated_us_per_tick`` =
@@ -30,6 +30,7 @@ Three measurements, side by side in one run:
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ from benchmarks._record import load, percentiles, results_dir, write_record
 from streamlib import (
     Actor, Runtime, StreamInput, StreamOutput, TimedTick, VideoFrame, VirtualClock,
 )
+from streamlib.runtime.dispatchbase import timed_process
 
 _FRAME = VideoFrame(torch.zeros((2, 2, 3), dtype=torch.uint8), timestamp_ns=0)
 
@@ -144,17 +146,20 @@ def pipeline_case(seconds: float, repeats: int) -> dict[str, Any]:
 
 
 def per_call_ns(n: int) -> dict[str, float]:
-    """ns per call of the wrapper and of ``recorder.record``, minus the bare call."""
+    """ns per call of the dispatchers' measured call (``timed_process``) and of
+    ``recorder.record``, minus a bare ``process`` call."""
     tick = TimedTick(0, 0, "virtual")
     with Runtime(name="bench-metrics-calls") as rt:
         sink = _Sink(runtime=rt)
-        wrapped = type(sink).process
-        raw = wrapped.__wrapped__  # type: ignore[attr-defined]
 
-        def loop(fn: Any) -> float:
+        def loop(measured: bool) -> float:
             t0 = time.perf_counter_ns()
-            for _ in range(n):
-                fn(sink, tick)
+            if measured:
+                for _ in range(n):
+                    timed_process(sink, tick)()
+            else:
+                for _ in range(n):
+                    functools.partial(sink.process, tick)()
             return (time.perf_counter_ns() - t0) / n
 
         record = rt.recorder.record
@@ -165,8 +170,8 @@ def per_call_ns(n: int) -> dict[str, float]:
                 record(sink, tick, 1000)
             return (time.perf_counter_ns() - t0) / n
 
-        bare = statistics.median(loop(raw) for _ in range(5))
-        timed = statistics.median(loop(wrapped) for _ in range(5))
+        bare = statistics.median(loop(False) for _ in range(5))
+        timed = statistics.median(loop(True) for _ in range(5))
         rec = statistics.median(rec_loop() for _ in range(5))
     return {"process_bare_ns": bare, "process_wrapped_ns": timed,
             "cpu_wrapper_ns": timed - bare, "record_ns": rec,

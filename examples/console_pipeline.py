@@ -10,5 +10,5 @@ import sys
 
 import streamlib as sl
 
-sl.TestPatternActor(320, 180, fps=30) >> sl.TransformActor(sl.invert) >> sl.StatsSink()
+sl.TestPatternActor(320, 180, fps=30) >> sl.TransformActor("invert") >> sl.StatsSink()
 sl.run(seconds=float(sys.argv[1]) if len(sys.argv) > 1 else 3.0)

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 import numpy as np
-import skia
 import torch
 
 from streamlib.core import trust
@@ -137,6 +136,8 @@ class DrawingActor(Actor):
         name = f"DrawingActor '{self.actor_id}'"
         self.width, self.height = check_frame_size(width, height, name)
         self.fps = float(self.clock.fps if self.clock is not None and self.clock.fps else fps)
+        import skia  # loads with the first DrawingActor, not with `import streamlib`
+
         self._clear = None if clear is None else skia.Color(*parse_color(clear, f"{name}: clear"))
         self._code_filename: str | None = None
         self._draw = self._load_draw(name, draw, draw_file)
@@ -173,6 +174,7 @@ class DrawingActor(Actor):
                  quote: bool = True) -> DrawFunction:
         """``quote=False`` (source read from a file): messages give line numbers and
         exception types only, never text of the file (it may not be draw code)."""
+        import skia
         self._code_filename = filename
         if filename.startswith("<"):  # let tracebacks show the offending source line
             lines = source.splitlines(keepends=True)
@@ -253,6 +255,8 @@ class DrawingActor(Actor):
             width=self.width, height=self.height, fps=self.fps, timestamp_ns=tick.timestamp_ns,
         )
         buffer = self._new_buffer()
+        import skia
+
         surface = skia.Surface(buffer, colorType=skia.kRGBA_8888_ColorType,
                                alphaType=skia.kUnpremul_AlphaType)
         try:

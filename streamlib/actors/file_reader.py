@@ -23,7 +23,6 @@ import threading
 from fractions import Fraction
 from typing import Any, Iterator
 
-import av
 import numpy as np
 import numpy.typing as npt
 
@@ -121,6 +120,7 @@ class FileReaderActor(Actor):
 
     # -- probing -------------------------------------------------------------
     def _probe(self, label: str, want_audio: bool) -> None:
+        import av  # PyAV loads with the first file actor, not with `import streamlib`
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"{label}: path {self.path!r} does not exist")
         if not os.path.isfile(self.path):
@@ -157,6 +157,7 @@ class FileReaderActor(Actor):
 
     # -- lifecycle -----------------------------------------------------------
     def setup(self) -> None:
+        import av
         self._container = av.open(self.path)
         vs = self._container.streams.video[0]
         vs.thread_type = "AUTO"  # frame + slice threads: decode is the expensive part
@@ -261,6 +262,7 @@ class FileReaderActor(Actor):
 
     def _pump(self) -> None:
         """Demux and decode one packet into the video queue / audio buffer."""
+        import av
         assert self._packets is not None
         try:
             packet = next(self._packets)
@@ -305,6 +307,7 @@ class FileReaderActor(Actor):
 
     def _restart(self, seconds: float) -> None:
         """Position decoding at ``seconds`` (0 = the start) and reset all buffers."""
+        import av
         seconds = min(max(0.0, seconds), max(0.0, self.duration_s))
         vs = self._container.streams.video[0]
         if seconds > 0 or self._packets is not None:

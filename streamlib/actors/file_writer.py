@@ -30,7 +30,6 @@ import threading
 from fractions import Fraction
 from typing import Any
 
-import av
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -285,6 +284,7 @@ class FileWriterActor(Actor):
         return len(self._pending_video) > self.audio_wait_frames
 
     def _open(self, first: VideoFrame) -> None:
+        import av  # PyAV loads with the first file actor, not with `import streamlib`
         self.width, self.height = self._size or (first.width, first.height)
         _check_size(self.actor_id, "frame size", self.pix_fmt, self.width, self.height)
         # Again at open: the file may have appeared since construction.
@@ -337,6 +337,7 @@ class FileWriterActor(Actor):
 
     # -- video -------------------------------------------------------------
     def _write_video(self, frame: VideoFrame) -> None:
+        import av
         assert self._first_ts is not None
         pts = round(Fraction(frame.timestamp_ns - self._first_ts) * self.rate / _NS)
         if pts <= self._last_pts:
@@ -382,6 +383,7 @@ class FileWriterActor(Actor):
 
     def _flush_audio(self, final: bool) -> None:
         """Encode whole codec frames from the buffer (and the remainder when ``final``)."""
+        import av
         if self._astream is None or not self._audio_buffered:
             return
         size = self._audio_frame_size
@@ -438,6 +440,7 @@ def _check_size(label: str, field: str, pix_fmt: str, width: int, height: int) -
 @functools.lru_cache(maxsize=1)
 def _muxer_extensions() -> frozenset[str]:
     """File extensions some FFmpeg muxer claims (what ``av.open(path, 'w')`` can guess)."""
+    import av
     found: set[str] = set()
     for name in av.formats_available:
         try:
@@ -477,6 +480,7 @@ def check_output_path(label: str, path: str, overwrite: bool) -> None:
 
 def _check_codec(label: str, field: str, name: str, kind: str) -> str:
     """The default pixel format of encoder ``name`` ("" for audio); ConfigError if unusable."""
+    import av
     try:
         codec = av.Codec(name, "w")
     except (av.error.FFmpegError, ValueError, TypeError):

@@ -22,9 +22,8 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import moderngl
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -45,6 +44,9 @@ from streamlib.gpu.gl_interop import (
 )
 from streamlib.core.ports import StreamInput, StreamOutput
 from streamlib.errors import ConfigError, ConfigTypeError, FrameValidationError
+
+if TYPE_CHECKING:
+    import moderngl  # run time: imported where used, with the first ShaderActor
 
 __all__ = ["ShaderActor", "prepare_fragment_source"]
 
@@ -81,6 +83,7 @@ def prepare_fragment_source(source: str) -> str:
 
 def _set_uniform(prog: moderngl.Program, name: str, value: object) -> None:
     """Set uniform ``name`` if the program has it (unused uniforms are compiled out)."""
+    import moderngl
     member = prog.get(name, None)
     if isinstance(member, moderngl.Uniform):
         member.value = value
@@ -161,6 +164,7 @@ class ShaderActor(Actor):
                  device: str | None = None,
                  actor_id: str | None = None, clock: Clock | None = None,
                  **kwargs: Any) -> None:
+        import moderngl
         if isinstance(inputs, str):  # list("video") would silently make five inputs
             raise ConfigTypeError("ShaderActor: inputs must be a list of port names, got str "
                                   f"{inputs!r}")
@@ -277,6 +281,7 @@ class ShaderActor(Actor):
         tex.use(location=unit)
 
     def _upload(self, name: str, frame: VideoFrame) -> moderngl.Texture:
+        import moderngl
         ctx, uploader, data = self._ctx, self._uploader, frame.data
         assert ctx is not None and uploader is not None
         old = self._textures.get(name)
@@ -343,6 +348,7 @@ class ShaderActor(Actor):
         return info
 
     def process(self, tick: TimedTick) -> None:
+        import moderngl
         stamp = (tick.timestamp_ns, tick.frame_number, tick.clock_id)
         frames: list[VideoFrame | None] = []
         if self.input_names:

@@ -36,7 +36,7 @@ def _positive(text: str) -> float:
 
 
 def _control_address(text: str) -> tuple[str, int]:
-    from streamlib.control.server import parse_control_address
+    from streamlib.control.flags import parse_control_address
 
     try:
         return parse_control_address(text)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+
 from streamlib.errors import ConfigError
+from streamlib.net.udp import check_destination
 
 
 def parse_control_address(text: str) -> tuple[str, int]:
@@ -29,10 +31,20 @@ def parse_control_address(text: str) -> tuple[str, int]:
     if not host or not 0 <= port <= 65535:
         raise ConfigError(f"control address {text!r}: expected [HOST:]PORT with PORT in "
                           "0..65535 (0 picks a free one)")
-    from streamlib.control.server import check_bind_host
-
     check_bind_host(host)
     return host, port
+
+
+def check_bind_host(host: str, *, allow_remote: bool = False) -> None:
+    """Raise ConfigError naming ``host`` unless it is loopback (127.0.0.0/8, ::1,
+    ``localhost``); any host is accepted with ``allow_remote=True``."""
+    try:
+        check_destination(host, allow_remote=allow_remote)
+    except ValueError:
+        raise ConfigError(
+            f"ControlServer: field 'host': {host!r} is not a loopback address (127.0.0.0/8, "
+            "::1, localhost); pass allow_remote=True and an explicit token (token= or "
+            "token_file=) to accept other machines") from None
 
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
@@ -79,4 +91,4 @@ def token_line(args: argparse.Namespace, token: str) -> str:
     return f"control token: {token}"
 
 
-__all__ = ["parse_control_address", "add_arguments", "server_options", "token_line"]
+__all__ = ["check_bind_host", "parse_control_address", "add_arguments", "server_options", "token_line"]

@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection
 
 from streamlib.net import httpguard
 from streamlib.control.actors import CreationRules, bad, check_fields, parse_clock, refusal
-from streamlib.control.flags import parse_control_address
+from streamlib.control.flags import check_bind_host
 from streamlib.control.links import connect, disconnect
 from streamlib.errors import ConfigError
 from streamlib.net.httpguard import Refusal
@@ -116,20 +116,6 @@ def _is_loopback(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def check_bind_host(host: str, *, allow_remote: bool = False) -> None:
-    """Raise ConfigError naming ``host`` unless it is loopback (127.0.0.0/8, ::1,
-    ``localhost``); any host is accepted with ``allow_remote=True``."""
-    from streamlib.net.udp import check_destination
-
-    try:
-        check_destination(host, allow_remote=allow_remote)
-    except ValueError:
-        raise ConfigError(
-            f"ControlServer: field 'host': {host!r} is not a loopback address (127.0.0.0/8, "
-            "::1, localhost); pass allow_remote=True and an explicit token (token= or "
-            "token_file=) to accept other machines") from None
 
 
 class _Handler(httpguard.GuardedHandler):
@@ -477,5 +463,4 @@ def serve_control(runtime: Runtime, port: int = 0, host: str = "127.0.0.1", *,
     return ControlServer(runtime, host, port, allow_remote=allow_remote, **options).start()
 
 
-__all__ = ["ControlServer", "serve_control", "parse_control_address", "check_bind_host",
-           "MAX_BODY"]
+__all__ = ["ControlServer", "serve_control", "MAX_BODY"]

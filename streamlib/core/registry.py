@@ -18,12 +18,13 @@ import threading
 import weakref
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from streamlib.errors import PortRangeExhaustedError, RegistryError
 
-__all__ = ["ActorURI", "ActorRegistry", "PortAllocator", "default_port_allocator",
-           "default_registry", "format_actor_uri", "parse_actor_uri"]
+__all__ = ["ActorRegistry", "ActorURI", "PortAllocator", "default_port_allocator",
+           "default_registry", "format_actor_uri", "get_actor", "parse_actor_uri",
+           "register_actor"]
 
 SCHEME = "actor"
 _LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "local"})
@@ -112,6 +113,23 @@ class ActorURI:
     def with_host(self, host: str) -> ActorURI:
         """Same actor on another host. Raises ValueError if ``host`` is invalid."""
         return dataclasses.replace(self, host=host)
+
+    # The seed plan's parse_actor_uri returned a dict; a URI also reads like one
+    # (uri["host"], uri["actor_class"], uri["instance_id"], dict(uri)).
+    _KEYS = ("host", "actor_class", "instance_id")
+
+    def keys(self) -> tuple[str, ...]:
+        """The plan's dict keys: ``("host", "actor_class", "instance_id")``."""
+        return self._KEYS
+
+    def __getitem__(self, key: str) -> str:
+        """``uri["host"]``, ``uri["actor_class"]``, ``uri["instance_id"]`` (the actor id).
+        Raises KeyError naming the known keys for any other key."""
+        if key == "instance_id":
+            return self.actor_id
+        if key in ("host", "actor_class"):
+            return str(getattr(self, key))
+        raise KeyError(f"actor URI has no key {key!r}; keys: {', '.join(self._KEYS)}")
 
 
 def parse_actor_uri(uri: str) -> ActorURI:
@@ -301,6 +319,18 @@ def default_registry() -> ActorRegistry:
     return _DEFAULT_REGISTRY
 
 
+def register_actor(uri: str | ActorURI, actor: object) -> ActorURI:
+    """``default_registry().register(uri, actor)``: raises like ``ActorRegistry.register``."""
+    return _DEFAULT_REGISTRY.register(uri, actor)
+
+
+def get_actor(uri: str | ActorURI, factory: Callable[[ActorURI], object] | None = None) -> Any:
+    """The actor at ``uri`` in the default registry, created by ``factory(uri)`` (or the
+    class registered under the URI's class name) when missing; raises like
+    ``ActorRegistry.get_or_create``."""
+    return _DEFAULT_REGISTRY.get_or_create(uri, factory)
+
+
 _NO_KEY: Hashable = object()  # sentinel: None is a legitimate allocator key
 _BUSY: Hashable = object()  # holds ports found in use by another program, during one call
 T = TypeVar("T")
@@ -311,9 +341,15 @@ class PortAllocator:
     its port until released; the lowest free port goes first, so released ports are reused.
     Pure bookkeeping: it does not ask the OS whether a port is in use."""
 
-    def __init__(self, start: int = 5000, end: int = 5998, *, step: int = 2) -> None:
+    def __init__(self, start: int | None = None, end: int = 5998, *, step: int = 2,
+                 start_port: int | None = None) -> None:
         """Raises ValueError naming the field unless ``start`` is even, ``step`` is a
-        positive even number and 1024 <= start <= end <= 65534; TypeError for non-ints."""
+        positive even number and 1024 <= start <= end <= 65534; TypeError for non-ints
+        or when both ``start`` and ``start_port`` (the seed plan's name) are given.
+        ``start`` defaults to 5000."""
+        if start is not None and start_port is not None:
+            raise TypeError(f"give start or start_port, not both (got {start!r} and {start_port!r})")
+        start = start_port if start_port is not None else 5000 if start is None else start
         if any(isinstance(v, bool) or not isinstance(v, int) for v in (start, end, step)):
             raise TypeError(f"start, end and step must be ints, got {start!r}, {end!r}, {step!r}")
         if start % 2:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, TypeVar
 
+from streamlib.core.actor import Actor
 from streamlib.errors import AccessDeniedError, ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -68,20 +69,16 @@ def register_function(name: str, fn: F, *, replace: bool = False) -> F:
 
 
 def registered_function(name: str) -> Callable[..., Any] | None:
-    """The callable registered as ``name``, or None."""
-    _load_builtins()
+    """The callable registered as ``name``, or None (the built-in actor modules
+    register theirs when imported: ``streamlib.actors.transform``, ``.inference``)."""
     with _functions_lock:
         return _functions.get(name)
 
 
 def registered_names() -> list[str]:
-    _load_builtins()
+    """Every registered name, sorted."""
     with _functions_lock:
         return sorted(_functions)
-
-
-def _load_builtins() -> None:
-    import streamlib.actors  # noqa: F401 - the built-in actors register their functions
 
 
 # -- the policy ------------------------------------------------------------------------
@@ -143,13 +140,13 @@ def resolve_object(spec: str, where: str = "", *, kind: Kind = "object") -> Any:
 
     Raises:
         AccessDeniedError: the module is not allowed (checked before importing).
-        ValueError: bad form, import failure, no such attribute, or an object
+        ConfigError: bad form, import failure, no such attribute, or an object
             that is not of ``kind`` (``actor``: an Actor subclass; ``model``: a
             ``torch.nn.Module`` class or instance unless its module is allowed).
     """
     prefix = f"{where}: " if where else ""
     if not isinstance(spec, str) or not _SPEC_RE.match(spec.strip()):
-        raise ValueError(f"{prefix}{spec!r} is not of the form 'package.module:name'")
+        raise ConfigError(f"{prefix}{spec!r} is not of the form 'package.module:name'")
     module_name, _, attr = spec.strip().partition(":")
     policy = current_policy()
     allowed = policy.module_allowed(module_name)
@@ -162,19 +159,17 @@ def resolve_object(spec: str, where: str = "", *, kind: Kind = "object") -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is a configuration error
-        raise ValueError(f"{prefix}cannot import module {module_name!r} for {spec!r} "
+        raise ConfigError(f"{prefix}cannot import module {module_name!r} for {spec!r} "
                          f"({type(exc).__name__}: {exc})") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ValueError(f"{prefix}{spec!r}: {module_name!r} has no attribute {attr!r}") \
+            raise ConfigError(f"{prefix}{spec!r}: {module_name!r} has no attribute {attr!r}") \
                 from None
     if kind == "actor":
-        from streamlib.core.actor import Actor
-
         if not (inspect.isclass(obj) and issubclass(obj, Actor)):
-            raise ValueError(f"{prefix}{spec!r} is not an Actor subclass")
+            raise ConfigError(f"{prefix}{spec!r} is not an Actor subclass")
     elif kind == "model" and not allowed:
         import torch
 

@@ -30,14 +30,16 @@ context on one thread (actors holding one use ``dispatcher="dedicated"``).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import moderngl
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from streamlib.errors import ConfigError, FrameValidationError, StreamlibError
+
+if TYPE_CHECKING:
+    import moderngl  # loads when a context is created, not with `import streamlib`
 
 __all__ = [
     "FULLSCREEN_VERTEX_SHADER", "GLContextError", "ShaderCompileError",
@@ -75,6 +77,7 @@ def create_offscreen_context(require: int = 330) -> moderngl.Context:
         GLContextError: every backend failed; the message names each one, its
             error, and the packages that usually fix it.
     """
+    import moderngl
     attempts: list[tuple[str, dict[str, Any]]] = [("EGL", {"backend": "egl"})]
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.name == "nt":
         attempts.append(("platform default (GLX/WGL/CGL)", {}))
@@ -124,6 +127,7 @@ def upload_texture(ctx: moderngl.Context, image: torch.Tensor | npt.NDArray[Any]
     Raises:
         FrameValidationError: not a uint8 image with 1-4 channels, or empty.
     """
+    import moderngl
     arr = _as_image_array(image)
     if flip:
         arr = arr[::-1]

@@ -20,9 +20,9 @@ from typing import Any, Sequence
 import pytest
 import torch
 
-from streamlib import (
-    Actor, ActorStatus, EventMessage, Runtime, StreamInput, StreamOutput, TimedTick, VirtualClock,
-)
+from streamlib import Actor, Runtime, StreamInput, StreamOutput, TimedTick, VirtualClock
+from streamlib.core.actor import ActorStatus
+from streamlib.core.frames import EventMessage
 from streamlib.actors.display import DisplayActor, letterbox_rect
 from streamlib.errors import ActorStateError
 from streamlib.core.frames import VideoFrame

@@ -12,7 +12,8 @@ import pytest
 import skia
 import torch
 
-from streamlib import Actor, ActorStatus, Runtime, StreamInput, TimedTick, VirtualClock
+from streamlib import Actor, Runtime, StreamInput, TimedTick, VirtualClock
+from streamlib.core.actor import ActorStatus
 from streamlib.core.frames import VideoFrame
 from streamlib.actors.drawing import DrawingActor, DrawingContext, parse_color
 

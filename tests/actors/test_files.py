@@ -20,9 +20,10 @@ import pytest
 import torch
 
 from streamlib import (
-    Actor, ActorStatus, AudioFrame, Runtime, SoftwareClock, StreamInput, StreamOutput,
-    TestPatternActor, TimedTick, VideoFrame, VirtualClock, render_pattern,
+    Actor, AudioFrame, Runtime, SoftwareClock, StreamInput, StreamOutput, TestPatternActor, TimedTick, VideoFrame, VirtualClock,
 )
+from streamlib.actors import render_pattern
+from streamlib.core.actor import ActorStatus
 from streamlib.actors.audio import AudioGeneratorActor
 from streamlib.errors import ConfigError
 from streamlib.actors.file_reader import FileReaderActor

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from streamlib import (
-    Actor, ActorStatus, DataMessage, Runtime, StreamInput, TestPatternActor, TimedTick,
-    VirtualClock,
+    Actor, DataMessage, Runtime, StreamInput, TestPatternActor, TimedTick, VirtualClock,
 )
+from streamlib.core.actor import ActorStatus
 from streamlib.actors.inference import BrightBoxDetector, InferenceActor, resolve_object, to_cpu
 from streamlib.actors.overlay import OverlayBoxesActor, draw_boxes
 from streamlib.core.frames import VideoFrame

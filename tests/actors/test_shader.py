@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamlib import Actor, ActorStatus, Runtime, StreamInput, StreamOutput, TimedTick, VirtualClock
+from streamlib import Actor, Runtime, StreamInput, StreamOutput, TimedTick, VirtualClock
+from streamlib.core.actor import ActorStatus
 from streamlib.core.frames import VideoFrame
 from streamlib.actors.shader import ShaderActor, prepare_fragment_source
 from streamlib.gpu.gl import ShaderCompileError, create_offscreen_context, read_framebuffer, upload_texture

@@ -16,7 +16,8 @@ import pytest
 
 from streamlib import Actor, Runtime, StreamInput, TestPatternActor, TimedTick
 from streamlib.control.cli import main
-from streamlib.control.server import ControlServer, parse_control_address
+from streamlib.control.flags import parse_control_address
+from streamlib.control.server import ControlServer
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR = "tests.control.test_control:Collector"  # this module, importable as tests/ is on sys.path

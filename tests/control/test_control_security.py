@@ -209,7 +209,7 @@ def test_shader_code_is_off_and_registered_functions_are_on(server: ControlServe
                                                   "params": {"model": "bright_box",
                                                              "model_kwargs": {"threshold": 0.3}}})
     assert status == 201 and reply["class"] == "InferenceActor"
-    from streamlib import register_function
+    from streamlib.core.trust import register_function
 
     register_function("dot_for_security_test", lambda canvas, ctx: canvas.drawCircle(4, 4, 2))
     status, reply = post(server.port, "/actors", {"id": "d", "type": "DrawingActor", "params": {

@@ -11,7 +11,8 @@ from typing import Iterator
 import pytest
 import torch
 
-from streamlib import Runtime, StatsSink, register_function
+from streamlib import Runtime, StatsSink
+from streamlib.core.trust import register_function
 from streamlib.control.cli import main
 from streamlib.errors import AccessDeniedError, ConfigError
 from streamlib.net.httpguard import json_depth

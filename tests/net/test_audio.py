@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamlib import Actor, ActorStatus, AudioFrame, Runtime, StreamInput, TimedTick, VirtualClock
+from streamlib import Actor, AudioFrame, Runtime, StreamInput, TimedTick, VirtualClock
+from streamlib.core.actor import ActorStatus
 from streamlib.actors.audio import AudioGeneratorActor
 from streamlib.actors.network_audio import AUDIO_PORTS, AudioNetworkReceiveActor, AudioNetworkSendActor
 from streamlib.actors.network import VIDEO_PORTS, NetworkSendActor

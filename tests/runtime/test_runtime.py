@@ -12,9 +12,12 @@ import torch
 
 import streamlib
 from streamlib import (
-    Actor, ActorStatus, AudioFrame, PortError, PortKindError, Runtime, StreamInput,
-    StreamOutput, TimedTick, VideoFrame, VirtualClock,
+    Actor, AudioFrame, Runtime, StreamInput, StreamOutput, TimedTick, VideoFrame, VirtualClock,
 )
+from streamlib.core.actor import ActorStatus
+from streamlib.errors import ActorStateError, PortError, PortKindError
+from streamlib.runtime.runtime import default_runtime
+
 
 
 def frame(n: int, value: int = 0, ts: int | None = None) -> VideoFrame:
@@ -323,7 +326,7 @@ def test_default_runtime_starts_actors_without_start_call() -> None:
     src = Source(clock=VirtualClock(30, max_ticks=4))
     sink = Sink(want=4)
     src >> sink
-    rt = streamlib.default_runtime()
+    rt = default_runtime()
     try:
         assert src.runtime is rt and rt.autostart
         assert rt.wait(30)
@@ -331,14 +334,14 @@ def test_default_runtime_starts_actors_without_start_call() -> None:
         assert sink.got and sink.got[-1].frame_number == 3
     finally:
         rt.close()
-    assert streamlib.default_runtime() is not rt
-    streamlib.default_runtime().close()
+    assert default_runtime() is not rt
+    default_runtime().close()
 
 
 def test_actor_created_in_closed_runtime_errors() -> None:
     rt = Runtime()
     rt.close()
-    with pytest.raises(streamlib.ActorStateError, match="closed"):
+    with pytest.raises(ActorStateError, match="closed"):
         Sink(runtime=rt)
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from streamlib import Actor, ActorStatus, Runtime, StreamInput, StreamOutput, TimedTick
+from streamlib import Actor, Runtime, StreamInput, StreamOutput, TimedTick
+from streamlib.core.actor import ActorStatus
 from streamlib.clocks import SoftwareClock, VirtualClock
 from streamlib.runtime.dispatchers import ThreadPoolDispatcher
 from streamlib.errors import ConfigError
