@@ -115,6 +115,9 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'streamlib' has no attribute {name!r}")
+    # The runtime layer comes with any name: actors built from the face attach to the
+    # default runtime (installed when streamlib.runtime.runtime is imported).
+    importlib.import_module("streamlib.runtime.runtime")
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value  # later lookups skip __getattr__
     return value

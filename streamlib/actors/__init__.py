@@ -1,4 +1,7 @@
-"""Built-in actors."""
+"""Built-in actors. Importing any of them brings the runtime, so they attach to the
+default runtime when built outside ``with Runtime()``."""
+
+import streamlib.runtime.runtime  # noqa: F401 - installs the default runtime
 
 from streamlib.actors.audio import BACKENDS, WAVEFORMS, AudioGeneratorActor, AudioOutputActor
 from streamlib.actors.compositor import CompositorActor, LayerSpec
