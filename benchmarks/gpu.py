@@ -24,8 +24,10 @@ recorded as ``{"skipped": "no CUDA"}``):
 * ``staging_bandwidth`` (CUDA): 1080p RGB frames copied device->host and
   host->device the way ``streamlib.gpu.staging`` does (pinned memory, copy stream),
   GB/s over a batch.
-* ``write_hook_cpu``: ns per ``StreamOutput.write`` to one link, and ns of the
-  staging gate alone (``torch.cuda.is_initialized``).
+* ``write_hook_cpu``: ns per ``StreamOutput.write`` to one link without a router
+  (a runtime on a machine without CUDA installs none), with a ``StagingBridge``
+  router (a CUDA machine, CPU frames, CUDA not initialised yet), and ns of the
+  bridge's gate alone (``torch.cuda.is_initialized``).
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ from streamlib.gpu.device import cuda_available, new_stream, pinned_empty, resol
 from streamlib.runtime.dispatchers import GPUDispatcher
 from streamlib.core.frames import VideoFrame
 from streamlib.gpu.buffer import GPURingBuffer
+from streamlib.gpu.staging import StagingBridge
 from streamlib.runtime.runtime import Runtime
-from streamlib.core.ports import StreamInput, StreamOutput, _cuda_in_use
+from streamlib.core.ports import StreamInput, StreamOutput
 
 W, H = 1920, 1080
 SKIP = {"skipped": "no CUDA"}
@@ -213,18 +216,27 @@ def write_hook_case(writes: int) -> dict[str, Any]:
     out, inp = StreamOutput("video"), StreamInput("video")
     out.connect(inp)
     f = VideoFrame(torch.zeros(2, 2, 3, dtype=torch.uint8), timestamp_ns=0)
-    runs, gates = [], []
-    for _ in range(5):
+    bridge = StagingBridge()
+    gate = torch.cuda.is_initialized
+
+    def per_write(router: StagingBridge | None) -> float:
+        out.set_router(router)
         t0 = time.perf_counter_ns()
         for _ in range(writes):
             out.write(f)
-        runs.append((time.perf_counter_ns() - t0) / writes)
+        return (time.perf_counter_ns() - t0) / writes
+
+    plain, routed, gates = [], [], []
+    for _ in range(5):  # interleaved, so drift hits both alike
+        plain.append(per_write(None))
+        routed.append(per_write(bridge))
         t0 = time.perf_counter_ns()
         for _ in range(writes):
-            _cuda_in_use()
+            gate()
         gates.append((time.perf_counter_ns() - t0) / writes)
-    return {"write_ns": statistics.median(runs), "gate_ns": statistics.median(gates),
-            "cuda_initialised": bool(_cuda_in_use())}
+    bridge.close()
+    return {"write_ns": statistics.median(plain), "write_routed_ns": statistics.median(routed),
+            "gate_ns": statistics.median(gates), "cuda_initialised": bool(gate())}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

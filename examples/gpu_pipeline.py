@@ -19,7 +19,6 @@ import torch
 import streamlib as sl
 from streamlib.actors.inference import BrightBoxDetector, InferenceActor, to_cpu
 from streamlib.actors.overlay import OverlayBoxesActor
-from streamlib.gpu.staging import default_bridge
 
 
 class Check(sl.Actor):
@@ -40,7 +39,6 @@ class Check(sl.Actor):
 
 def main(frames: int) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    before = default_bridge().stats()
     with sl.Runtime() as rt:
         clock = sl.VirtualClock(30, max_ticks=frames)  # offline and lock-step: nothing dropped
         box = sl.TestPatternActor(640, 360, pattern="moving_box", box_size=32, device=device,
@@ -59,12 +57,12 @@ def main(frames: int) -> None:
         overlay >> display
         detect >> check
         assert rt.run(120), "offline run did not finish in 120 s"
-    after = default_bridge().stats()
+        staged = None if rt.staging is None else rt.staging.stats()  # None: no CUDA here
     print(f"device {device}: {check.exact}/{frames} boxes exact, "
           f"{overlay.drawn}/{frames} frames drawn with their own result")
     print(f"display upload: {display.upload_path} ({display.upload_reason})")
-    print(f"host copies by the staging bridge: {after.d2h_frames - before.d2h_frames} down, "
-          f"{after.h2d_frames - before.h2d_frames} up")
+    print(f"host copies by the staging bridge: {0 if staged is None else staged.d2h_frames} down, "
+          f"{0 if staged is None else staged.h2d_frames} up")
 
 
 if __name__ == "__main__":

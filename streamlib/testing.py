@@ -21,6 +21,7 @@ import inspect
 from typing import Any, Generic, TypeVar
 
 from streamlib.core.actor import Actor
+from streamlib.core.ports import Capture
 from streamlib.clocks import TimedTick
 from streamlib.runtime.runtime import Runtime
 
@@ -58,14 +59,14 @@ class ActorHarness(Generic[A]):
             tick = TimedTick(self._frame * self._period_ns, self._frame, "harness")
         self._frame = tick.frame_number + 1
         outputs = self.actor.outputs.values()
-        for out in outputs:
-            out._captured = []
+        captures = [Capture(out.router) for out in outputs]
+        previous = [out.set_router(c) for out, c in zip(outputs, captures)]
         try:
             self._call(self.actor.process(tick))
-            return {out.name: list(out._captured or []) for out in outputs}
+            return {out.name: c.items for out, c in zip(outputs, captures)}
         finally:
-            for out in outputs:
-                out._captured = None
+            for out, router in zip(outputs, previous):
+                out.set_router(router)
 
     def close(self) -> None:
         """Run ``teardown`` (if set up) and release the harness. Idempotent."""

@@ -27,7 +27,7 @@ from streamlib.core.policy import RestartPolicy, RestartSpec, check_stall_timeou
 from streamlib.core.ports import PortDict, PortKind, StreamInput, StreamOutput
 from streamlib.core.registry import ActorURI
 from streamlib.core.samples import UNKNOWN, SampleWindow
-from streamlib.errors import ConfigError, PortError, PortKindError
+from streamlib.errors import ConfigError, ConfigTypeError, PortError, PortKindError
 
 if TYPE_CHECKING:
     from streamlib.runtime.dispatchbase import Dispatcher
@@ -127,7 +127,7 @@ class _ActorMeta(ABCMeta):
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         actor = super().__call__(*args, **kwargs)
         if not hasattr(actor, "_sl"):
-            raise TypeError(
+            raise ConfigTypeError(
                 f"{cls.__name__}.__init__ must call super().__init__() (actor not initialised)"
             )
         actor._sl.ctor = (args, dict(kwargs))  # the supervisor rebuilds from these
@@ -182,7 +182,8 @@ class Actor(metaclass=_ActorMeta):
         if not isinstance(actor_id, str) or not actor_id:
             raise ConfigError(f"actor_id must be a non-empty str, got {actor_id!r}")
         if clock is not None and not isinstance(clock, Clock):
-            raise TypeError(f"actor '{actor_id}': clock must be a Clock, got {type(clock).__name__}")
+            raise ConfigTypeError(f"actor '{actor_id}': clock must be a Clock, got "
+                                  f"{type(clock).__name__}")
         policy = RestartPolicy.coerce(restart, where=f"actor '{actor_id}': restart")
         stall_timeout = check_stall_timeout(stall_timeout,
                                             where=f"actor '{actor_id}': stall_timeout")
@@ -366,26 +367,21 @@ class Actor(metaclass=_ActorMeta):
         del self._sl_requested_runtime
         runtime._attach(self)
 
-    def _sl_output_written(
-        self, output: StreamOutput, links: tuple[StreamInput, ...], item: Any
-    ) -> None:
+    def _sl_tick_readers(self, inputs: list[StreamInput], tick: TimedTick) -> None:
+        """Tick the clock-less owners of ``inputs`` (just written by this actor)."""
         runtime = self._sl.runtime
         if runtime is None:
             return
-        tick = self._sl.current_tick
-        if tick is None:  # written outside process(): derive the tick from the item
-            tick = TimedTick(
-                int(getattr(item, "timestamp_ns", 0)),
-                int(getattr(item, "frame_number", 0)),
-                str(getattr(item, "clock_id", "monotonic")),
-            )
-        for inp in links:
+        for inp in inputs:
             downstream = inp._owner
             if downstream is not None and downstream.clock is None:
                 runtime._notify(downstream, tick)
 
-    def _sl_links_changed(self) -> None:
-        """Hook for the runtime; links are read lock-free, so nothing to do now."""
+    def _sl_link_made(self, output: StreamOutput, inp: StreamInput) -> None:
+        """A link from ``output``: the runtime chooses its router (staging) now."""
+        runtime = self._sl.runtime
+        if runtime is not None and output.router is None:
+            output.set_router(runtime.link_router(output, inp))
 
     def _sl_run_close_callbacks(self) -> None:
         callbacks, self._sl.close_callbacks = self._sl.close_callbacks, []

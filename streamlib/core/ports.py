@@ -8,26 +8,60 @@ its own counters. An input has at most one upstream at a time.
 Ports carry a kind (``video``, ``audio``, ``event``, ``data`` or ``any``),
 inferred from the port name when not given, checked when connecting and when
 writing, so a wrong connection fails at connect time with both port names.
+
+Delivery is written once, here (``StreamOutput.deliver``): items go into the
+linked inputs' buffers, then the clock-less readers are ticked through the
+writer's runtime. What an output's items become on the way (staged between GPU
+and CPU memory, captured by a test harness) is a ``Router`` that the runtime
+installs when a link is made (``streamlib.gpu.staging.StagingBridge``); this
+module imports nothing of the GPU layer.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, Literal, Mapping, TypeVar
+from typing import (
+    TYPE_CHECKING, Any, Generic, Iterable, Iterator, Literal, Mapping, Protocol, Sequence, TypeVar,
+)
 
-import torch
-
-from streamlib.gpu import staging as _staging
+from streamlib.clocks import TimedTick
 from streamlib.core.buffers import RingBuffer, RingBufferStats
-from streamlib.errors import PortError, PortKindError
 from streamlib.core.frames import frame_kind
+from streamlib.errors import ConfigError, ConfigTypeError, PortError, PortKindError
 
 if TYPE_CHECKING:
     from streamlib.core.actor import Actor
 
-# Staging hook gate: True once CUDA is initialised in this process; never initialises it.
-_cuda_in_use: Callable[[], bool] = torch.cuda.is_initialized
+
+class Router(Protocol):
+    """What a written item becomes for each link (installed on an output by the runtime)."""
+
+    def route(self, output: StreamOutput, item: Any,
+              links: tuple[StreamInput, ...]) -> Sequence[tuple[StreamInput, Any]] | None:
+        """The (input, item) pairs to deliver now, or None: ``item`` to every link."""
+
+
+class Capture:
+    """A router that keeps every item its output writes (what one ``process`` call
+    wrote: ``ActorHarness``, the process-pool worker), then routes like ``inner``."""
+
+    __slots__ = ("items", "inner")
+
+    def __init__(self, inner: Router | None = None) -> None:
+        self.items: list[Any] = []
+        self.inner = inner
+
+    def route(self, output: StreamOutput, item: Any,
+              links: tuple[StreamInput, ...]) -> Sequence[tuple[StreamInput, Any]] | None:
+        self.items.append(item)
+        return None if self.inner is None else self.inner.route(output, item, links)
+
+
+def tick_from_item(item: object) -> TimedTick:
+    """The tick of an item written outside ``process()``: its own stamp."""
+    return TimedTick(int(getattr(item, "timestamp_ns", 0)), int(getattr(item, "frame_number", 0)),
+                     str(getattr(item, "clock_id", "monotonic")))
 
 PortKind = Literal["video", "audio", "event", "data", "any"]
 PORT_KINDS: tuple[PortKind, ...] = ("video", "audio", "event", "data", "any")
@@ -47,7 +81,7 @@ def infer_kind(name: str) -> PortKind:
 
 def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"port name must be an identifier string, got {name!r}")
+        raise ConfigError(f"port name must be an identifier string, got {name!r}")
     return name
 
 
@@ -55,7 +89,7 @@ def _check_kind(name: str, kind: str | None) -> PortKind:
     if kind is None:
         return infer_kind(name)
     if kind not in PORT_KINDS:
-        raise ValueError(f"port {name!r}: kind must be one of {PORT_KINDS}, got {kind!r}")
+        raise ConfigError(f"port {name!r}: kind must be one of {PORT_KINDS}, got {kind!r}")
     return kind  # narrowed by the membership test above
 
 
@@ -101,15 +135,24 @@ class StreamInput(_Port):
     returns every unseen item still held, oldest first (for audio).
     """
 
-    __slots__ = ("slots", "_buffer", "_last_seq", "_upstream")
+    __slots__ = ("slots", "_slots_given", "_buffer", "_last_seq", "_upstream")
     _direction = "input"
 
-    def __init__(self, name: str, kind: PortKind | None = None, *, slots: int = 3) -> None:
+    def __init__(self, name: str, kind: PortKind | None = None, *,
+                 slots: int | None = None) -> None:
+        """``slots``: buffer depth (default 3, or the upstream output's ``slots``)."""
         super().__init__(name, kind)
-        self.slots = slots
-        self._buffer: RingBuffer[Any] = RingBuffer(slots, name=name)
+        self._slots_given = slots is not None
+        self.slots = 3 if slots is None else slots
+        self._buffer: RingBuffer[Any] = RingBuffer(self.slots, name=name)
         self._last_seq = 0
         self._upstream: StreamOutput | None = None
+
+    def _resize(self, slots: int) -> None:
+        # Only before anything was written: a fresh buffer loses nothing.
+        if self._buffer.sequence == 0 and slots != self.slots:
+            self.slots = slots
+            self._buffer = RingBuffer(slots, name=self.name)
 
     # -- reading ---------------------------------------------------------
     def read_latest(self) -> Any | None:
@@ -188,10 +231,12 @@ class StreamInput(_Port):
 
     def __getstate__(self) -> dict[str, Any]:
         # A port crosses to a worker process as a fresh, unconnected shell.
-        return {"name": self.name, "kind": self.kind, "slots": self.slots}
+        return {"name": self.name, "kind": self.kind, "slots": self.slots,
+                "slots_given": self._slots_given}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         StreamInput.__init__(self, state["name"], state["kind"], slots=state["slots"])
+        self._slots_given = state.get("slots_given", True)
 
     def __repr__(self) -> str:
         up = self._upstream.qualified_name if self._upstream else None
@@ -202,18 +247,26 @@ class StreamOutput(_Port):
     """The sending end: ``write`` puts an item into every linked input's buffer.
 
     Writing never blocks. Downstream actors without a clock of their own are
-    ticked by the write (clock inheritance).
+    ticked by the write (clock inheritance). ``slots`` is the seed plan's
+    buffer depth for this output's links: an input linked from it that was
+    declared without ``slots`` gets this many.
     """
 
-    __slots__ = ("_links", "_lock", "_captured", "written")
+    __slots__ = ("_links", "_lock", "_router", "slots", "written")
     _direction = "output"
 
-    def __init__(self, name: str, kind: PortKind | None = None) -> None:
+    def __init__(self, name: str, kind: PortKind | None = None, *,
+                 slots: int | None = None) -> None:
+        """Raises ConfigError for a bad name or kind, or ``slots`` below 1."""
         super().__init__(name, kind)
+        if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int)
+                                  or slots < 1):
+            raise ConfigError(f"output {name!r}: slots must be an int >= 1, got {slots!r}")
+        self.slots = slots
         # Copy-on-write tuple: write() iterates a snapshot without taking the lock.
         self._links: tuple[StreamInput, ...] = ()
         self._lock = threading.Lock()
-        self._captured: list[Any] | None = None
+        self._router: Router | None = None
         self.written = 0
 
     def write(self, item: Any) -> None:
@@ -224,25 +277,41 @@ class StreamOutput(_Port):
         """
         self._check_item(item)
         links = self._links
-        if links and _cuda_in_use():
-            # Staging hook (streamlib/gpu/staging.py). Only once CUDA is initialised can a
-            # tensor be on a GPU; until then this branch costs one call. It gives CUDA
-            # frames a ready event that GPU readers' streams wait on, stages one host
-            # copy for CPU readers (published later, when the copy is done, so those
-            # links are left out here) and uploads CPU frames once for GPU readers.
-            pairs = _staging.route(self, item, links)
-            for inp, staged in pairs:
-                inp._buffer.write(staged)
-            links = tuple(inp for inp, _ in pairs)
-        else:
-            for inp in links:
-                inp._buffer.write(item)
+        router = self._router
+        routed = None if router is None else router.route(self, item, links)
         self.written += 1
-        if self._captured is not None:
-            self._captured.append(item)
+        if links:
+            self.deliver(((inp, item) for inp in links) if routed is None else routed,
+                         self.tick_for(item))
+
+    def deliver(self, pairs: Iterable[tuple[StreamInput, Any]], tick: TimedTick) -> None:
+        """Put each item into its input (still linked to this output), then tick the
+        clock-less readers: the one delivery path, for writes and staged copies."""
+        delivered: list[StreamInput] = []
+        for inp, item in pairs:
+            if inp._upstream is self:  # a link removed meanwhile gets nothing
+                inp._buffer.write(item)
+                delivered.append(inp)
         owner = self._owner
-        if owner is not None and links:
-            owner._sl_output_written(self, links, item)
+        if owner is not None and delivered:
+            owner._sl_tick_readers(delivered, tick)
+
+    def tick_for(self, item: object) -> TimedTick:
+        """The tick a write of ``item`` passes on: the writer's current tick, else the
+        item's own stamp."""
+        owner = self._owner
+        tick = None if owner is None else owner._sl.current_tick
+        return tick_from_item(item) if tick is None else tick
+
+    @property
+    def router(self) -> Router | None:
+        return self._router
+
+    def set_router(self, router: Router | None) -> Router | None:
+        """Install ``router`` (the runtime's staging bridge, a harness capture); returns
+        the one it replaces."""
+        previous, self._router = self._router, router
+        return previous
 
     def connect(self, target: StreamInput | Actor) -> StreamInput:
         """Link this output to ``target`` (an input, or an actor's default input).
@@ -264,9 +333,11 @@ class StreamOutput(_Port):
                     f"'{inp._upstream.qualified_name}'; disconnect it first"
                 )
             inp._upstream = self
+            if self.slots is not None and not inp._slots_given:
+                inp._resize(self.slots)
             self._links = self._links + (inp,)
         if self._owner is not None:
-            self._owner._sl_links_changed()
+            self._owner._sl_link_made(self, inp)
         return inp
 
     def disconnect(self, target: StreamInput | None = None) -> int:
@@ -277,8 +348,6 @@ class StreamOutput(_Port):
             for inp in removed:
                 inp._upstream = None
             self._links = keep
-        if removed and self._owner is not None:
-            self._owner._sl_links_changed()
         return len(removed)
 
     @property
@@ -291,10 +360,10 @@ class StreamOutput(_Port):
         return inp.actor if inp.actor is not None else inp
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind}
+        return {"name": self.name, "kind": self.kind, "slots": self.slots}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        StreamOutput.__init__(self, state["name"], state["kind"])
+        StreamOutput.__init__(self, state["name"], state["kind"], slots=state.get("slots"))
 
     def __repr__(self) -> str:
         names = [i.qualified_name for i in self._links]
@@ -304,11 +373,11 @@ class StreamOutput(_Port):
 def _resolve_input(target: object, source: StreamOutput) -> StreamInput:
     if isinstance(target, StreamInput):
         return target
-    from streamlib.core.actor import Actor  # local: actor imports this module
-
-    if isinstance(target, Actor):
-        return target.default_input(source.kind)
-    raise TypeError(
+    default_input = getattr(target, "default_input", None)  # an Actor (no import: actor uses us)
+    if callable(default_input):
+        found: StreamInput = default_input(source.kind)
+        return found
+    raise ConfigTypeError(
         f"cannot connect output '{source.qualified_name}' to {type(target).__name__}; "
         "expected a StreamInput or an Actor"
     )
@@ -333,12 +402,12 @@ class PortDict(Generic[P]):
 
     def __setitem__(self, name: str, port: P) -> None:
         if not isinstance(port, self._port_type):
-            raise TypeError(
+            raise ConfigTypeError(
                 f"{self._owner.actor_id}.{self._label}[{name!r}] must be a "
                 f"{self._port_type.__name__}, got {type(port).__name__}"
             )
         if port.name != name:
-            raise ValueError(
+            raise ConfigError(
                 f"{self._owner.actor_id}.{self._label}[{name!r}]: port is named {port.name!r}"
             )
         if port._owner is not None and port._owner is not self._owner:

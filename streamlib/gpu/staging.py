@@ -1,10 +1,13 @@
-"""Staging between GPU and CPU actors, applied by ``StreamOutput.write``.
+"""Staging between GPU and CPU actors: the router a runtime installs on its links.
 
-When CUDA is initialised in the process, ``StreamOutput.write`` hands every
-write to ``route`` (before that, no tensor can be on a GPU, so the hook is one
-call to ``torch.cuda.is_initialized``, ~25 ns). For each linked input, by what
-its owner actor is (``actor_device``: its ``device`` attribute, else its
-dispatcher's device):
+Each ``Runtime`` owns one ``StagingBridge`` (``Runtime.staging``), created on a
+machine with CUDA (or given as ``Runtime(staging=...)``) and closed with the
+runtime. When a link is made, the runtime installs it as the output's router
+(``StreamOutput.set_router``); ``StreamOutput.write`` then asks it what each
+linked input gets. Until CUDA is initialised in the process no tensor can be
+on a GPU, so ``route`` returns at once (one call to
+``torch.cuda.is_initialized``). For each linked input, by where its owner
+actor wants its inputs (``streamlib.gpu.device.input_device``):
 
 * **CUDA frame -> GPU reader**: the frame keeps its tensor. A *ready* event is
   recorded on the writer's current stream (once per frame, kept with
@@ -23,7 +26,8 @@ dispatcher's device):
   pinned buffer, on the copy stream), published at once with a ready event the
   reader's stream waits on.
 * Inputs without an owner actor (test captures) and everything else get the
-  item unchanged.
+  item unchanged. Staged copies reach their inputs through
+  ``StreamOutput.deliver``, the same path as a plain write.
 
 Staged host memory comes from torch's pinned caching allocator: each staged
 frame owns its block (a CPU reader may keep it, slice it, view it as numpy),
@@ -48,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import torch
 
 from streamlib.clocks import TimedTick
+from streamlib.errors import ConfigError
 from streamlib.gpu.device import (
     CPU, CPUStream, Event, Stream, actor_device, current_stream, default_stream, item_tensor,
     new_stream, pinned_empty, ready_event, record_event, set_ready_event, stream_context,
@@ -59,7 +64,7 @@ if TYPE_CHECKING:
     from streamlib.runtime.runtime import Runtime
     from streamlib.core.ports import StreamInput, StreamOutput
 
-__all__ = ["StagingBridge", "StagingStats", "default_bridge", "route", "with_tensor"]
+__all__ = ["StagingBridge", "StagingStats", "with_tensor"]
 
 logger = logging.getLogger("streamlib")
 
@@ -136,14 +141,21 @@ class StagingBridge:
         is_device_tensor: whether a tensor lives on the GPU (default ``t.is_cuda``).
         gpu_consumer: the device of a GPU reader actor, None for a CPU reader
             (default: ``actor_device(actor)`` when it is CUDA).
+        enabled: whether any tensor can be on a GPU yet (default
+            ``torch.cuda.is_initialized``: never initialises CUDA); until then
+            every item passes unchanged.
+
+    Raises ConfigError when ``max_pending`` is below 1.
     """
 
     def __init__(self, max_pending: int = 8, *,
                  is_device_tensor: Callable[[torch.Tensor], bool] = _is_cuda_tensor,
-                 gpu_consumer: Callable[[Actor], torch.device | None] = _gpu_consumer) -> None:
+                 gpu_consumer: Callable[[Actor], torch.device | None] = _gpu_consumer,
+                 enabled: Callable[[], bool] = torch.cuda.is_initialized) -> None:
         if max_pending < 1:
-            raise ValueError(f"StagingBridge: max_pending must be >= 1, got {max_pending}")
+            raise ConfigError(f"StagingBridge: max_pending must be >= 1, got {max_pending}")
         self.max_pending = max_pending
+        self._enabled = enabled
         self._is_device_tensor = is_device_tensor
         self._gpu_consumer = gpu_consumer
         self._copy_streams: dict[torch.device, Stream] = {}
@@ -157,11 +169,14 @@ class StagingBridge:
 
     # -- the hook ---------------------------------------------------------------
     def route(self, output: StreamOutput, item: Any,
-              links: Iterable[StreamInput]) -> list[tuple[StreamInput, Any]]:
-        """The (input, item) pairs to write now; staged host copies follow later."""
+              links: tuple[StreamInput, ...]) -> list[tuple[StreamInput, Any]] | None:
+        """The (input, item) pairs to write now (None: the item to every link);
+        staged host copies follow later, through ``output.deliver``."""
+        if not links or not self._enabled():
+            return None
         tensor = item_tensor(item)
         if tensor is None:
-            return [(inp, item) for inp in links]
+            return None
         if self._is_device_tensor(tensor):
             return self._from_device(output, item, tensor, links)
         return self._from_host(item, tensor, links)
@@ -249,11 +264,7 @@ class StagingBridge:
         done = record_event(copy)
         owner = output._owner
         runtime = None if owner is None else owner._sl.runtime
-        tick = None if owner is None else owner._sl.current_tick
-        if tick is None:
-            tick = TimedTick(int(getattr(item, "timestamp_ns", 0)),
-                             int(getattr(item, "frame_number", 0)),
-                             str(getattr(item, "clock_id", "monotonic")))
+        tick = output.tick_for(item)
         pending = _Pending(done, with_tensor(item, host), output, links, tick, runtime)
         _hold(runtime)
         dropped: _Pending | None = None
@@ -268,6 +279,8 @@ class StagingBridge:
                 if len(self._queue) > self.max_pending:
                     dropped = self._queue.popleft()  # latest wins; its copy still runs
                 if self._thread is None:
+                    # Owned by the runtime, which closes (and joins) it; a daemon so that a
+                    # runtime nobody closed cannot keep the interpreter from exiting.
                     self._thread = threading.Thread(target=self._serve, daemon=True,
                                                     name="streamlib-staging")
                     self._thread.start()
@@ -301,13 +314,7 @@ class StagingBridge:
 
     def _publish(self, p: _Pending) -> None:
         try:
-            for inp in p.links:
-                if inp._upstream is not p.output:
-                    continue  # disconnected while the copy ran
-                inp._buffer.write(p.staged)
-                downstream = inp._owner
-                if p.runtime is not None and downstream is not None and downstream.clock is None:
-                    p.runtime._notify(downstream, p.tick)
+            p.output.deliver(((inp, p.staged) for inp in p.links), p.tick)
             with self._cond:
                 self._counts["published"] += 1
         finally:
@@ -346,22 +353,3 @@ class StagingBridge:
             self._discard(p)
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
-
-
-_default: StagingBridge | None = None
-_default_lock = threading.Lock()
-
-
-def default_bridge() -> StagingBridge:
-    """The process-wide bridge ``StreamOutput.write`` uses."""
-    global _default
-    with _default_lock:
-        if _default is None or _default._closed:
-            _default = StagingBridge()
-        return _default
-
-
-def route(output: StreamOutput, item: Any,
-          links: Iterable[StreamInput]) -> list[tuple[StreamInput, Any]]:
-    """``default_bridge().route(...)``: the call ``StreamOutput.write`` makes."""
-    return default_bridge().route(output, item, links)

@@ -17,6 +17,7 @@ from typing import Any, Awaitable
 
 import torch
 
+from streamlib.core.ports import Capture
 from streamlib.runtime.procwire import Arena, Unpickler, dumps, fill, send
 
 __all__ = ["WorkerLoop", "worker_main"]
@@ -81,14 +82,15 @@ class WorkerLoop:
         for name, items in inputs:
             for item in items:
                 actor.inputs[name].feed(item)  # user reads see the usual ring-buffer semantics
-        captured: dict[str, list[Any]] = {}
+        captures = {name: Capture() for name in actor.outputs}
         for name, port in actor.outputs.items():
-            port._captured = captured[name] = []
+            port.set_router(captures[name])  # the worker's outputs have no links of their own
         try:
             self.run(actor.process(tick))
         finally:
             for port in actor.outputs.values():
-                port._captured = None
+                port.set_router(None)
+        captured = {name: c.items for name, c in captures.items()}
         tensors: list[tuple[int, torch.Tensor]] = []
         out, size = dumps([(n, items) for n, items in captured.items() if items], tensors)
         if size > (0 if self.arena_out is None else self.arena_out.shm.size):

@@ -13,6 +13,9 @@ Threading model (the one place it is decided):
   call, a worker process, a GPU stream). Outputs written from any of those
   threads tick clockless downstream actors through ``Runtime._notify``, the
   single cross-thread entry point.
+* Between GPU and CPU actors, the runtime's ``StagingBridge``
+  (``streamlib.gpu.staging``; one bridge thread) is installed as the router of
+  every link it makes, and closed with the runtime.
 * One watchdog thread (``streamlib.runtime.watchdog``) marks an actor ``stalled`` when
   a call overruns its budget; the ``Supervisor`` (``streamlib.runtime.supervisor``)
   rebuilds failed or stalled actors whose restart policy says so.
@@ -41,7 +44,10 @@ from streamlib.clocks import Clock, TimedTick
 from streamlib.core import context
 from streamlib.core.actor import Actor, ActorStatus
 from streamlib.core.policy import check_stall_timeout
+from streamlib.core.ports import Router, StreamInput, StreamOutput
 from streamlib.errors import ActorStateError, ConfigError
+from streamlib.gpu.device import cuda_available
+from streamlib.gpu.staging import StagingBridge
 from streamlib.observe.metrics import MetricsRecorder, MetricsSnapshot, snapshot, window_description
 from streamlib.runtime.clockdriver import ClockDriver
 from streamlib.runtime.dispatchers import resolve_dispatcher
@@ -89,8 +95,12 @@ class Runtime:
 
     def __init__(self, *, autostart: bool = False, name: str = "streamlib",
                  max_workers: int | None = None, collect_metrics: bool = True,
-                 stall_timeout: float | None = DEFAULT_STALL_TIMEOUT) -> None:
+                 stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+                 staging: StagingBridge | None = None) -> None:
+        """``staging``: the bridge between GPU and CPU actors (default: one of its own
+        on a machine with CUDA, none without); the runtime owns and closes it."""
         self.name = name
+        self._staging = staging if staging is not None or not cuda_available() else StagingBridge()
         # Watchdog (streamlib.runtime.watchdog): seconds one process() call may take
         # before its actor is marked stalled, unless the actor sets its own;
         # None or 0: not watched.
@@ -144,6 +154,15 @@ class Runtime:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
+
+    @property
+    def staging(self) -> StagingBridge | None:
+        """The bridge that stages frames between GPU and CPU actors (None: no CUDA)."""
+        return self._staging
+
+    def link_router(self, output: StreamOutput, inp: StreamInput) -> Router | None:
+        """The router of a new link from ``output`` (one of this runtime's actors)."""
+        return self._staging
 
     def actors(self) -> list[Actor]:
         with self._lock:
@@ -269,6 +288,8 @@ class Runtime:
                                  self.name, dispatcher.name)
         if self._telemetry is not None:
             self._telemetry.close()
+        if self._staging is not None:
+            self._staging.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         if threading.current_thread() is not self._thread:
             self._thread.join(max(left(), 0.5))
@@ -353,6 +374,10 @@ class Runtime:
             actor._sl.runtime = self
             actor._sl.measure_cpu = self.collect_metrics
             self._actors[actor.actor_id] = actor
+            if self._staging is not None:  # links made before it was attached
+                for out in actor.outputs.values():
+                    if out.links and out.router is None:
+                        out.set_router(self._staging)
             start_now = self._started
         if start_now:
             self._start_watchdog()
