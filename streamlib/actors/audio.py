@@ -249,7 +249,8 @@ class AudioOutputActor(Actor):
         super().__init__(actor_id=actor_id, **kwargs)
         self.backend: str = chosen
         self.path = None if path is None else os.fspath(path)
-        self.device, self.buffer_ms = device, float(buffer_ms)
+        # The sound card: ``Actor.device`` is where tensors live, so it has its own name.
+        self.sound_device, self.buffer_ms = device, float(buffer_ms)
         logger.info("%s: audio backend %s (%s)", self.actor_id, chosen, why)
         self.inputs["audio"] = StreamInput("audio", slots=64)
         self.samples_written = 0
@@ -334,5 +335,5 @@ class AudioOutputActor(Actor):
 
             self._buffer = buffer
             self._stream = sd.OutputStream(samplerate=rate, channels=channels, dtype="float32",
-                                           device=self.device, callback=callback)
+                                           device=self.sound_device, callback=callback)
             self._stream.start()

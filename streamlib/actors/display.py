@@ -164,9 +164,6 @@ class DisplayActor(Actor):
         self._tex: moderngl.Texture | None = None
         self._tex_key: tuple[int, int, PixelFormat] | None = None
         self._uploader: TextureUploader | None = None
-        # None: frames arrive on the host (staged copies of CUDA frames); the
-        # interop device once CUDA-GL interop is chosen in setup.
-        self.device: torch.device | None = None
         self.upload_path: UploadPath = HOST  # the path the last frame took (or will take)
         self.upload_reason = "not set up"
         self._window: Any = None
@@ -333,9 +330,9 @@ class DisplayActor(Actor):
         self._uploader = create_uploader(ctx)  # decided once per context; never raises
         self.upload_path, self.upload_reason = self._uploader.path, self._uploader.reason
         if isinstance(self._uploader, CudaGLUploader):
-            # The staging bridge reads this: CUDA frames now come as they are (with
-            # their ready events), not as host copies, so the interop path is taken.
-            self.device = self._uploader.device
+            # CUDA frames now come as they are (with their ready events), not as host
+            # copies from the staging bridge, so the interop path is taken.
+            self.request_input_device(self._uploader.device)
         logger.info("display %r: %s mode (%s; %dx%d, %s); %s upload (%s)", self.actor_id, mode,
                     why, self.width, self.height,
                     "vsync" if self.vsync and mode == "window" else "no vsync",
@@ -405,7 +402,7 @@ class DisplayActor(Actor):
                            self.actor_id, exc)
             uploader.close()
             self._uploader = uploader = HostUploader(f"interop failed: {exc}")
-            self.device = None  # host copies from the staging bridge from now on
+            self.request_input_device(None)  # host copies from the staging bridge from now on
             path = uploader.upload(tex, frame.data.detach())
         if path != uploader.path:
             reason = f"frame on {frame.data.device}; interop needs frames on the GL's GPU"
@@ -445,7 +442,7 @@ class DisplayActor(Actor):
 
     def _gl_teardown(self) -> None:
         uploader, self._uploader = self._uploader, None
-        self.device = None
+        self.request_input_device(None)
         if uploader is not None:
             uploader.close()  # unregisters from CUDA while the context is still current
         owned_fbo = self._fbo if self._window is None else None  # glfw owns the window's

@@ -171,6 +171,8 @@ class InferenceActor(Actor):
         (the rest of the graph keeps running).
     """
 
+    device: torch.device  # always resolved in __init__
+
     def __init__(self, model: Any = None, input: str = "video", output: OutputKind = "data",
                  preprocess: Any = None, postprocess: Any = None, batch: int = 1,
                  dtype: str | None = None, device: str | None = None, topic: str = "inference",

@@ -106,6 +106,8 @@ class TestPatternActor(Actor):
             device, or a frame too small for ``smpte_bars`` or the timecode box.
     """
 
+    device: torch.device  # always resolved in __init__
+
     __test__ = False  # not a pytest test class despite the name
 
     def __init__(self, width: int = 640, height: int = 360, fps: float = 30,

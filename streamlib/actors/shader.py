@@ -211,7 +211,6 @@ class ShaderActor(Actor):
         self._staging: npt.NDArray[np.uint8] | None = None
         self._first_ns: int | None = None
         self._uploader: TextureUploader | None = None
-        self.input_device: torch.device | None = None  # the interop device, once chosen
         self._readers: dict[str, TextureReader] = {}  # by output device
         self.upload_path: UploadPath = HOST  # path of the last input upload
         self.upload_reason = "no input uploaded yet"
@@ -239,15 +238,15 @@ class ShaderActor(Actor):
         self._staging = np.empty((self.height, self.width, comps), np.uint8)
         uploader = self._uploader = create_uploader(ctx)  # decided once; never raises
         self.upload_reason = uploader.reason
-        # Read by the staging bridge: with interop, CUDA inputs arrive as they are (no
+        # Where the staging bridge delivers inputs: with interop, CUDA inputs arrive as they are (no
         # host copy) and CPU inputs are uploaded once; else everything comes as host data.
-        self.input_device = uploader.device if isinstance(uploader, CudaGLUploader) else None
+        self.request_input_device(uploader.device if isinstance(uploader, CudaGLUploader) else None)
         self._readers = {"cpu": HostReader(
             uploader.reason if uploader.path == HOST else "output device is the CPU")}
 
     def teardown(self) -> None:
         uploader, self._uploader = self._uploader, None
-        self.input_device = None
+        self.request_input_device(None)
         if uploader is not None:
             uploader.close()  # unregister from CUDA while the context is current
         for reader in self._readers.values():
@@ -307,7 +306,7 @@ class ShaderActor(Actor):
         except InteropError as exc:  # e.g. registration refused: host uploads from now on
             uploader.close()
             self._uploader = uploader = HostUploader(f"interop failed: {exc}")
-            self.input_device = None  # host copies from the staging bridge from now on
+            self.request_input_device(None)  # host copies from the staging bridge from now on
             path, reason = uploader.upload(tex, data, flip=True), uploader.reason
         self.upload_path, self.upload_reason = path, reason
         return tex

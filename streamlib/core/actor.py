@@ -30,6 +30,8 @@ from streamlib.core.samples import UNKNOWN, SampleWindow
 from streamlib.errors import ConfigError, ConfigTypeError, PortError, PortKindError
 
 if TYPE_CHECKING:
+    import torch
+
     from streamlib.runtime.dispatchbase import Dispatcher
     from streamlib.runtime.runtime import Runtime
 
@@ -77,7 +79,7 @@ class _ActorState:
         "counters", "close_callbacks", "lock", "dispatcher", "inherits_ticks",
         "window", "measure_cpu", "cpu_ns",
         "call_started_ns", "call_seq", "stall_timeout", "restart", "restarts", "stalls",
-        "ctor", "replaced_by", "release_on_start",
+        "ctor", "replaced_by", "release_on_start", "input_device",
     )
 
     def __init__(self) -> None:
@@ -111,6 +113,7 @@ class _ActorState:
         self.ctor: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
         self.replaced_by: Actor | None = None
         self.release_on_start = 0  # runtime.hold() units released once running
+        self.input_device: torch.device | None = None  # Actor.request_input_device
 
 
 _ids: dict[str, itertools.count[int]] = {}
@@ -161,6 +164,10 @@ class Actor(metaclass=_ActorMeta):
     """
 
     default_output_name: str | None = None  # else the first declared output
+    # Where this actor's work and outputs live: None is the CPU (or its dispatcher's
+    # device). Actors taking ``device=`` set it in ``__init__``; where its inputs must
+    # arrive is ``input_device`` (streamlib.gpu.device.input_device is the one rule).
+    device: torch.device | None = None
 
     def __init__(
         self,
@@ -250,6 +257,18 @@ class Actor(metaclass=_ActorMeta):
     @property
     def runtime(self) -> Runtime | None:
         return self._sl.runtime
+
+    @property
+    def input_device(self) -> torch.device | None:
+        """The device this actor asked to get its input frames on
+        (``request_input_device``); None: wherever ``device`` says."""
+        return self._sl.input_device
+
+    def request_input_device(self, device: torch.device | None) -> None:
+        """Ask for input frames on ``device`` from now on (None: back to ``device``'s
+        rule). The staging bridge delivers them there: a display or shader calls this
+        once its CUDA-GL interop is up, and with None when it falls back to host copies."""
+        self._sl.input_device = device
 
     @property
     def uri(self) -> ActorURI:

@@ -29,14 +29,16 @@ from typing import TYPE_CHECKING, Any, Sequence, Union
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
+from streamlib.errors import ConfigError, ConfigTypeError
+
 if TYPE_CHECKING:
     from streamlib.core.actor import Actor
 
 __all__ = [
-    "CPUEvent", "CPUStream", "DeviceLike", "Event", "Stream", "actor_device", "cuda_available",
-    "current_stream", "default_stream", "is_cuda", "item_tensor", "new_event", "new_stream",
-    "pinned_empty", "ready_event", "record_event", "resolve_device", "set_ready_event",
-    "stream_context", "wait_event", "wait_ready",
+    "CPUEvent", "CPUStream", "DeviceLike", "Event", "Stream", "cuda_available",
+    "current_stream", "default_stream", "input_device", "is_cuda", "item_tensor", "new_event",
+    "new_stream", "own_device", "pinned_empty", "ready_event", "record_event", "resolve_device",
+    "set_ready_event", "stream_context", "wait_event", "wants_gpu_dispatcher", "wait_ready",
 ]
 
 DeviceLike = Union[str, torch.device, int, None]
@@ -66,30 +68,31 @@ def resolve_device(device: DeviceLike = None, *, where: str = "device") -> torch
     CUDA devices come back with an explicit index (``cuda`` -> ``cuda:<current>``).
 
     Raises:
-        ValueError: unknown device string or type (only ``cpu`` and ``cuda`` are
+        ConfigError: unknown device string or type (only ``cpu`` and ``cuda`` are
             supported), CUDA requested without CUDA, or an index past the device
-            count. The message starts with ``where``.
+            count (ConfigTypeError for a value that is no device at all). The
+            message starts with ``where``.
     """
     if device is None:
         device = "cuda" if cuda_available() else "cpu"
     if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
-        raise ValueError(f"{where}: expected 'cpu', 'cuda', 'cuda:N' or a torch.device, "
+        raise ConfigTypeError(f"{where}: expected 'cpu', 'cuda', 'cuda:N' or a torch.device, "
                          f"got {type(device).__name__}")
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError, TypeError) as exc:
-        raise ValueError(f"{where}: unknown device {device!r} ({exc})") from None
+        raise ConfigError(f"{where}: unknown device {device!r} ({exc})") from None
     if dev.type == "cpu":
         return CPU
     if dev.type != "cuda":
-        raise ValueError(f"{where}: device type must be 'cpu' or 'cuda', got {str(dev)!r}")
+        raise ConfigError(f"{where}: device type must be 'cpu' or 'cuda', got {str(dev)!r}")
     if not cuda_available():
-        raise ValueError(f"{where}: {str(dev)!r} requested but CUDA is not available "
+        raise ConfigError(f"{where}: {str(dev)!r} requested but CUDA is not available "
                          "(use device='cpu' or leave it unset)")
     count = torch.cuda.device_count()
     index = torch.cuda.current_device() if dev.index is None else dev.index
     if index >= count:
-        raise ValueError(f"{where}: {str(dev)!r} does not exist ({count} CUDA device(s))")
+        raise ConfigError(f"{where}: {str(dev)!r} does not exist ({count} CUDA device(s))")
     return torch.device("cuda", index)
 
 
@@ -344,23 +347,38 @@ def wait_ready(item: object, stream: Stream | None = None) -> bool:
     return True
 
 
-def actor_device(actor: Actor | None) -> torch.device:
-    """Where an actor wants its input tensors: its ``input_device`` attribute when set
-    (an actor whose output device differs, e.g. a shader reading CUDA inputs through
-    CUDA-GL interop), else its own ``device`` attribute when it names a device, else
-    its dispatcher's ``device`` (the GPU dispatcher has one), else CPU."""
+def own_device(actor: Actor) -> torch.device | None:
+    """The device ``actor`` declares for its work and outputs (``Actor.device``; a str
+    from a user's subclass is resolved), None when unset or not on this machine."""
+    dev = actor.device
+    if dev is None or isinstance(dev, torch.device):
+        return dev
+    try:
+        return resolve_device(dev, where=f"actor '{actor.actor_id}': device")
+    except ConfigError:
+        return None  # a device this machine lacks: the actor reports it itself
+
+
+def input_device(actor: Actor | None) -> torch.device:
+    """Where ``actor`` wants its input tensors; the one rule the staging bridge and the
+    dispatchers follow. In order: the device it asked for
+    (``Actor.request_input_device``: a display or shader reading CUDA frames
+    through CUDA-GL interop), its own ``device``, its dispatcher's device (the GPU
+    dispatcher has one), else the CPU."""
     if actor is None:
         return CPU
-    wanted = getattr(actor, "input_device", None)
-    if isinstance(wanted, torch.device):
+    wanted = actor.input_device
+    if wanted is not None:
         return wanted
-    for source in (actor, getattr(getattr(actor, "_sl", None), "dispatcher", None)):
-        dev = getattr(source, "device", None)
-        if isinstance(dev, torch.device):
-            return dev
-        if isinstance(dev, str):
-            try:
-                return torch.device(dev)
-            except (RuntimeError, ValueError):
-                continue
-    return CPU
+    own = own_device(actor)
+    if own is not None:
+        return own
+    dev = getattr(actor._sl.dispatcher, "device", None)  # only the GPU dispatcher has one
+    return dev if isinstance(dev, torch.device) else CPU
+
+
+def wants_gpu_dispatcher(actor: Actor) -> bool:
+    """An actor that declares a CUDA device gets a CUDA stream of its own (``"gpu"``)
+    unless it names a dispatcher."""
+    own = own_device(actor)
+    return own is not None and own.type == "cuda"

@@ -54,7 +54,7 @@ import torch
 from streamlib.clocks import TimedTick
 from streamlib.errors import ConfigError
 from streamlib.gpu.device import (
-    CPU, CPUStream, Event, Stream, actor_device, current_stream, default_stream, item_tensor,
+    CPU, CPUStream, Event, Stream, current_stream, default_stream, input_device, item_tensor,
     new_stream, pinned_empty, ready_event, record_event, set_ready_event, stream_context,
     wait_event,
 )
@@ -84,7 +84,7 @@ def _is_cuda_tensor(tensor: torch.Tensor) -> bool:
 
 
 def _gpu_consumer(actor: Actor) -> torch.device | None:
-    dev = actor_device(actor)
+    dev = input_device(actor)
     return dev if dev.type == "cuda" else None
 
 
@@ -140,7 +140,7 @@ class StagingBridge:
         max_pending: device->host copies that may wait for completion at once.
         is_device_tensor: whether a tensor lives on the GPU (default ``t.is_cuda``).
         gpu_consumer: the device of a GPU reader actor, None for a CPU reader
-            (default: ``actor_device(actor)`` when it is CUDA).
+            (default: ``input_device(actor)`` when it is CUDA).
         enabled: whether any tensor can be on a GPU yet (default
             ``torch.cuda.is_initialized``: never initialises CUDA); until then
             every item passes unchanged.

@@ -33,7 +33,8 @@ import torch
 
 from streamlib.errors import ConfigError, ShutdownTimeoutError
 from streamlib.gpu.device import (
-    CPUStream, DeviceLike, Stream, new_stream, resolve_device, stream_context, wait_ready,
+    CPUStream, DeviceLike, Stream, new_stream, own_device, resolve_device, stream_context,
+    wait_ready, wants_gpu_dispatcher,
 )
 from streamlib.runtime.dispatchbase import Dispatcher, _Method, timed_process
 from streamlib.runtime.procpool import ProcessPoolDispatcher
@@ -253,14 +254,8 @@ class GPUDispatcher(ThreadPoolDispatcher):
         self._streams_lock = threading.Lock()
 
     def device_for(self, actor: Actor) -> torch.device:
-        """The actor's own ``device`` attribute when it names one, else this dispatcher's."""
-        own = getattr(actor, "device", None)
-        if isinstance(own, (str, torch.device)):
-            try:
-                return resolve_device(own, where=f"actor '{actor.actor_id}': device")
-            except ValueError:
-                pass  # a device this machine lacks: the actor reports it itself
-        return self.device
+        """The actor's own ``device`` when it declares one, else this dispatcher's."""
+        return own_device(actor) or self.device
 
     def stream_for(self, actor: Actor) -> Stream:
         """``actor``'s stream: created on first use, then the same object every call.
@@ -324,8 +319,7 @@ def resolve_dispatcher(actor: Actor, owned: dict[str, Dispatcher],
     if isinstance(spec, Dispatcher):
         return spec
     if spec is None:
-        own = getattr(actor, "device", None)
-        if isinstance(own, torch.device) and own.type == "cuda":
+        if wants_gpu_dispatcher(actor):
             spec = "gpu"  # an actor whose tensors live on a GPU: a CUDA stream of its own
         else:
             spec = "asyncio" if actor.is_async else "thread"

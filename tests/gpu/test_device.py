@@ -14,7 +14,7 @@ import streamlib.gpu.device as device
 import streamlib.runtime.dispatchers as dispatchers
 from streamlib import Actor, AudioFrame, DataMessage, Runtime, StreamInput, TimedTick, VideoFrame
 from streamlib.gpu.device import (
-    CPUEvent, CPUStream, actor_device, cuda_available, current_stream, default_stream,
+    CPUEvent, CPUStream, cuda_available, input_device, own_device, wants_gpu_dispatcher, current_stream, default_stream,
     item_tensor, new_event, new_stream, pinned_empty, ready_event, record_event, resolve_device,
     set_ready_event, stream_context, wait_event, wait_ready,
 )
@@ -152,14 +152,22 @@ def test_ready_event_follows_the_tensor_and_is_weak() -> None:
 
 # ------------------------------------------------------------------ actors and the GPU dispatcher
 
-def test_actor_device_reads_attribute_then_dispatcher() -> None:
+def test_input_device_is_the_request_then_the_device_then_the_dispatcher() -> None:
     with Runtime():
         plain = Reader()
         own = Reader()
-        own.device = "cpu"  # type: ignore[attr-defined]
+        own.device = "cpu"  # type: ignore[assignment]  # a user subclass may set a str
         on_gpu = Reader(dispatcher="gpu")
-    assert actor_device(plain) == actor_device(own) == actor_device(None) == torch.device("cpu")
-    assert actor_device(on_gpu) == resolve_device()  # the runtime's GPUDispatcher device
+        asked = Reader()
+    assert input_device(plain) == input_device(own) == input_device(None) == torch.device("cpu")
+    assert own_device(own) == torch.device("cpu") and own_device(plain) is None
+    assert input_device(on_gpu) == resolve_device()  # the runtime's GPUDispatcher device
+    wanted = torch.device("cuda", 3)  # a request is taken as given (the interop device)
+    asked.request_input_device(wanted)
+    assert asked.input_device == wanted and input_device(asked) == wanted
+    asked.request_input_device(None)
+    assert input_device(asked) == torch.device("cpu")
+    assert not wants_gpu_dispatcher(own) and not wants_gpu_dispatcher(plain)
 
 
 def test_gpu_dispatcher_caches_one_stream_per_actor() -> None:

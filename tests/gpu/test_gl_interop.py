@@ -471,16 +471,16 @@ def _fake_cuda_interop(monkeypatch: pytest.MonkeyPatch) -> FakeRuntime:
 
 def test_display_with_interop_asks_the_staging_bridge_for_device_frames(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamlib.gpu.device import actor_device
+    from streamlib.gpu.device import input_device
 
     _fake_cuda_interop(monkeypatch)
     seen: dict[str, Any] = {}
     real_setup = DisplayActor.setup
 
     async def setup(self: DisplayActor) -> None:
-        seen["before"] = actor_device(self)
+        seen["before"] = input_device(self)
         await real_setup(self)
-        seen["after"] = actor_device(self)
+        seen["after"] = input_device(self)
 
     monkeypatch.setattr(DisplayActor, "setup", setup)
     img = rand_image(6, 8, 3)
@@ -489,12 +489,12 @@ def test_display_with_interop_asks_the_staging_bridge_for_device_frames(
     assert seen == {"before": torch.device("cpu"), "after": torch.device("cuda", 0)}
     assert info["upload"] == "host" and "interop needs frames on the GL's GPU" in info["upload_reason"]
     assert torch.equal(shown, img)
-    assert display.device is None and actor_device(display) == torch.device("cpu")  # torn down
+    assert display.input_device is None and input_device(display) == torch.device("cpu")  # torn down
 
 
 def test_shader_with_interop_asks_for_device_inputs_but_keeps_its_output_device(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamlib.gpu.device import actor_device
+    from streamlib.gpu.device import input_device
 
     _fake_cuda_interop(monkeypatch)
     seen: dict[str, Any] = {}
@@ -502,7 +502,7 @@ def test_shader_with_interop_asks_for_device_inputs_but_keeps_its_output_device(
 
     def setup(self: ShaderActor) -> None:
         real_setup(self)
-        seen["input"], seen["output"] = actor_device(self), self.device
+        seen["input"], seen["output"] = input_device(self), self.device
 
     monkeypatch.setattr(ShaderActor, "setup", setup)
     images = [rand_image(5, 9, 4) for _ in range(2)]
