@@ -65,7 +65,7 @@ def measure_software_clock(fps: FpsLike, seconds: float,
     def loop() -> None:
         end_ns = time.monotonic_ns() + int(seconds * 1e9)
         while True:
-            tick = clock.next_tick()
+            tick = clock.wait_tick()
             lateness.append(clock.last_lateness_ns)
             if tick.timestamp_ns >= end_ns:
                 return

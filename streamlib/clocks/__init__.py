@@ -1,4 +1,4 @@
-"""Clocks that drive actors: each ``next_tick()`` blocks until a frame is due.
+"""Clocks that drive actors: ``await clock.next_tick()`` or the blocking ``clock.wait_tick()``.
 
 The one place to import clocks from. :mod:`~streamlib.clocks.base` holds
 ``TimedTick``, the ``Clock`` base and exact rate arithmetic;

@@ -11,6 +11,7 @@ never bunched. Import the public names from :mod:`streamlib.clocks`.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import numbers
 import threading
@@ -135,11 +136,28 @@ def _make_sleep_then_spin(time_ns: Callable[[], int], stop: threading.Event,
     return sleep
 
 
-class Clock(ABC):
-    """A source of :class:`TimedTick`; use from one ticking thread.
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
-    ``close()`` may be called from any thread; it wakes a waiting
-    ``next_tick`` which then raises :class:`ClockClosedError`.
+
+class Clock(ABC):
+    """A source of :class:`TimedTick`, read from one thread or one coroutine.
+
+    Two ways to wait for the next tick, both raising :class:`ClockClosedError`
+    when the clock is (or gets) closed:
+
+    * ``tick = await clock.next_tick()`` in a coroutine (the plan's API): the
+      wait sleeps on the running event loop, which keeps serving other tasks;
+      a cancelled wait issues no tick. The base implementation runs
+      ``wait_tick`` in the loop's default executor; the clocks of this package
+      override it to wait on the loop itself.
+    * ``tick = clock.wait_tick()`` blocks the calling thread; the runtime's
+      clock driver threads use it because a thread that sleeps then spins
+      ticks to a few microseconds, where the event loop's timers jitter by a
+      millisecond or more.
+
+    ``close()`` may be called from any thread and wakes either kind of wait.
     """
 
     realtime: ClassVar[bool] = True
@@ -148,6 +166,9 @@ class Clock(ABC):
         self._rate: Fraction | None = None if fps is None else parse_rate(fps)
         self._clock_id = clock_id
         self._closed = threading.Event()
+        # close() calls these to wake coroutines sleeping in next_tick
+        self._wakers: set[Callable[[], None]] = set()
+        self._wakers_lock = threading.Lock()
         self._missed = 0
         self._ticks = 0
 
@@ -183,13 +204,22 @@ class Clock(ABC):
         return self._closed.is_set()
 
     @abstractmethod
-    def next_tick(self) -> TimedTick:
-        """Block until the next tick is due and return it.
+    def wait_tick(self) -> TimedTick:
+        """Block the calling thread until the next tick is due and return it.
 
         Raises:
             ClockClosedError: the clock is closed, or was closed while waiting.
             EndOfStream: a finite clock has issued all its ticks.
         """
+
+    async def next_tick(self) -> TimedTick:
+        """Wait for the next tick without blocking the running event loop.
+
+        Raises:
+            ClockClosedError: the clock is closed, or was closed while waiting.
+            EndOfStream: a finite clock has issued all its ticks.
+        """
+        return await asyncio.get_running_loop().run_in_executor(None, self.wait_tick)
 
     @abstractmethod
     def now_ns(self) -> int:
@@ -198,10 +228,39 @@ class Clock(ABC):
     def close(self) -> None:
         """Close the clock; idempotent and callable from any thread."""
         self._closed.set()
+        with self._wakers_lock:
+            wakers = list(self._wakers)
+        for wake in wakers:
+            wake()
 
     def _raise_if_closed(self) -> None:
         if self._closed.is_set():
             raise ClockClosedError(f"clock {self._clock_id!r} is closed")
+
+    async def _sleep_unless_closed(self, seconds: float) -> None:
+        """Sleep ``seconds`` on the running loop; ``close()`` from any thread ends it early."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(_resolve, woken)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+        with self._wakers_lock:
+            self._wakers.add(wake)
+        try:
+            if self._closed.is_set():  # closed before wake was registered
+                return
+            timer = loop.call_later(seconds, _resolve, woken)
+            try:
+                await woken
+            finally:
+                timer.cancel()
+        finally:
+            with self._wakers_lock:
+                self._wakers.discard(wake)
 
     def __enter__(self) -> Self:
         return self
@@ -227,6 +286,7 @@ class ScheduledClock(Clock):
         self.spin_ns = spin_ns
         # the default sleeper watches self._closed so close() interrupts it
         self._sleeper = sleeper or _make_sleep_then_spin(sleep_time_ns, self._closed, spin_ns)
+        self._injected_sleeper = sleeper
         self._origin_ns = 0
         self._next_index: int | None = None
         self._last_lateness_ns = 0
@@ -241,38 +301,68 @@ class ScheduledClock(Clock):
 
     @abstractmethod
     def _start(self, now_ns: int) -> tuple[int, int]:
-        """Return ``(origin_ns, first_index)`` at the first ``next_tick``."""
+        """Return ``(origin_ns, first_index)`` at the first tick requested."""
 
     def _deadline(self, n: int) -> int:
         return deadline_ns(self.rate, n, self._origin_ns)
 
-    def next_tick(self) -> TimedTick:
-        """Wait for the next deadline and return it (skipping missed ones).
+    def _next_due(self) -> tuple[int, int | None]:
+        """Index of the next tick, and the time now if that tick is due at once.
 
-        If the clock is already at or past deadline ``n+1`` when called, the
-        tick for the latest deadline ``<= now`` is returned at once and the
-        frames skipped are added to ``missed_deadlines``: a slow consumer
-        never gets a burst of stale ticks.
-
-        Raises:
-            ClockClosedError: closed before or during the wait.
+        Starts the timeline at the first call. If the clock is already at or
+        past deadline ``n+1``, the latest deadline ``<= now`` is due at once
+        and the frames skipped are added to ``missed_deadlines``.
         """
-        self._raise_if_closed()
         now = self._time_ns()
         if self._next_index is None:
             self._origin_ns, self._next_index = self._start(now)
         n = self._next_index
-        if now >= self._deadline(n + 1):
-            latest = latest_frame_at(self.rate, now, self._origin_ns)
-            self._missed += latest - n
-            n = latest
-        else:
-            now = self._wait_until(self._deadline(n))
+        if now < self._deadline(n + 1):
+            return n, None
+        latest = latest_frame_at(self.rate, now, self._origin_ns)
+        self._missed += latest - n
+        return latest, now
+
+    def _issue(self, n: int, now: int) -> TimedTick:
         deadline = self._deadline(n)
         self._last_lateness_ns = now - deadline
         self._next_index = n + 1
         self._ticks += 1
         return TimedTick(deadline, n, self._clock_id)
+
+    def wait_tick(self) -> TimedTick:
+        """Block until the next deadline and return its tick (skipping missed ones).
+
+        A slow consumer never gets a burst of stale ticks: when it calls after
+        deadline ``n+1`` has passed, the tick of the latest deadline ``<= now``
+        is returned at once and the frames skipped are counted in
+        ``missed_deadlines``.
+
+        Raises:
+            ClockClosedError: closed before or during the wait.
+        """
+        self._raise_if_closed()
+        n, now = self._next_due()
+        if now is None:
+            now = self._wait_until(self._deadline(n))
+        return self._issue(n, now)
+
+    async def next_tick(self) -> TimedTick:
+        """``wait_tick`` for a coroutine: the wait sleeps on the running loop.
+
+        Same ticks and skipping rule as ``wait_tick``; the wake-up is as
+        precise as the loop's timers (no final spin, which would stall the
+        loop). With an injected ``sleeper`` (fake time) the sleeper runs in
+        the loop's default executor.
+
+        Raises:
+            ClockClosedError: closed before or during the wait.
+        """
+        self._raise_if_closed()
+        n, now = self._next_due()
+        if now is None:
+            now = await self._await_until(self._deadline(n))
+        return self._issue(n, now)
 
     def _wait_until(self, target_ns: int) -> int:
         # Loop because a sleeper may return early (interrupted, coarse timer,
@@ -285,3 +375,17 @@ class ScheduledClock(Clock):
             if remaining <= 0:
                 return now
             self._sleeper(remaining)
+
+    async def _await_until(self, target_ns: int) -> int:
+        # the same loop as _wait_until, sleeping on the event loop
+        loop = asyncio.get_running_loop()
+        while True:
+            self._raise_if_closed()
+            now = self._time_ns()
+            remaining = target_ns - now
+            if remaining <= 0:
+                return now
+            if self._injected_sleeper is not None:
+                await loop.run_in_executor(None, self._injected_sleeper, remaining)
+            else:
+                await self._sleep_unless_closed(remaining / NS_PER_S)

@@ -9,6 +9,7 @@ numbers; :class:`GenlockClock` follows the pulses of a :class:`PulseSource`
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
@@ -194,6 +195,8 @@ class GenlockClock(Clock):
         self._time_ns = time_ns
         self._recent: collections.deque[int] = collections.deque(maxlen=self._WINDOW)
         self._last_lateness_ns = 0
+        # the executor wait of a cancelled next_tick, taken over by the next call
+        self._pending: tuple[asyncio.AbstractEventLoop, asyncio.Future[int | None]] | None = None
 
     @property
     def measured_rate(self) -> Fraction:
@@ -214,23 +217,51 @@ class GenlockClock(Clock):
     def now_ns(self) -> int:
         return self._time_ns()
 
-    def next_tick(self) -> TimedTick:
-        """Wait for the next pulse and return its tick.
+    def wait_tick(self) -> TimedTick:
+        """Block for the next pulse and return its tick.
 
         Raises:
             ClockClosedError: the clock or its pulse source is (or gets) closed.
         """
         while True:
-            self._raise_if_closed()
-            try:
-                # short waits: a source that ignores close() still lets us exit
-                stamp = self._source.wait_pulse(_PULSE_POLL_S)
-            except ClockClosedError:
-                self.close()
-                raise
+            stamp = self._poll_pulse()
             if stamp is not None:
-                break
-        self._raise_if_closed()  # closed while a pulse arrived: closed wins
+                return self._issue(stamp)
+
+    async def next_tick(self) -> TimedTick:
+        """Wait for the next pulse without blocking the running event loop.
+
+        The source's blocking ``wait_pulse`` runs in the loop's default
+        executor, one short wait at a time. A cancelled ``next_tick`` leaves
+        its wait running and the next call takes over its pulse, so
+        cancelling loses no pulse.
+
+        Raises:
+            ClockClosedError: the clock or its pulse source is (or gets) closed.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._pending is None or self._pending[0] is not loop:
+                self._pending = (loop, loop.run_in_executor(None, self._poll_pulse))
+            stamp = await asyncio.shield(self._pending[1])
+            self._pending = None
+            if stamp is not None:
+                return self._issue(stamp)
+
+    def _poll_pulse(self) -> int | None:
+        """One short wait for a pulse: its timestamp, or None when none came."""
+        self._raise_if_closed()
+        try:
+            # short waits: a source that ignores close() still lets us exit
+            stamp = self._source.wait_pulse(_PULSE_POLL_S)
+        except ClockClosedError:
+            self.close()
+            raise
+        if stamp is not None:
+            self._raise_if_closed()  # closed while a pulse arrived: closed wins
+        return stamp
+
+    def _issue(self, stamp: int) -> TimedTick:
         if self._rate is not None and self._recent:
             periods = Fraction(stamp - self._recent[-1]) * self._rate / NS_PER_S
             if periods > Fraction(3, 2):

@@ -25,12 +25,13 @@ __all__ = ["SoftwareClock", "VirtualClock"]
 class SoftwareClock(ScheduledClock):
     """Ticks at ``fps`` on the host monotonic clock.
 
-    Deadlines are absolute from the first ``next_tick`` call (tick 0 returns at
+    Deadlines are absolute from the first tick requested (tick 0 returns at
     once); ``timestamp_ns`` is the scheduled deadline, not the wake time, so
-    timestamps are perfectly regular. Waits sleep on a ``threading.Event``
-    until ``spin_ns`` before the deadline, then busy-spin (``asyncio.sleep``
-    jitters by a millisecond or more; see ``benchmarks/clock_jitter.py``).
-    ``sleeper(duration_ns)`` replaces that wait (tests advance fake time).
+    timestamps are perfectly regular. ``wait_tick`` sleeps on a
+    ``threading.Event`` until ``spin_ns`` before the deadline, then busy-spins
+    (``asyncio.sleep`` jitters by a millisecond or more; see
+    ``benchmarks/clock_jitter.py``); ``await next_tick()`` sleeps on the event
+    loop. ``sleeper(duration_ns)`` replaces the wait (tests advance fake time).
 
     Raises:
         ConfigError: bad ``fps`` or negative ``spin_ns``.
@@ -47,7 +48,7 @@ class SoftwareClock(ScheduledClock):
 
 
 class VirtualClock(Clock):
-    """Non-realtime clock: ``next_tick`` returns at once with exact deadlines.
+    """Non-realtime clock: ``wait_tick`` and ``await next_tick()`` return at once with exact deadlines.
 
     ``first_frame`` starts the timeline later (resume, or checking long-run
     exactness without issuing millions of ticks); ``max_ticks`` makes the
@@ -71,7 +72,7 @@ class VirtualClock(Clock):
         self._next_index = first_frame
         self._now = start_ns
 
-    def next_tick(self) -> TimedTick:
+    def wait_tick(self) -> TimedTick:
         """Return the next tick immediately.
 
         Raises:
@@ -87,6 +88,15 @@ class VirtualClock(Clock):
         self._ticks += 1
         self._now = stamp
         return TimedTick(stamp, n, self._clock_id)
+
+    async def next_tick(self) -> TimedTick:
+        """Return the next tick immediately, without yielding to the loop.
+
+        Raises:
+            ClockClosedError: the clock is closed.
+            EndOfStream: ``max_ticks`` ticks were already issued.
+        """
+        return self.wait_tick()
 
     def now_ns(self) -> int:
         """Timestamp of the last tick issued (``start_ns`` before any)."""

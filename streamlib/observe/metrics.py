@@ -19,7 +19,7 @@ normally (the runtime records it on its loop thread, after the call):
   includes the clock's wake lateness); for every other clock
   (``VirtualClock``, TAI/PTP, genlock) the timestamp is on another timebase,
   so the origin is the monotonic time at which the runtime's clock thread
-  received the tick from ``next_tick()``. On a ``VirtualClock`` latency is
+  received the tick from ``wait_tick()``. On a ``VirtualClock`` latency is
   therefore "wall time spent since the source tick was issued", never a
   difference of virtual timestamps.
 * fps and CPU % over the last second of completions (from the window).

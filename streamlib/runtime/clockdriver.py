@@ -1,6 +1,6 @@
 """``ClockDriver``: the thread that turns one clock's ticks into actor ticks.
 
-The runtime owns one per distinct ``Clock``: it blocks in ``clock.next_tick()``
+The runtime owns one per distinct ``Clock``: it blocks in ``clock.wait_tick()``
 (the clock's own sleep-then-spin gives sub-millisecond timing asyncio cannot),
 hands each tick to the runtime's loop through ``Runtime._notify`` and, for a
 non-realtime clock, waits until the graph is idle before the next tick
@@ -42,7 +42,7 @@ class ClockDriver:
         try:
             while not self._stopping:
                 try:
-                    tick = clock.next_tick()
+                    tick = clock.wait_tick()
                 except EndOfStream:
                     self.exhausted = True
                     return
@@ -64,5 +64,5 @@ class ClockDriver:
 
     def stop(self) -> None:
         self._stopping = True
-        self.clock.close()  # wakes a next_tick() that is waiting
+        self.clock.close()  # wakes a wait_tick() that is waiting
         self.runtime._wake_waiters()

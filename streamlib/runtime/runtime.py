@@ -5,7 +5,7 @@ Threading model (the one place it is decided):
 * One asyncio loop per runtime, on a named background thread. All actor
   bookkeeping (busy flags, pending ticks, counters, status) is mutated only on
   that loop, so it needs no locks.
-* One thread per distinct ``Clock``: it blocks in ``clock.next_tick()`` (the
+* One thread per distinct ``Clock``: it blocks in ``clock.wait_tick()`` (the
   clock's own sleep-then-spin gives sub-millisecond timing asyncio cannot) and
   hands each tick to the loop with ``call_soon_threadsafe``.
 * ``process`` runs where the actor's dispatcher puts it (the loop, a thread

@@ -172,7 +172,7 @@ def test_virtual_clock_is_exact_and_does_not_drift() -> None:
     floor_p, ceil_p = 16_683_333, 16_683_334
     previous = None
     for n in range(100_000):
-        tick = clock.next_tick()
+        tick = clock.wait_tick()
         assert tick.frame_number == n
         assert tick.timestamp_ns == exact_deadline(NTSC, n, 5)
         if previous is not None:
@@ -182,7 +182,7 @@ def test_virtual_clock_is_exact_and_does_not_drift() -> None:
     assert clock.ticks_issued == 100_000 and clock.missed_deadlines == 0
 
     # tick 10 million (46 h in): 10e6 * 1001 / 60000 s = 166833.333... s, exact to the ns
-    far = VirtualClock(NTSC, first_frame=10_000_000).next_tick()
+    far = VirtualClock(NTSC, first_frame=10_000_000).wait_tick()
     assert far.frame_number == 10_000_000
     assert far.timestamp_ns == exact_deadline(NTSC, 10_000_000) == 166_833_333_333_333
     assert deadline_ns(NTSC, 10_000_000) == 166_833_333_333_333
@@ -196,14 +196,14 @@ def test_virtual_clock_is_exact_and_does_not_drift() -> None:
 
 def test_virtual_clock_max_ticks_and_close() -> None:
     with VirtualClock(25, max_ticks=3) as clock:
-        assert [clock.next_tick().timestamp_ns for _ in range(3)] == [0, 40_000_000, 80_000_000]
+        assert [clock.wait_tick().timestamp_ns for _ in range(3)] == [0, 40_000_000, 80_000_000]
         with pytest.raises(EndOfStream):
-            clock.next_tick()
+            clock.wait_tick()
         with pytest.raises(EndOfStream):
-            clock.next_tick()
+            clock.wait_tick()
     assert clock.closed
     with pytest.raises(ClockClosedError):
-        clock.next_tick()
+        clock.wait_tick()
     clock.close()  # idempotent
     assert isinstance(EndOfStream("x"), StreamlibError)
     with pytest.raises(ValueError, match="max_ticks"):
@@ -215,11 +215,11 @@ def test_virtual_clock_max_ticks_and_close() -> None:
 def test_software_clock_waits_to_exact_deadlines_with_fake_time() -> None:
     fake = FakeTime(1_000)
     clock = SoftwareClock(NTSC, time_ns=fake, sleeper=fake.sleep)
-    first = clock.next_tick()
+    first = clock.wait_tick()
     assert (first.timestamp_ns, first.frame_number, first.clock_id) == (1_000, 0, "monotonic")
     assert fake.sleeps == []  # tick 0 is immediate
     for n in range(1, 50):
-        tick = clock.next_tick()
+        tick = clock.wait_tick()
         assert tick.frame_number == n
         assert tick.timestamp_ns == exact_deadline(NTSC, n, 1_000) == fake.t
         assert clock.last_lateness_ns == 0
@@ -230,11 +230,11 @@ def test_software_clock_skips_missed_deadlines_without_bunching() -> None:
     fake = FakeTime(0)
     clock = SoftwareClock(25, time_ns=fake, sleeper=fake.sleep)  # 40 ms period
     period = 40_000_000
-    stamps = [clock.next_tick().timestamp_ns, clock.next_tick().timestamp_ns]
+    stamps = [clock.wait_tick().timestamp_ns, clock.wait_tick().timestamp_ns]
     assert stamps == [0, period]
 
     fake.t += 7 * period // 2  # consumer stalls 3.5 periods: now = 4.5 periods
-    tick = clock.next_tick()
+    tick = clock.wait_tick()
     # deadlines 2 and 3 are skipped; the latest due (4) is returned at once
     assert tick.frame_number == 4 and tick.timestamp_ns == 4 * period
     assert clock.missed_deadlines == 2
@@ -243,18 +243,18 @@ def test_software_clock_skips_missed_deadlines_without_bunching() -> None:
 
     # the next tick waits for deadline 5: no burst of stale ticks
     sleeps_before = len(fake.sleeps)
-    tick = clock.next_tick()
+    tick = clock.wait_tick()
     assert tick.frame_number == 5 and fake.t == 5 * period
     assert len(fake.sleeps) > sleeps_before
     stamps.append(tick.timestamp_ns)
 
     fake.t = 7 * period  # exactly at deadline n+1 (=7) counts as missed (6)
-    tick = clock.next_tick()
+    tick = clock.wait_tick()
     assert tick.frame_number == 7 and clock.missed_deadlines == 3
     stamps.append(tick.timestamp_ns)
 
     fake.t = 8 * period + 1  # due (8) but not past 9: on time, no skip
-    tick = clock.next_tick()
+    tick = clock.wait_tick()
     assert tick.frame_number == 8 and clock.missed_deadlines == 3
     assert clock.last_lateness_ns == 1
     stamps.append(tick.timestamp_ns)
@@ -271,7 +271,7 @@ def test_software_clock_real_ticks_are_periodic_and_never_early() -> None:
     with SoftwareClock(rate, spin_ns=200_000) as clock:
         ticks = []
         for _ in range(10):
-            tick = clock.next_tick()
+            tick = clock.wait_tick()
             woke = time.monotonic_ns()
             assert woke >= tick.timestamp_ns
             assert clock.last_lateness_ns >= 0
@@ -293,13 +293,13 @@ def test_close_from_another_thread_wakes_software_clock() -> None:
     def time_ns() -> int:
         nonlocal calls
         calls += 1
-        if calls >= 2:  # the 2nd next_tick has read the time and is about to wait
+        if calls >= 2:  # the 2nd wait_tick has read the time and is about to wait
             entered.set()
         return time.monotonic_ns()
 
     clock = SoftwareClock(Fraction(1, 5), time_ns=time_ns)  # next tick due in 5 s
-    clock.next_tick()
-    thread, results = run_in_thread(clock.next_tick)
+    clock.wait_tick()
+    thread, results = run_in_thread(clock.wait_tick)
     assert entered.wait(5)
     closed_at = time.monotonic()
     clock.close()
@@ -309,7 +309,7 @@ def test_close_from_another_thread_wakes_software_clock() -> None:
     assert isinstance(outcome, ClockClosedError)
     assert woke_after < 1.0
     with pytest.raises(ClockClosedError):
-        clock.next_tick()
+        clock.wait_tick()
 
 
 def test_software_clock_rejects_negative_spin() -> None:
@@ -325,14 +325,14 @@ def test_ptp_clock_first_tick_is_next_boundary_and_aligned() -> None:
     assert isinstance(source, TimeSource)
     clock = PTPClock(NTSC, time_source=source, sleeper=source.time.sleep)
     assert clock.now_ns() == t0
-    first = clock.next_tick()
+    first = clock.wait_tick()
     k0 = math.ceil(Fraction(t0) * NTSC / 10**9)  # first boundary >= t0
     assert first.frame_number == k0
     assert first.timestamp_ns == exact_deadline(NTSC, k0) >= t0
     assert exact_deadline(NTSC, k0 - 1) < t0
     assert source.time.t == first.timestamp_ns and clock.last_lateness_ns == 0
     for k in range(k0 + 1, k0 + 20):
-        tick = clock.next_tick()
+        tick = clock.wait_tick()
         assert tick.frame_number == k
         assert tick.timestamp_ns == exact_deadline(NTSC, k)
         # boundary k is k/rate seconds after the epoch; the remainder is < 1 ns
@@ -344,17 +344,17 @@ def test_ptp_clock_on_exact_boundary_and_missed_boundaries() -> None:
     boundary = deadline_ns(Fraction(50), 12_345_678)
     source = FakeTAI(boundary, synchronized=False)
     clock = PTPClock(50, time_source=source, sleeper=source.time.sleep)
-    tick = clock.next_tick()
+    tick = clock.wait_tick()
     assert tick.frame_number == 12_345_678 and tick.timestamp_ns == boundary
     assert source.time.sleeps == []
     assert not clock.synchronized  # unsynchronized still ticks
 
     source.time.t += 5 * 20_000_000 + 3  # stall 5 periods and a bit
-    tick = clock.next_tick()
+    tick = clock.wait_tick()
     assert tick.frame_number == 12_345_678 + 5
     assert tick.timestamp_ns % 20_000_000 == 0
     assert clock.missed_deadlines == 4
-    assert clock.next_tick().frame_number == 12_345_678 + 6
+    assert clock.wait_tick().frame_number == 12_345_678 + 6
 
 
 @pytest.mark.timeout(10)
@@ -363,7 +363,7 @@ def test_ptp_clock_default_sleeper_with_system_tai() -> None:
     assert abs(source.now_ns() - (time.time_ns() + 37 * 10**9)) < 10**9
     assert source.synchronized
     with PTPClock(100, time_source=source) as clock:
-        a, b = clock.next_tick(), clock.next_tick()
+        a, b = clock.wait_tick(), clock.wait_tick()
     assert b.frame_number > a.frame_number
     assert a.timestamp_ns % 10_000_000 == 0 and b.timestamp_ns % 10_000_000 == 0
     assert PTPClock(25).now_ns() == pytest.approx(time.time_ns() + 37e9, abs=1e9)
@@ -374,8 +374,8 @@ def test_ptp_clock_default_sleeper_with_system_tai() -> None:
 def test_close_wakes_ptp_clock() -> None:
     source = SystemTAITimeSource()
     clock = PTPClock(Fraction(1, 30), time_source=source)  # boundaries 30 s apart
-    thread, results = run_in_thread(clock.next_tick)
-    # whether close lands before or during the wait, next_tick must raise promptly
+    thread, results = run_in_thread(clock.wait_tick)
+    # whether close lands before or during the wait, wait_tick must raise promptly
     clock.close()
     assert isinstance(results.get(timeout=5), ClockClosedError)
     thread.join(5)
@@ -395,7 +395,7 @@ def test_genlock_clock_follows_pulses_from_a_thread() -> None:
             source.pulse(stamp)
 
     feeder, _ = run_in_thread(feed)
-    ticks = [clock.next_tick() for _ in stamps]
+    ticks = [clock.wait_tick() for _ in stamps]
     feeder.join(5)
     assert [t.timestamp_ns for t in ticks] == stamps
     assert [t.frame_number for t in ticks] == list(range(6))
@@ -409,11 +409,11 @@ def test_genlock_clock_measures_rate_without_fps() -> None:
     clock = GenlockClock(source)
     assert clock.fps == 0.0 and clock.period_ns == 0.0
     source.pulse(1_000)
-    clock.next_tick()
+    clock.wait_tick()
     assert clock.fps == 0.0
     for n in range(1, 40):
         source.pulse(1_000 + deadline_ns(NTSC, n))
-        clock.next_tick()
+        clock.wait_tick()
     assert clock.fps == pytest.approx(59.94, abs=0.01)
     assert clock.missed_deadlines == 0  # never counted without a nominal fps
 
@@ -439,8 +439,8 @@ def test_close_wakes_genlock_clock() -> None:
     got_first: queue.Queue[TimedTick] = queue.Queue()
 
     def consume() -> None:
-        got_first.put(clock.next_tick())
-        clock.next_tick()  # no second pulse ever comes
+        got_first.put(clock.wait_tick())
+        clock.wait_tick()  # no second pulse ever comes
 
     thread, results = run_in_thread(consume)
     got_first.get(timeout=5)
@@ -463,7 +463,7 @@ def test_genlock_clock_exits_with_a_source_that_ignores_close() -> None:
             pass
 
     clock = GenlockClock(DeafSource())
-    thread, results = run_in_thread(clock.next_tick)
+    thread, results = run_in_thread(clock.wait_tick)
     clock.close()
     assert isinstance(results.get(timeout=5), ClockClosedError)
     thread.join(5)

@@ -54,7 +54,7 @@ def main() -> int:
             ticks = []
             with PTPClock(args.fps, time_source=slave) as clock:
                 for _ in range(args.ticks):
-                    tick = clock.next_tick()
+                    tick = clock.wait_tick()
                     ticks.append((tick.timestamp_ns, tick.frame_number, slave.now_ns()))
             out["ticks"] = ticks
         with lock:
