@@ -1,4 +1,4 @@
-"""``CompositorActor``: alpha-blend any number of video layers over a background.
+"""``CompositorActor``: alpha-blend any number of video layers over a base frame.
 
 Layers (RGBA or RGB24) are placed, scaled and ordered here; the pixels are
 blended by the backends of :mod:`streamlib.actors.blending`, which follow the
@@ -28,12 +28,14 @@ from streamlib.actors.blending import composite_into, numba_available, numba_ker
 from streamlib.errors import ConfigError, FrameValidationError, PortError
 
 __all__ = [
-    "LAYER_FIELDS", "Backend", "CompositorActor", "Interpolation", "LayerSpec", "parse_color",
+    "BASE_INPUTS", "LAYER_FIELDS", "Backend", "CompositorActor", "Interpolation", "LayerSpec", "parse_color",
 ]
 
 Backend = Literal["auto", "numba", "torch"]
 Interpolation = Literal["nearest", "bilinear"]
 LAYER_FIELDS: tuple[str, ...] = ("x", "y", "scale", "opacity", "z")
+# the two names of the base-layer input: the plan's "base" and the former "background"
+BASE_INPUTS: tuple[str, ...] = ("base", "background")
 
 
 def parse_color(value: object, where: str = "color") -> tuple[int, int, int]:
@@ -75,11 +77,14 @@ class _ScaleCacheEntry:
 
 
 class CompositorActor(Actor):
-    """Alpha-blends video layers (RGBA or RGB24) over a background into RGB24.
+    """Alpha-blends video layers (RGBA or RGB24) over a base frame or colour into RGB24.
 
-    Inputs: ``background`` (optional full-frame RGB/RGBA video; alpha ignored;
-    placed at (0, 0) and clipped, the rest filled with the ``background``
-    colour) and one ``video`` input per layer, named after it. Output:
+    Inputs: ``base`` (the optional base layer: full-frame RGB/RGBA video;
+    alpha ignored; placed at (0, 0) and clipped, the rest filled with the
+    ``background`` colour), also reachable under its former name
+    ``background`` (two ports for the one base layer: connect or feed one of
+    them, both raises PortError), and one ``video`` input per layer, named
+    after it. Output:
     ``video`` (RGB24, ``width`` x ``height``), a new tensor every frame; input
     tensors are never modified. See the module docstring for the exact rounding.
 
@@ -100,9 +105,10 @@ class CompositorActor(Actor):
         background: background colour, ``(r, g, b)`` or ``"#rrggbb"``.
         layers: ``{name: {x, y, scale, opacity, z}}`` added in order at
             construction (for graph files).
-        trigger: input whose new frames cause a composite: ``"background"`` or
-            a layer from ``layers``. Default: ``background`` when it is
-            connected or fed, else the first layer still present.
+        trigger: input whose new frames cause a composite: the base layer
+            (``"base"`` or ``"background"``) or a layer from ``layers``.
+            Default: the base layer when it is connected or fed, else the
+            first layer still present.
         fps: composite on an own ``SoftwareClock`` at this rate instead.
         interpolation: ``"nearest"`` or ``"bilinear"`` for layers with
             ``scale != 1`` (resized once per distinct input tensor).
@@ -170,21 +176,37 @@ class CompositorActor(Actor):
         self._cache: dict[str, _ScaleCacheEntry] = {}
         self._bg_image = torch.tensor(color, dtype=torch.uint8).expand(height, width, 3).contiguous()
         self._bg_on: dict[str, torch.Tensor] = {}
+        # "background" first: ``src >> comp`` connects it, as before "base" existed
         self.inputs["background"] = StreamInput("background", kind="video")
+        self.inputs["base"] = StreamInput("base", kind="video")
         self.outputs["video"] = StreamOutput("video")
         for name, params in (layers or {}).items():
             if not isinstance(params, Mapping):
                 raise ConfigError(f"{self._where()}: layers[{name!r}] must be a mapping of "
                                   f"{', '.join(LAYER_FIELDS)}, got {params!r}")
             self.add_layer(name, **params)
-        if trigger is not None and trigger != "background" and trigger not in self._ports:
-            raise ConfigError(f"{self._where()}: trigger must be 'background' or a layer given in "
-                              f"layers ({', '.join(self._ports) or 'none'}), got {trigger!r}")
+        if trigger is not None and trigger not in BASE_INPUTS and trigger not in self._ports:
+            raise ConfigError(f"{self._where()}: trigger must be 'base', 'background' or a layer "
+                              f"given in layers ({', '.join(self._ports) or 'none'}), got {trigger!r}")
         self.trigger = trigger
         self.sync = sync
 
     def _where(self) -> str:
         return f"CompositorActor '{self.actor_id}'"
+
+    def _base_port(self) -> StreamInput:
+        """The input carrying the base layer: ``background`` if it is used, else ``base``.
+
+        Raises PortError when both are connected or fed.
+        """
+        base, background = self.inputs["base"], self.inputs["background"]
+        base_used = base.is_connected or base.sequence > 0
+        if not (background.is_connected or background.sequence > 0):
+            return base
+        if base_used:
+            raise PortError(f"{self._where()}: inputs 'base' and 'background' are the same base "
+                            "layer; connect or feed only one of them")
+        return background
 
     # -- layers ------------------------------------------------------------
     def _check(self, name: str, changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,11 +233,11 @@ class CompositorActor(Actor):
         """Add layer ``name`` with a new video input of the same name; returns that input.
 
         Safe while the graph runs. Raises ConfigError for a bad or taken name
-        (``background`` is reserved) or bad parameters.
+        (``base`` and ``background`` are reserved) or bad parameters.
         """
-        if not isinstance(name, str) or not name.isidentifier() or name == "background":
+        if not isinstance(name, str) or not name.isidentifier() or name in BASE_INPUTS:
             raise ConfigError(f"{self._where()}: layer name must be an identifier other than "
-                              f"'background', got {name!r}")
+                              f"'base' and 'background', got {name!r}")
         fields = self._check(name, {"x": x, "y": y, "scale": scale, "opacity": opacity, "z": z})
         port = StreamInput(name, kind="video")
         with self._lock:
@@ -319,9 +341,11 @@ class CompositorActor(Actor):
                                        f"got {frame.format.value}")
 
     def _trigger_port(self) -> StreamInput | None:
+        if self.trigger in BASE_INPUTS:
+            return self._base_port()
         if self.trigger is not None and self.trigger in self.inputs:
             return self.inputs[self.trigger]
-        bg = self.inputs["background"]
+        bg = self._base_port()
         if bg.is_connected or bg.sequence > 0:
             return bg
         first = min(self._layers, key=lambda s: s.order, default=None)
@@ -331,7 +355,7 @@ class CompositorActor(Actor):
         if not (self.sync if self.sync is not None else stamp.clock_id == "virtual"):
             return False
         ports = [self._ports.get(spec.name) for spec in self._layers]
-        ports.append(self.inputs["background"])
+        ports.append(self._base_port())
         for port in ports:
             if port is None or port is trigger or port.upstream is None:
                 continue
@@ -362,7 +386,7 @@ class CompositorActor(Actor):
             port = self._ports.get(spec.name)  # None if removed meanwhile
             if port is not None:
                 frames[spec.name] = port.read_latest()
-        background = self.inputs["background"].read_latest()
+        background = self._base_port().read_latest()
         data = self.render(background, frames)
         if stamp is None:
             out = VideoFrame(data, timestamp_ns=tick.timestamp_ns,

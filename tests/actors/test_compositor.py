@@ -15,11 +15,12 @@ import torch
 
 import streamlib.actors.compositor as compositor
 from streamlib import Actor, Runtime, StreamInput, StreamOutput, TimedTick, VideoFrame, VirtualClock
-from streamlib.actors.blending import composite_into, numba_available
+from streamlib.actors.blending import composite_into, numba_available, resize_layer
 from streamlib.actors.compositor import CompositorActor, parse_color
 from streamlib.media.blend import composite_reference, opacity_code
 from streamlib.actors.patterns import TestPatternActor
 from streamlib.clocks import deadline_ns
+from streamlib.testing import ActorHarness
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = [
@@ -175,7 +176,7 @@ def test_opacity_on_rgb_and_rgba(rt: Runtime) -> None:
 
 def test_scale_resizes_once_per_input_tensor(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[float] = []
-    real = compositor.resize_layer
+    real = resize_layer
 
     def counting(data: torch.Tensor, scale: float, interpolation: str = "bilinear") -> torch.Tensor:
         calls.append(scale)
@@ -200,7 +201,7 @@ def test_scale_resizes_once_per_input_tensor(rt: Runtime, monkeypatch: pytest.Mo
     assert px(out, 0, 4) == (200, 200, 200) and px(out, 5, 4) == (0, 0, 0)
     assert px(out, 0, 5) == (0, 0, 0) and px(out, 6, 0) == (0, 0, 0)
     assert 0 < px(out, 2, 0)[0] < 200 or 0 < px(out, 3, 0)[0] < 200  # interpolated edge
-    assert compositor.resize_layer(data, 1.5).shape == (5, 6, 3)
+    assert resize_layer(data, 1.5).shape == (5, 6, 3)
 
 
 def test_missing_layer_and_background_frames(rt: Runtime) -> None:
@@ -244,8 +245,10 @@ def test_bad_parameters_name_the_compositor_and_field(rt: Runtime) -> None:
         comp.add_layer("l", scale=0)
     with pytest.raises(ValueError, match="CompositorActor 'comp': layer 'l': x must be an int"):
         comp.add_layer("l", x=1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="layer name must be an identifier other than 'background'"):
-        comp.add_layer("background")
+    for reserved in ("background", "base"):
+        with pytest.raises(ValueError, match="layer name must be an identifier other than 'base' and "
+                                             f"'background', got '{reserved}'"):
+            comp.add_layer(reserved)
     comp.add_layer("l")
     with pytest.raises(ValueError, match="CompositorActor 'comp': layer 'l' already exists"):
         comp.add_layer("l")
@@ -260,7 +263,7 @@ def test_bad_parameters_name_the_compositor_and_field(rt: Runtime) -> None:
     assert comp.layers()[0].opacity == 1.0  # failed updates change nothing
     with pytest.raises(ValueError, match="CompositorActor 'b': background must be"):
         CompositorActor(8, 8, "#12345g", actor_id="b")
-    with pytest.raises(ValueError, match="CompositorActor 't': trigger must be 'background' or a layer"):
+    with pytest.raises(ValueError, match="CompositorActor 't': trigger must be 'base', 'background' or a layer"):
         CompositorActor(8, 8, layers={"x": {}}, trigger="y", actor_id="t")
     with pytest.raises(ValueError, match=r"CompositorActor 'l2': layers\['x'\] must be a mapping"):
         CompositorActor(8, 8, layers={"x": 3}, actor_id="l2")  # type: ignore[dict-item]
@@ -351,6 +354,39 @@ def test_graph_composites_once_per_background_frame() -> None:
     last = sink.frames[-1].data
     assert px(last, 62, 32) == (1, 2, 3) and px(last, 59, 32) == px(bg._base, 59, 32)
     assert sink.frames[-1].format.value == "rgb24" and sink.frames[-1].shape == (36, 64, 3)
+
+
+def test_base_input_composites_a_base_frame_with_one_layer() -> None:
+    # the plan's base layer: 4x2 RGB base, a 2x2 RGBA layer at x=2 with alpha 128
+    with ActorHarness(CompositorActor, 4, 2, "#ffffff", backend="torch", actor_id="c") as h:
+        comp = h.actor
+        assert comp.inputs["base"].name == "base" and comp.inputs["base"].kind == "video"
+        port = comp.add_layer("logo", x=2)
+        assert comp.inputs["logo"] is port
+        h.feed("base", vf(solid(2, 4, (10, 20, 30)), n=7))
+        h.feed("logo", vf(solid(2, 2, (200, 0, 255, 128))))
+        (out,) = h.tick()["video"]
+    # round((200*128 + 10*127)/255) = 105, round(20*127/255) = 10, round((255*128 + 30*127)/255) = 143
+    assert [px(out.data, x, y) for y in (0, 1) for x in range(4)] == [
+        (10, 20, 30), (10, 20, 30), (105, 10, 143), (105, 10, 143)] * 2
+    assert (out.frame_number, out.timestamp_ns) == (7, 7000)  # the base frame triggered it
+
+
+def test_base_and_background_are_one_base_layer() -> None:
+    with ActorHarness(CompositorActor, 2, 1, actor_id="c") as h:
+        h.feed("background", vf(solid(1, 2, (1, 2, 3))))
+        (out,) = h.tick()["video"]
+        assert px(out.data, 1, 0) == (1, 2, 3)  # today's name still carries the base layer
+        h.feed("base", vf(solid(1, 2, (4, 5, 6))))
+        with pytest.raises(KeyError, match="CompositorActor 'c': inputs 'base' and 'background' are the "
+                                           "same base layer; connect or feed only one of them"):
+            h.tick()
+    with ActorHarness(CompositorActor, 2, 1, layers={"a": {}}, trigger="base") as h:
+        h.feed("a", vf(solid(1, 1, (9, 9, 9))))
+        assert h.tick()["video"] == []  # the trigger is the base layer: no base frame yet
+        h.feed("base", vf(solid(1, 2, (4, 5, 6)), n=3))
+        (out,) = h.tick()["video"]
+        assert (px(out.data, 0, 0), px(out.data, 1, 0), out.frame_number) == ((9, 9, 9), (4, 5, 6), 3)
 
 
 def test_first_layer_triggers_without_background() -> None:
