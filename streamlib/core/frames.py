@@ -108,6 +108,19 @@ class PixelFormat(str, Enum):
         return (h, w, self.channels)
 
 
+def _infer_format(data: torch.Tensor) -> PixelFormat:
+    """The format of ``data`` given without one: rgb24 or rgba from a uint8 ``(H, W, 3|4)``."""
+    if data.dim() == 3 and data.dtype == torch.uint8:
+        if data.shape[2] == 3:
+            return PixelFormat.RGB24
+        if data.shape[2] == 4:
+            return PixelFormat.RGBA
+    raise FrameValidationError(
+        "VideoFrame.data: no format given, and one is inferred only for (H, W, 3) uint8 (rgb24) "
+        f"or (H, W, 4) uint8 (rgba), got {shape_text(data.shape)} {dtype_name(data.dtype)}"
+    )
+
+
 _FORMAT_SPECS: dict[PixelFormat, tuple[int | None, torch.dtype]] = {
     PixelFormat.RGB24: (3, torch.uint8),
     PixelFormat.RGBA: (4, torch.uint8),
@@ -125,27 +138,34 @@ _FORMAT_SPECS: dict[PixelFormat, tuple[int | None, torch.dtype]] = {
 
 @dataclass(frozen=True, repr=False, eq=False)
 class VideoFrame(TensorFrame):
-    """One image; ``data`` layout is given by ``format`` (see :class:`PixelFormat`)."""
+    """One image; ``data`` layout is given by ``format`` (see :class:`PixelFormat`).
+
+    Without ``format`` it is inferred from the channel count of a uint8
+    ``(H, W, C)`` tensor: 3 is ``rgb24``, 4 is ``rgba``; any other data needs
+    an explicit ``format`` (FrameValidationError on ``VideoFrame.data``).
+    """
 
     KIND: ClassVar[str] = "video"
 
     data: torch.Tensor
     timestamp_ns: int
     frame_number: int = 0
-    format: PixelFormat = PixelFormat.RGB24
+    # None (not given) is replaced by the inferred format in __post_init__
+    format: PixelFormat = None  # type: ignore[assignment]
     clock_id: str = "monotonic"
     metadata: Mapping[str, Any] = field(default_factory=empty_metadata)
 
     if TYPE_CHECKING:  # the typed signature callers see: numpy data and str formats are accepted
 
         def __init__(
-            self, data: _ArrayLike, timestamp_ns: int, frame_number: int = 0, format: PixelFormat | str = ...,
-            clock_id: str = ..., metadata: Mapping[str, Any] = ...,
+            self, data: _ArrayLike, timestamp_ns: int, frame_number: int = 0,
+            format: PixelFormat | str | None = ..., clock_id: str = ..., metadata: Mapping[str, Any] = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
         data = as_tensor(self.data, "VideoFrame.data")
-        fmt = PixelFormat.parse(self.format, where="VideoFrame.format")
+        given: PixelFormat | str | None = self.format
+        fmt = _infer_format(data) if given is None else PixelFormat.parse(given, where="VideoFrame.format")
         self._set("data", data)
         self._set("format", fmt)
         ok = data.dtype == fmt.dtype

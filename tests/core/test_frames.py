@@ -93,6 +93,38 @@ def test_video_rejects_shape_or_dtype_mismatch(name: str, shape: tuple[int, ...]
         video(shape, dtype, format=name)
 
 
+@pytest.mark.parametrize(("channels", "fmt"), [(4, PixelFormat.RGBA), (3, PixelFormat.RGB24)])
+def test_video_format_is_inferred_from_the_channel_count(channels: int, fmt: PixelFormat) -> None:
+    data = torch.arange(4 * 6 * channels, dtype=torch.uint8).reshape(4, 6, channels)
+    frame = VideoFrame(data=data, timestamp_ns=5)
+    assert frame.format is fmt and frame.format.has_alpha == (channels == 4)
+    assert (frame.width, frame.height, frame.shape) == (6, 4, (4, 6, channels))
+    assert frame.data is data and int(frame.data[3, 5, channels - 1]) == 4 * 6 * channels - 1
+    assert VideoFrame(data.numpy(), 0).format is fmt  # numpy data too
+
+
+def test_explicit_format_still_wins_over_inference() -> None:
+    assert video((4, 6, 4), format="bgra").format is PixelFormat.BGRA
+    assert video((4, 6, 3), format="bgr24").format is PixelFormat.BGR24
+    with rejects(r"^VideoFrame.data: format rgb24 expects shape \(H, W, 3\) uint8, got \(4, 6, 4\) uint8$"):
+        video((4, 6, 4), format="rgb24")
+
+
+@pytest.mark.parametrize(("shape", "dtype", "got"), [
+    ((4, 6, 5), torch.uint8, "(4, 6, 5) uint8"),
+    ((4, 6, 1), torch.uint8, "(4, 6, 1) uint8"),
+    ((4, 6, 3), torch.float32, "(4, 6, 3) float32"),
+    ((6, 6), torch.uint8, "(6, 6) uint8"),
+])
+def test_video_without_format_rejects_data_no_format_is_inferred_for(
+        shape: tuple[int, ...], dtype: torch.dtype, got: str) -> None:
+    with pytest.raises(FrameValidationError) as info:
+        video(shape, dtype)
+    assert str(info.value) == (
+        "VideoFrame.data: no format given, and one is inferred only for (H, W, 3) uint8 (rgb24) "
+        f"or (H, W, 4) uint8 (rgba), got {got}")
+
+
 @pytest.mark.parametrize("shape", [(0, 6, 3), (4, 0, 3)])
 def test_video_rejects_empty_image(shape: tuple[int, ...]) -> None:
     with rejects(r"VideoFrame.data: width and height must be > 0"):
