@@ -23,6 +23,21 @@ A reader's hold is explicit (the ``with`` block, or ``view.release()``),
 because on the CPU twin there are no asynchronous streams to say when a read
 is over. ``view.tensor`` is valid only until release; clone it to keep it.
 
+The plan's three calls sit on top of that protocol, for one producer and one
+reader that need no explicit holds:
+
+* ``get_write_buffer()`` acquires a slot (once) and returns its tensor: the
+  same tensor on every call until ``advance()``, which commits it (recording
+  its *written* event, as ``commit`` does) so the next ``get_write_buffer()``
+  acquires a fresh slot.
+* ``get_read_buffer()`` returns the tensor of the newest committed slot (None
+  before the first ``advance``/``commit``) and holds that slot until its next
+  call, which releases it (recording *read done*) after taking the newest one.
+  It is latest-read: when the writer laps the reader, the frames in between
+  are never seen (counted in ``stats().dropped``), and the buffer the reader
+  holds is never overwritten under it. With ``slots=2`` that hold can make
+  ``get_write_buffer`` raise ``WouldBlock``; 3 (the default) never blocks.
+
 Nothing is allocated after construction: ``stats().allocations`` stays at
 ``slots`` (on CUDA, ``torch.cuda.memory_allocated`` stays constant too).
 Counters: ``written == read + dropped + unread`` always holds.
@@ -163,6 +178,8 @@ class GPURingBuffer:
         self._sequence = 0
         self._written = self._read = self._dropped = self._would_block = 0
         self._closed = False
+        self._plan_write: WriteSlot | None = None  # get_write_buffer's slot until advance()
+        self._plan_read: ReadView | None = None    # get_read_buffer's hold until its next call
 
     # -- producer ------------------------------------------------------------
     def acquire(self, timeout: float = 0.0, stream: Stream | None = None) -> WriteSlot:
@@ -255,6 +272,27 @@ class GPURingBuffer:
             raise
         slot.commit(frame_number)
 
+    def get_write_buffer(self, timeout: float = 0.0) -> torch.Tensor:
+        """The tensor to write the next frame into (the same one until ``advance()``).
+
+        Raises WouldBlock and ClosedError like ``acquire`` (whose stream rule it follows).
+        """
+        if self._plan_write is None:
+            self._plan_write = self.acquire(timeout)
+        return self._plan_write.tensor
+
+    def advance(self, frame_number: int = 0, stream: Stream | None = None) -> int:
+        """Commit the ``get_write_buffer()`` tensor (see ``commit``); returns its sequence.
+
+        Raises ActorStateError when no ``get_write_buffer()`` is pending.
+        """
+        slot = self._plan_write
+        if slot is None:
+            raise ActorStateError(f"GPURingBuffer {self.name!r}: advance() without a "
+                                  "get_write_buffer() to commit")
+        self._plan_write = None
+        return self.commit(slot, frame_number, stream)
+
     def _check_slot(self, slot: WriteSlot) -> None:
         if slot._ring is not self or not slot._open:
             raise ActorStateError(f"GPURingBuffer {self.name!r}: {slot!r} is not an open slot "
@@ -296,6 +334,20 @@ class GPURingBuffer:
                                      f"than sequence {newer_than}")
                 if max(self._seq) <= newer_than:
                     self._cond.wait(remaining)
+
+    def get_read_buffer(self, stream: Stream | None = None) -> torch.Tensor | None:
+        """The newest committed tensor, held until the next call; None before any commit.
+
+        ``stream`` (current if None) waits on its *written* event and records
+        *read done* for the previous hold. Raises ClosedError when the ring is closed.
+        """
+        if self._closed:
+            raise ClosedError(f"GPURingBuffer {self.name!r} is closed")
+        view = self.try_read_latest(0, stream)
+        previous, self._plan_read = self._plan_read, view
+        if previous is not None:
+            previous.release(stream)  # after taking the newest: its slot cannot be reused between
+        return None if view is None else view.tensor
 
     def _release(self, index: int, stream: Stream | None) -> None:
         target = stream if stream is not None else current_stream(self.device)

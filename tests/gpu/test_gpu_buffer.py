@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from streamlib.gpu.device import new_stream, resolve_device, stream_context
-from streamlib.errors import ActorStateError
+from streamlib.errors import ActorStateError, ClosedError
 from streamlib.gpu.buffer import GPURingBuffer, ReadView, WouldBlock
 
 pytestmark = pytest.mark.timeout(60)
@@ -198,6 +198,81 @@ def test_no_allocation_per_frame_on_cpu() -> None:
     assert r.stats().allocations == 3
 
 
+# ------------------------------------------------------------------ the plan's calls
+
+def fill(t: torch.Tensor, value: int) -> None:
+    t.fill_(value)
+
+
+def test_plan_write_advance_read_gives_the_last_fill() -> None:
+    r = GPURingBuffer(slots=3, shape=SHAPE, device="cpu")
+    assert r.get_read_buffer() is None  # nothing committed yet
+    tensors = []
+    for value in (10, 20, 30):
+        buf = r.get_write_buffer()
+        assert r.get_write_buffer() is buf  # the same tensor until advance()
+        fill(buf, value)
+        tensors.append(buf)
+        assert r.advance(frame_number=value) == value // 10
+    assert len({t.data_ptr() for t in tensors}) == 3  # three distinct slots
+    read = r.get_read_buffer()
+    assert read is tensors[2] and read.shape == SHAPE
+    assert torch.equal(read, torch.full(SHAPE, 30, dtype=torch.uint8))
+    assert r.stats().as_dict() == {"written": 3, "read": 1, "dropped": 0, "unread": 2,
+                                   "would_block": 0, "allocations": 3, "slots": 3, "held": 1}
+
+
+def test_plan_reader_lapped_by_the_writer_keeps_its_buffer() -> None:
+    r = GPURingBuffer(SHAPE, slots=3, device="cpu")
+    for n in range(1, 4):
+        stamp(r.get_write_buffer(), n)
+        r.advance(n)
+    held = r.get_read_buffer()
+    assert held is not None
+    for n in range(4, 11):  # the writer laps the reader: its held buffer is never reused
+        stamp(r.get_write_buffer(), n)
+        r.advance(n)
+    check(held, 3)
+    latest = r.get_read_buffer()  # takes frame 10, then releases frame 3
+    assert latest is not None and latest is not held
+    check(latest, 10)
+    assert r.stats().as_dict() == {"written": 10, "read": 2, "dropped": 7, "unread": 1,
+                                   "would_block": 0, "allocations": 3, "slots": 3, "held": 1}
+
+
+def test_plan_reader_hold_blocks_a_two_slot_writer_until_it_reads_again() -> None:
+    r = ring(slots=2, name="two")
+    fill(r.get_write_buffer(), 1)
+    r.advance(1)
+    assert r.get_read_buffer() is not None  # holds frame 1
+    fill(r.get_write_buffer(), 2)
+    r.advance(2)
+    with pytest.raises(WouldBlock) as blocked:
+        r.get_write_buffer()
+    assert str(blocked.value) == ("GPURingBuffer 'two': no free slot (1 of 2 held by readers, 1 newest); "
+                                  "use more slots or release reads sooner")
+    read = r.get_read_buffer()
+    assert read is not None and torch.equal(read, torch.full(SHAPE, 2, dtype=torch.uint8))
+    fill(r.get_write_buffer(), 3)  # frame 1's slot was released
+    assert r.advance(3) == 3
+
+
+def test_plan_calls_misuse_and_close() -> None:
+    r = ring(name="p")
+    with pytest.raises(ActorStateError) as no_write:
+        r.advance()
+    assert str(no_write.value) == "GPURingBuffer 'p': advance() without a get_write_buffer() to commit"
+    r.get_write_buffer()
+    r.advance()
+    with pytest.raises(ActorStateError):
+        r.advance()  # committed already
+    r.close()
+    for call in (r.get_write_buffer, r.get_read_buffer):
+        with pytest.raises(ClosedError) as closed:
+            call()
+        assert str(closed.value) == "GPURingBuffer 'p' is closed"
+
+
 # ------------------------------------------------------------------ on a GPU
 
 @pytest.mark.gpu
@@ -236,4 +311,28 @@ def test_gpu_streams_slow_reader_and_constant_memory() -> None:
     assert numbers == list(range(3, 60))
     assert bool(oks[:57].all()), "a reader saw a frame other than the one it was handed"
     assert torch.cuda.memory_allocated(dev) == base  # nothing allocated per frame
+    assert r.stats().allocations == 3
+
+
+@pytest.mark.gpu
+def test_gpu_plan_calls_on_streams() -> None:
+    dev = resolve_device("cuda")
+    r = GPURingBuffer(slots=3, shape=(1080, 1920, 3), device=dev)
+    producer, consumer = new_stream(dev), new_stream(dev)
+    big = torch.randn(2048, 2048, device=dev)
+    seen = []
+    for n in range(20):
+        with stream_context(producer):
+            buf = r.get_write_buffer()
+            (big @ big).sum()  # keep the producer stream busy before the write
+            stamp(buf, n)
+            r.advance(n)
+        with stream_context(consumer):
+            read = r.get_read_buffer()
+            assert read is not None
+            want = torch.tensor([n % 251, (n * 7 + 3) % 256, (n // 251) % 256],
+                                dtype=torch.uint8, device=dev)
+            seen.append((read == want).all())
+    torch.cuda.synchronize()
+    assert all(bool(ok) for ok in seen), "a reader saw a frame other than the latest"
     assert r.stats().allocations == 3
