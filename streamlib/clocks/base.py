@@ -148,10 +148,10 @@ class Clock(ABC):
     when the clock is (or gets) closed:
 
     * ``tick = await clock.next_tick()`` in a coroutine (the plan's API): the
-      wait sleeps on the running event loop, which keeps serving other tasks;
-      a cancelled wait issues no tick. The base implementation runs
-      ``wait_tick`` in the loop's default executor; the clocks of this package
-      override it to wait on the loop itself.
+      wait does not block the running event loop, which keeps serving other
+      tasks. The base implementation runs ``wait_tick`` in the loop's default
+      executor; the clocks of this package override it so that a cancelled
+      wait loses no tick (the scheduled ones sleep on the loop itself).
     * ``tick = clock.wait_tick()`` blocks the calling thread; the runtime's
       clock driver threads use it because a thread that sleeps then spins
       ticks to a few microseconds, where the event loop's timers jitter by a

@@ -48,7 +48,9 @@ class SoftwareClock(ScheduledClock):
 
 
 class VirtualClock(Clock):
-    """Non-realtime clock: ``wait_tick`` and ``await next_tick()`` return at once with exact deadlines.
+    """Non-realtime clock: ``wait_tick`` and ``await next_tick()`` return at once.
+
+    Tick timestamps are the exact deadlines of ``fps`` from ``start_ns``.
 
     ``first_frame`` starts the timeline later (resume, or checking long-run
     exactness without issuing millions of ticks); ``max_ticks`` makes the

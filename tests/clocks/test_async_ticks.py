@@ -260,12 +260,25 @@ def test_genlock_clock_awaited_while_pulses_come_from_a_coroutine() -> None:
     run(main)
 
 
+class SignallingPulseSource(ManualPulseSource):
+    """Sets ``waiting`` when a ``wait_pulse`` begins (on the executor's thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait_pulse(self, timeout_s: float | None) -> int | None:
+        self.waiting.set()
+        return super().wait_pulse(timeout_s)
+
+
 def test_cancelled_genlock_wait_loses_no_pulse() -> None:
     async def main() -> None:
-        source = ManualPulseSource()
+        source = SignallingPulseSource()
         with GenlockClock(source) as clock:
             waiter = asyncio.create_task(clock.next_tick())
-            await asyncio.sleep(0)  # its pulse wait is running in the executor
+            # the pulse wait runs in the executor: cancelling cannot stop it
+            assert await asyncio.to_thread(source.waiting.wait, 5)
             waiter.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiter
