@@ -39,18 +39,6 @@ BARE = ("ValueError", "RuntimeError", "TypeError")
 # Files still raising bare builtins, each with why. Permanent entries need a reason that
 # holds for good; keep this list short.
 ALLOWED: dict[str, str] = {}
-# TEMPORARY, while the parts that own these files convert them (issue 11, H1/H2):
-# delete each entry when its file is clean (the test then keeps it clean).
-TEMPORARY: dict[str, str] = {
-    "streamlib/core/actor.py": "H1/H2: TypeError for a bad restart/stall parameter",
-    "streamlib/core/buffers.py": "H1/H2: RingBuffer parameters",
-    "streamlib/core/ports.py": "H1/H2: port parameters",
-    "streamlib/core/registry.py": "H1/H2/H3: URIs and the port allocator",
-    "streamlib/gpu/device.py": "H1: resolve_device",
-    "streamlib/gpu/staging.py": "H1: staging bridge parameters",
-    "streamlib/runtime/procpool.py": "H2: process pool",
-    "streamlib/runtime/workerpool.py": "H2: worker pool",
-}
 
 
 def _bare_raises(path: Path) -> list[str]:
@@ -68,7 +56,7 @@ def test_the_library_raises_its_own_classes_not_bare_builtins() -> None:
     offenders = {}
     for path in sorted((ROOT / "streamlib").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
-        if rel in ALLOWED or rel in TEMPORARY:
+        if rel in ALLOWED:
             continue
         if found := _bare_raises(path):
             offenders[rel] = found
@@ -76,7 +64,7 @@ def test_the_library_raises_its_own_classes_not_bare_builtins() -> None:
 
 
 def test_the_allow_lists_name_only_files_that_still_need_them() -> None:
-    stale = [rel for rel in {**ALLOWED, **TEMPORARY}
+    stale = [rel for rel in ALLOWED
              if not (ROOT / rel).exists() or not _bare_raises(ROOT / rel)]
     assert stale == []
 

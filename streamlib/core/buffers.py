@@ -39,6 +39,8 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Generic, TypeVar
 
+from streamlib.errors import ConfigError
+
 __all__ = ["RingBuffer", "RingBufferStats"]
 
 T = TypeVar("T")
@@ -70,9 +72,10 @@ class RingBuffer(Generic[T]):
     __slots__ = ("_lock", "_n", "_items", "_unread", "_seq", "_lo", "_read", "_dropped", "_name")
 
     def __init__(self, slots: int = 3, *, name: str = "") -> None:
+        """Raises ConfigError unless ``slots`` is an int >= 1."""
         # bool is an int subclass but ``RingBuffer(True)`` is surely a mistake.
         if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
-            raise ValueError(f"slots must be an int >= 1, got {slots!r}")
+            raise ConfigError(f"slots must be an int >= 1, got {slots!r}")
         self._lock = threading.Lock()
         self._n = slots
         # Preallocated; slot of sequence s is (s - 1) % slots. The sequence held in a

@@ -20,7 +20,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from streamlib.errors import PortRangeExhaustedError, RegistryError
+from streamlib.errors import ConfigError, ConfigTypeError, PortRangeExhaustedError, RegistryError
 
 __all__ = ["ActorRegistry", "ActorURI", "PortAllocator", "default_port_allocator",
            "default_registry", "format_actor_uri", "get_actor", "parse_actor_uri",
@@ -35,26 +35,29 @@ _HOST_RE = re.compile(r"(?:\[(?P<v6>[^\]]*)\]|(?P<name>[^:\[\]]+))(?::(?P<port>[
 _EXPECTED = "expected 'actor://host/ActorClass/actor-id'"
 
 
-def _bad(uri: str, why: str) -> ValueError:
-    return ValueError(f"invalid actor URI {uri!r}: {why}")
+def _bad(uri: str, why: str) -> ConfigError:
+    return ConfigError(f"invalid actor URI {uri!r}: {why}")
 
 
 def _split_host(host: str, uri: str) -> tuple[str, int | None]:
-    """Check a name/IPv4/``[IPv6]`` host with optional ``:port``; raises ValueError quoting uri."""
+    """Check a name/IPv4/``[IPv6]`` host with optional ``:port``; raises ConfigError quoting uri."""
     if not host:
         raise _bad(uri, f"missing host; {_EXPECTED}")
     if (m := _HOST_RE.fullmatch(host)) is None:
         raise _bad(uri, f"invalid host {host!r} (IPv6 must be bracketed, e.g. '[::1]:9000')")
     name, port = m["name"] if m["v6"] is None else m["v6"], m["port"]
+    valid = True
     try:
         if m["v6"] is not None:
             ipaddress.IPv6Address(name)
         elif re.fullmatch(r"[0-9.]+", name):  # digits and dots can only mean IPv4
             ipaddress.IPv4Address(name)
-        elif len(name) > 253 or not all(_LABEL_RE.fullmatch(p) for p in name.split(".")):
-            raise ValueError
-    except ValueError:
-        raise _bad(uri, f"invalid host {name!r}") from None
+        else:
+            valid = len(name) <= 253 and all(_LABEL_RE.fullmatch(p) for p in name.split("."))
+    except ValueError:  # ipaddress's own
+        valid = False
+    if not valid:
+        raise _bad(uri, f"invalid host {name!r}")
     if port is None:
         return name, None
     if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
@@ -65,7 +68,7 @@ def _split_host(host: str, uri: str) -> tuple[str, int | None]:
 @dataclass(frozen=True)
 class ActorURI:
     """Validated, hashable ``actor://host/ActorClass/actor-id``; ``host`` may carry a port
-    (``"node1:9000"``, ``"[::1]:9000"``). Raises ValueError if any part is invalid."""
+    (``"node1:9000"``, ``"[::1]:9000"``). Raises ConfigError if any part is invalid."""
 
     host: str
     actor_class: str
@@ -111,7 +114,7 @@ class ActorURI:
             return False
 
     def with_host(self, host: str) -> ActorURI:
-        """Same actor on another host. Raises ValueError if ``host`` is invalid."""
+        """Same actor on another host. Raises ConfigError if ``host`` is invalid."""
         return dataclasses.replace(self, host=host)
 
     # The seed plan's parse_actor_uri returned a dict; a URI also reads like one
@@ -133,13 +136,13 @@ class ActorURI:
 
 
 def parse_actor_uri(uri: str) -> ActorURI:
-    """Parse ``actor://host/ActorClass/actor-id``. Raises ValueError (quoting ``uri``) for:
-    a non-str; a scheme other than (lowercase) ``actor://``; a query or fragment; a
+    """Parse ``actor://host/ActorClass/actor-id``. Raises ConfigError (quoting ``uri``) for:
+    a non-str (ConfigTypeError); a scheme other than (lowercase) ``actor://``; a query or fragment; a
     missing/invalid host or port; a path that is not exactly ``/Class/id``; an empty part;
     a class that is not a Python identifier; an id with chars outside ``[A-Za-z0-9._~-]``.
     """
     if not isinstance(uri, str):
-        raise ValueError(f"actor URI must be a str, got {type(uri).__name__}: {uri!r}")
+        raise ConfigTypeError(f"actor URI must be a str, got {type(uri).__name__}: {uri!r}")
     return _parse(uri)
 
 
@@ -163,7 +166,7 @@ def _parse(uri: str) -> ActorURI:
 
 
 def format_actor_uri(host: str, actor_class: str, actor_id: str) -> str:
-    """Build ``actor://host/ActorClass/actor-id``; raises ValueError like ``parse_actor_uri``."""
+    """Build ``actor://host/ActorClass/actor-id``; raises ConfigError like ``parse_actor_uri``."""
     return str(ActorURI(host, actor_class, actor_id))
 
 
@@ -182,10 +185,10 @@ class ActorRegistry:
 
     def register(self, uri: str | ActorURI, actor: object) -> ActorURI:
         """Register ``actor`` at ``uri``; return the parsed URI. The same object again is a
-        no-op. Raises RegistryError if held by a different object, TypeError for None."""
+        no-op. Raises RegistryError if held by a different object, ConfigTypeError for None."""
         key = _as_uri(uri)
         if actor is None:
-            raise TypeError(f"cannot register None at {str(key)!r}")
+            raise ConfigTypeError(f"cannot register None at {str(key)!r}")
         with self._lock:
             existing = self._actors.get(key)
             if existing is actor:
@@ -234,11 +237,11 @@ class ActorRegistry:
 
     def register_class(self, cls: type, name: str | None = None) -> type:
         """Let ``get_or_create`` build ``cls`` for URIs naming ``name`` (default ``cls.__name__``).
-        Returns ``cls``. Raises RegistryError if ``name`` is another class's, ValueError if
+        Returns ``cls``. Raises RegistryError if ``name`` is another class's, ConfigError if
         it is not an identifier."""
         name = cls.__name__ if name is None else name
         if not (isinstance(name, str) and name.isascii() and name.isidentifier()):
-            raise ValueError(f"actor class name {name!r} is not a valid Python identifier")
+            raise ConfigError(f"actor class name {name!r} is not a valid Python identifier")
         with self._lock:
             existing = self._classes.setdefault(name, cls)
             if existing is not cls:
@@ -251,7 +254,8 @@ class ActorRegistry:
         ``factory(uri)`` or else ``cls(actor_id=uri.actor_id)`` for the class registered
         under ``uri.actor_class``. Creation runs under the lock so concurrent callers share
         one object (a factory must not wait on threads using this registry). Raises
-        RegistryError naming known classes if the class is unknown; factory errors propagate.
+        RegistryError naming known classes if the class is unknown, ConfigTypeError if the
+        factory returns None; factory errors propagate.
         """
         key = _as_uri(uri)
         with self._lock:
@@ -269,7 +273,7 @@ class ActorRegistry:
             else:
                 actor = factory(key)
             if actor is None:
-                raise TypeError(f"factory for {str(key)!r} returned None")
+                raise ConfigTypeError(f"factory for {str(key)!r} returned None")
             raced = self._actors.get(key)  # the factory may itself have registered one
             if raced is not None:
                 return raced
@@ -343,23 +347,23 @@ class PortAllocator:
 
     def __init__(self, start: int | None = None, end: int = 5998, *, step: int = 2,
                  start_port: int | None = None) -> None:
-        """Raises ValueError naming the field unless ``start`` is even, ``step`` is a
-        positive even number and 1024 <= start <= end <= 65534; TypeError for non-ints
+        """Raises ConfigError naming the field unless ``start`` is even, ``step`` is a
+        positive even number and 1024 <= start <= end <= 65534; ConfigTypeError for non-ints
         or when both ``start`` and ``start_port`` (the seed plan's name) are given.
         ``start`` defaults to 5000."""
         if start is not None and start_port is not None:
-            raise TypeError(f"give start or start_port, not both (got {start!r} and {start_port!r})")
+            raise ConfigTypeError(f"give start or start_port, not both (got {start!r} and {start_port!r})")
         start = start_port if start_port is not None else 5000 if start is None else start
         if any(isinstance(v, bool) or not isinstance(v, int) for v in (start, end, step)):
-            raise TypeError(f"start, end and step must be ints, got {start!r}, {end!r}, {step!r}")
+            raise ConfigTypeError(f"start, end and step must be ints, got {start!r}, {end!r}, {step!r}")
         if start % 2:
-            raise ValueError(f"start must be even (RTP uses even ports), got {start}")
+            raise ConfigError(f"start must be even (RTP uses even ports), got {start}")
         if step < 2 or step % 2:
-            raise ValueError(f"step must be a positive even number, got {step}")
+            raise ConfigError(f"step must be a positive even number, got {step}")
         if not 1024 <= start <= 65534:
-            raise ValueError(f"start must be in 1024-65534, got {start}")
+            raise ConfigError(f"start must be in 1024-65534, got {start}")
         if not start <= end <= 65534:
-            raise ValueError(f"end must be in {start}-65534 (start-65534), got {end}")
+            raise ConfigError(f"end must be in {start}-65534 (start-65534), got {end}")
         self.start, self.end, self.step = start, end, step
         self._lock = threading.Lock()
         self._by_key: dict[Hashable, int] = {}
@@ -412,23 +416,23 @@ class PortAllocator:
                 self.release(placeholder)
 
     def reserve(self, port: int, key: Hashable) -> int:
-        """Pin ``port`` to ``key`` and return it (no-op if already so pinned). Raises ValueError
+        """Pin ``port`` to ``key`` and return it (no-op if already so pinned). Raises ConfigError
         if the port is out of range or off the step grid (odd), is held by another key, or
         ``key`` already holds another port."""
         if isinstance(port, bool) or not isinstance(port, int):
-            raise TypeError(f"port must be an int, got {type(port).__name__}")
+            raise ConfigTypeError(f"port must be an int, got {type(port).__name__}")
         if not self.start <= port <= self.end or (port - self.start) % self.step:
-            raise ValueError(f"port {port} is not allocatable: must be in {self.start}-{self.end} "
+            raise ConfigError(f"port {port} is not allocatable: must be in {self.start}-{self.end} "
                              f"and start + a multiple of {self.step} (even)")
         with self._lock:
             owner = self._by_port.get(port, _NO_KEY)
             if owner is not _NO_KEY:
                 if owner == key:
                     return port
-                raise ValueError(f"port {port} is already allocated to {owner!r}")
+                raise ConfigError(f"port {port} is already allocated to {owner!r}")
             held = self._by_key.get(key)
             if held is not None:
-                raise ValueError(f"key {key!r} already holds port {held}; release it first")
+                raise ConfigError(f"key {key!r} already holds port {held}; release it first")
             del self._free[bisect.bisect_left(self._free, port)]
             self._by_key[key], self._by_port[port] = port, key
             return port

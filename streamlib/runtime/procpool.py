@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 import torch
 
 from streamlib.core.ports import PortDict
-from streamlib.errors import ActorStateError, DispatcherShutdownError, ShutdownTimeoutError, WorkerError
+from streamlib.errors import (ActorStateError, ConfigTypeError, DispatcherShutdownError, ShutdownTimeoutError,
+                              WorkerError)
 from streamlib.runtime.dispatchbase import Dispatcher
 from streamlib.runtime.procwire import Arena, Unpickler, dumps, fill, grown, send
 from streamlib.runtime.procworker import worker_main
@@ -95,7 +96,7 @@ class ProcessPoolDispatcher(Dispatcher):
     async def setup(self, actor: Actor) -> None:
         """Start the worker and run ``setup`` in it.
 
-        Raises TypeError if the actor cannot be pickled, ActorStateError if already
+        Raises ConfigTypeError if the actor cannot be pickled, ActorStateError if already
         set up, WorkerError if setup raised, the worker died or did not answer
         within ``start_timeout``.
         """
@@ -202,7 +203,7 @@ class ProcessPoolDispatcher(Dispatcher):
                 except Exception:  # noqa: BLE001 - this attribute is the culprit
                     where = f"attribute {key!r}"
                     break
-            raise TypeError(
+            raise ConfigTypeError(
                 f"actor '{actor.actor_id}' ({type(actor).__name__}) cannot be sent to a worker "
                 f"process: {where} is not picklable ({type(exc).__name__}: {exc}); create such "
                 "resources in setup() and define the class at module level") from exc

@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 from typing import Any, Callable
 
-from streamlib.errors import DispatcherShutdownError
+from streamlib.errors import ConfigError, DispatcherShutdownError
 
 _Job = tuple["Future[Any]", Callable[[], Any]]
 
@@ -90,9 +90,10 @@ class WorkerPool:
                  on_exit: Callable[[], None] | None = None) -> None:
         """``idle_timeout``: seconds an idle thread waits for work before it
         exits (None: never, for thread-bound resources); ``on_exit`` runs on
-        each worker thread as it exits."""
+        each worker thread as it exits. Raises ConfigError unless ``max_workers`` is None
+        or >= 1."""
         if max_workers is not None and max_workers < 1:
-            raise ValueError(f"max_workers must be None or >= 1, got {max_workers!r}")
+            raise ConfigError(f"max_workers must be None or >= 1, got {max_workers!r}")
         self.max_workers = max_workers
         self.name_prefix = name_prefix
         self.idle_timeout = idle_timeout

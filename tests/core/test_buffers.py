@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from streamlib.core.buffers import RingBuffer, RingBufferStats
+from streamlib.errors import ConfigError
 
 
 # -- single thread -------------------------------------------------------------------
@@ -197,7 +198,7 @@ def test_stats_as_dict_and_repr_without_items() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1, 2.0, "3", None, True])
 def test_bad_slots(bad: Any) -> None:
-    with pytest.raises(ValueError, match="slots"):
+    with pytest.raises(ConfigError, match="slots"):
         RingBuffer(bad)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from streamlib.errors import PortRangeExhaustedError, RegistryError, StreamlibError
+from streamlib.errors import ConfigError, ConfigTypeError, PortRangeExhaustedError, RegistryError, StreamlibError
 from streamlib.core.registry import (
     ActorRegistry,
     ActorURI,
@@ -81,14 +81,14 @@ BAD_URIS = [
 
 @pytest.mark.parametrize(("text", "message"), BAD_URIS)
 def test_parse_bad_uris(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message) as info:
+    with pytest.raises(ConfigError, match=message) as info:
         parse_actor_uri(text)
     assert repr(text) in str(info.value), "every message quotes the offending URI"
 
 
 @pytest.mark.parametrize("value", [None, 42, b"actor://h/C/i", ["actor://h/C/i"]])
 def test_parse_rejects_non_str(value: object) -> None:
-    with pytest.raises(ValueError, match="actor URI must be a str"):
+    with pytest.raises(ConfigTypeError, match="actor URI must be a str"):
         parse_actor_uri(value)  # type: ignore[arg-type]
 
 
@@ -100,9 +100,9 @@ def test_parse_rejects_non_str(value: object) -> None:
     (7, "C", "i", "host must be a str"),
 ])
 def test_format_and_constructor_validate(host: object, cls: str, aid: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         format_actor_uri(host, cls, aid)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         ActorURI(host, cls, aid)  # type: ignore[arg-type]
 
 
@@ -124,7 +124,7 @@ def test_is_local_for_machine_hostname() -> None:
     host = socket.gethostname()
     try:
         uri = ActorURI(host, "C", "i")
-    except ValueError:
+    except ConfigError:
         pytest.skip(f"machine hostname {host!r} is not a valid URI host")
     assert uri.is_local
 
@@ -136,7 +136,7 @@ def test_hostname_port_and_with_host() -> None:
     assert str(moved) == "actor://node2:7000/Camera/cam0"
     assert (moved.hostname, moved.port, moved.is_local) == ("node2", 7000, False)
     assert uri.host == "[::1]:9000", "frozen: with_host returns a copy"
-    with pytest.raises(ValueError, match="invalid host"):
+    with pytest.raises(ConfigError, match="invalid host"):
         uri.with_host("bad host")
 
 
@@ -183,12 +183,12 @@ def test_register_same_object_is_noop_and_duplicate_is_error() -> None:
     with pytest.raises(RegistryError, match=r"'actor://h/FakeActor/a' is already registered"):
         reg.register("actor://h/FakeActor/a", FakeActor("a"))
     assert reg.get("actor://h/FakeActor/a") is actor
-    with pytest.raises(TypeError, match="None"):
+    with pytest.raises(ConfigTypeError, match="None"):
         reg.register("actor://h/FakeActor/b", None)
 
 
 def test_register_bad_uri_raises_value_error() -> None:
-    with pytest.raises(ValueError, match="scheme 'http'"):
+    with pytest.raises(ConfigError, match="scheme 'http'"):
         ActorRegistry().register("http://h/C/i", object())
 
 
@@ -269,7 +269,7 @@ def test_register_class_under_other_name_and_conflicts() -> None:
     assert isinstance(reg.get_or_create("actor://h/Camera/c"), FakeActor)
     with pytest.raises(RegistryError, match="'Camera' is already registered"):
         reg.register_class(dict, name="Camera")
-    with pytest.raises(ValueError, match="not a valid Python identifier"):
+    with pytest.raises(ConfigError, match="not a valid Python identifier"):
         reg.register_class(FakeActor, name="not valid")
 
 
@@ -415,15 +415,15 @@ def test_reserve() -> None:
     assert ports.reserve(5004, "pinned") == 5004  # same key: no-op
     assert ports.allocate("pinned") == 5004
     assert [ports.allocate(k) for k in "abc"] == [5000, 5002, 5006]
-    with pytest.raises(ValueError, match="already allocated to 'a'"):
+    with pytest.raises(ConfigError, match="already allocated to 'a'"):
         ports.reserve(5000, "thief")
-    with pytest.raises(ValueError, match="already holds port 5004"):
+    with pytest.raises(ConfigError, match="already holds port 5004"):
         ports.reserve(5010, "pinned")
-    with pytest.raises(ValueError, match="not allocatable"):
+    with pytest.raises(ConfigError, match="not allocatable"):
         ports.reserve(5011, "odd")
-    with pytest.raises(ValueError, match="not allocatable"):
+    with pytest.raises(ConfigError, match="not allocatable"):
         ports.reserve(6000, "out of range")
-    with pytest.raises(ValueError, match="not allocatable"):
+    with pytest.raises(ConfigError, match="not allocatable"):
         ports.reserve(4998, "below range")
     ports.release("pinned")
     assert ports.allocate("next") == 5004
@@ -440,21 +440,21 @@ def test_step() -> None:
     ports = PortAllocator(5000, 5020, step=4)
     assert ports.capacity == 6
     assert [ports.allocate(i) for i in range(3)] == [5000, 5004, 5008]
-    with pytest.raises(ValueError, match="multiple of 4"):
+    with pytest.raises(ConfigError, match="multiple of 4"):
         ports.reserve(5002, "x")
 
 
 @pytest.mark.parametrize(("kwargs", "exc", "message"), [
-    ({"start": 5001}, ValueError, "start must be even"),
-    ({"start": 1000, "end": 2000}, ValueError, "start must be in 1024-65534"),
-    ({"start": 66000, "end": 66002}, ValueError, "start must be in 1024-65534"),
-    ({"start": 6000, "end": 5998}, ValueError, "end must be in 6000-65534"),
-    ({"start": 5000, "end": 65535}, ValueError, "end must be in"),
-    ({"step": 3}, ValueError, "step must be a positive even number"),
-    ({"step": 0}, ValueError, "step must be"),
-    ({"step": -2}, ValueError, "step must be"),
-    ({"start": 5000.0}, TypeError, "must be ints"),
-    ({"end": True}, TypeError, "must be ints"),
+    ({"start": 5001}, ConfigError, "start must be even"),
+    ({"start": 1000, "end": 2000}, ConfigError, "start must be in 1024-65534"),
+    ({"start": 66000, "end": 66002}, ConfigError, "start must be in 1024-65534"),
+    ({"start": 6000, "end": 5998}, ConfigError, "end must be in 6000-65534"),
+    ({"start": 5000, "end": 65535}, ConfigError, "end must be in"),
+    ({"step": 3}, ConfigError, "step must be a positive even number"),
+    ({"step": 0}, ConfigError, "step must be"),
+    ({"step": -2}, ConfigError, "step must be"),
+    ({"start": 5000.0}, ConfigTypeError, "must be ints"),
+    ({"end": True}, ConfigTypeError, "must be ints"),
 ])
 def test_bad_constructor_args(kwargs: dict[str, object], exc: type[Exception], message: str) -> None:
     with pytest.raises(exc, match=message):

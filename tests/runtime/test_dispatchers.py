@@ -21,7 +21,7 @@ from streamlib.runtime.dispatchbase import Dispatcher
 from streamlib.runtime.dispatchers import AsyncioDispatcher, GPUDispatcher, ThreadPoolDispatcher
 from streamlib.runtime.procpool import ProcessPoolDispatcher
 from streamlib.errors import (
-    ActorStateError, DispatcherShutdownError, ShutdownTimeoutError, WorkerError,
+    ActorStateError, ConfigTypeError, DispatcherShutdownError, ShutdownTimeoutError, WorkerError,
 )
 from streamlib.core.frames import DataMessage, VideoFrame
 
@@ -335,7 +335,7 @@ def test_process_worker_death_is_a_worker_error(pool: Pool) -> None:
 def test_process_unpicklable_state_is_a_type_error() -> None:
     with ProcessPoolDispatcher() as d:
         actor = Unpicklable(actor_id="unp", runtime=_FakeRuntime())
-        with pytest.raises(TypeError, match=r"actor 'unp' .*attribute 'lock' is not picklable"):
+        with pytest.raises(ConfigTypeError, match=r"actor 'unp' .*attribute 'lock' is not picklable"):
             asyncio.run(d.setup(actor))
         with pytest.raises(ActorStateError, match="not set up"):
             asyncio.run(d.dispatch(actor, tick(1)))
