@@ -18,6 +18,7 @@ from streamlib import Actor, Runtime, StreamInput, TestPatternActor, TimedTick
 from streamlib.control.cli import main
 from streamlib.control.flags import parse_control_address
 from streamlib.control.server import ControlServer
+from streamlib.errors import ClosedError
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTOR = "tests.control.test_control:Collector"  # this module, importable as tests/ is on sys.path
@@ -390,8 +391,9 @@ def test_close_is_idempotent_and_leaves_no_thread_or_port_behind() -> None:
         assert set(threading.enumerate()) - before == set()
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(f"{url}/graph", timeout=5)
-        with pytest.raises(RuntimeError, match="closed"):
+        with pytest.raises(ClosedError) as info:
             server.start()
+        assert str(info.value) == f"streamlib-control-{port}: closed; create a new one"
         again = serve(rt, port=port)  # the port was released
         again.close()  # never started: closing only releases the socket
         again.close()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from streamlib import Actor, Runtime, TimedTick, VirtualClock
+from streamlib.errors import ClosedError, ConfigError
 from streamlib.observe.telemetry import Telemetry, TelemetrySample, gpu_status
 
 
@@ -137,9 +138,10 @@ def test_background_sampler_starts_and_stops() -> None:
     t.close()
     t.close()  # idempotent
     assert not any(th.name == "streamlib-telemetry" for th in threading.enumerate())
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ClosedError) as info:
         t.start()
-    with pytest.raises(ValueError, match="interval must be > 0"):
+    assert str(info.value) == "Telemetry is closed"
+    with pytest.raises(ConfigError, match="interval must be > 0"):
         Telemetry(interval=0)
 
 
