@@ -18,9 +18,8 @@ from streamlib import (
     Actor, Runtime, StreamInput, StreamOutput, TimedTick, VideoFrame, VirtualClock,
 )
 from streamlib.control.cli import _actor_rows, _progress_line
-from streamlib.observe.metrics import (
-    MetricsRecorder, MetricsSnapshot, SampleWindow, summarize_ns, window_stats,
-)
+from streamlib.core.samples import SampleWindow
+from streamlib.observe.metrics import MetricsRecorder, MetricsSnapshot, summarize_ns, window_stats
 import streamlib.observe.metrics as metrics_module
 
 
@@ -345,7 +344,7 @@ def test_prometheus_text_and_server() -> None:
             with pytest.raises(urllib.error.HTTPError) as info:
                 urllib.request.urlopen(server.url.replace("/metrics", "/other"), timeout=10)
             assert info.value.code == 404
-        assert not server._thread.is_alive()
+        assert server._thread is not None and not server._thread.is_alive()
         with pytest.raises(OSError):  # the port is released: nothing listens
             urllib.request.urlopen(server.url, timeout=2)
     values = _parse_exposition(text)
