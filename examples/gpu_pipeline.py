@@ -33,7 +33,7 @@ class Check(sl.Actor):
         for msg in self.inputs["data"].read_all_new():
             x, y = self.box.box_position(msg.frame_number)
             size = self.box.box_size
-            found = [round(v) for v in to_cpu(msg.payload)["boxes"][0].tolist()]
+            found = [round(v) for v in to_cpu(msg).payload["boxes"][0].tolist()]
             self.exact += found == [x, y, x + size, y + size]
 
 

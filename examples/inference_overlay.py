@@ -29,7 +29,7 @@ class Report(sl.Actor):
     def process(self, tick: sl.TimedTick) -> None:
         size = self.source.box_size
         for msg in self.inputs["data"].read_all_new():
-            boxes = to_cpu(msg.payload)["boxes"]  # GPU results: wait for them, then copy
+            boxes = to_cpu(msg).payload["boxes"]  # GPU results: wait for them, then copy
             found = [round(v) for v in boxes[0].tolist()]
             x, y = self.source.box_position(msg.frame_number)
             real = [x, y, x + size, y + size]
@@ -37,7 +37,7 @@ class Report(sl.Actor):
             print(f"frame {msg.frame_number:3d}: detected {found} truth {real}")
         for frame in self.inputs["video"].read_all_new():
             x, y = self.source.box_position(frame.frame_number)
-            self.red += to_cpu(frame.data)[y, x].tolist() == [255, 0, 0]
+            self.red += to_cpu(frame).data[y, x].tolist() == [255, 0, 0]
 
 
 def main(frames: int) -> None:

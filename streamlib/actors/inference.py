@@ -5,11 +5,11 @@ of one input and publishes the result as a ``DataMessage`` (boxes, scores,
 embeddings...) or as video. On CUDA it enqueues everything on a CUDA stream of
 its own (or the GPU dispatcher's) and never waits for the GPU: no ``.item()``,
 no ``.cpu()``, no synchronisation in the default path. The published payload
-therefore holds *device* tensors, each carrying the CUDA event recorded after
-the work (``streamlib.gpu.device.set_ready_event``): a CUDA consumer on another
-stream calls ``streamlib.gpu.device.wait_ready(tensor, stream)`` before reading it
-(never blocks the host); a CPU consumer calls ``to_cpu(payload)`` (waits for
-those events, then copies) or receives host copies through the staging bridge.
+therefore holds *device* tensors; the message carries the CUDA event recorded
+after the work (its ``ready_event``): a CUDA consumer on another stream calls
+``streamlib.gpu.device.wait_ready(msg, stream)`` before reading it (never
+blocks the host); a CPU consumer calls ``to_cpu(msg)`` (waits for that event,
+then copies) or receives host copies through the staging bridge.
 A bare ``.cpu()`` is not enough: it orders only after the consumer's current
 stream, not the actor's.
 
@@ -32,7 +32,7 @@ from streamlib.core.actor import Actor
 from streamlib.clocks import TimedTick
 from streamlib.gpu.device import (
     Stream, current_stream, default_stream, new_stream, record_event, resolve_device,
-    set_ready_event, stream_context, wait_ready,
+    stream_context, wait_ready, with_ready_event,
 )
 from streamlib.core.frames import DataMessage, PixelFormat, VideoFrame
 from streamlib.core.ports import StreamInput, StreamOutput
@@ -74,34 +74,32 @@ def _index(value: Any, i: int) -> Any:
     return value
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    """Every tensor in a payload (tensors, dicts, lists, tuples), depth first."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, Mapping):
-        return [t for v in value.values() for t in _tensors(v)]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    return []
-
-
 def to_cpu(value: Any) -> Any:
     """``value`` with every tensor (in dicts, lists, tuples too) copied to the host.
 
-    Each CUDA tensor's ready event (``streamlib.gpu.device.set_ready_event``) is
-    waited for first, so results computed on another actor's stream are
-    complete; the copy then synchronises the host. CPU tensors are returned
-    as they are.
+    Given a frame or message, its ready event (``ready_event``) is waited for
+    first, so results computed on another actor's stream are complete, and the
+    same kind of item comes back with its ``data``/``payload`` on the host. Pass
+    the message, not its payload: a bare payload has no event to wait on. CPU
+    tensors are returned as they are.
     """
-    if isinstance(value, torch.Tensor):
-        if not value.is_cuda:
-            return value
+    if hasattr(value, "ready_event"):  # a frame or message: the event travels with it
         wait_ready(value)  # the current stream waits for the producer's stream
-        return value.cpu()
+        if isinstance(getattr(value, "data", None), torch.Tensor):
+            return value.replace(data=_host(value.data))
+        if hasattr(value, "payload"):
+            return value.replace(payload=_host(value.payload))
+        return value
+    return _host(value)
+
+
+def _host(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.cpu() if value.is_cuda else value
     if isinstance(value, Mapping):
-        return {k: to_cpu(v) for k, v in value.items()}
+        return {k: _host(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        items = [to_cpu(v) for v in value]
+        items = [_host(v) for v in value]
         return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
     return value
 
@@ -348,12 +346,10 @@ class InferenceActor(Actor):
                                          frame_number=number, clock_id=clock_id,
                                          metadata={"model": self.model_name}))
         if self.device.type == "cuda":
-            # One event after all of it; every result tensor carries it, so a consumer
-            # on another stream waits with streamlib.gpu.device.wait_ready(tensor).
+            # One event after all of it; every result carries it, so a consumer on
+            # another stream waits with streamlib.gpu.device.wait_ready(item).
             event = record_event(self._stream)
-            for item in items:
-                for tensor in _tensors(item.payload if self.output_kind == "data" else item.data):
-                    set_ready_event(tensor, event)
+            items = [with_ready_event(item, event) for item in items]
         for item in items:
             port.write(item)
             self.results_out += 1

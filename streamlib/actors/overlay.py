@@ -3,7 +3,7 @@
 ``OverlayBoxesActor`` pairs each video frame with the ``DataMessage`` of the
 same ``frame_number`` (``InferenceActor``'s output; frames and results arrive
 on separate links) and draws the boxes with tensor ops on the frame's device:
-no host synchronisation on CUDA, where it waits for the result's ready events
+no host synchronisation on CUDA, where it waits for the result's ready event
 on its own stream (``streamlib.gpu.device.wait_ready``).
 """
 
@@ -19,7 +19,6 @@ from streamlib.clocks import TimedTick
 from streamlib.gpu.device import current_stream, resolve_device, wait_ready
 from streamlib.core.frames import DataMessage, PixelFormat, VideoFrame
 from streamlib.core.ports import StreamInput, StreamOutput
-from streamlib.actors.inference import _tensors
 from streamlib.errors import ConfigError, FrameValidationError
 
 __all__ = ["OverlayBoxesActor", "draw_boxes"]
@@ -139,9 +138,8 @@ class OverlayBoxesActor(Actor):
         data = frame.data
         color = self._paint_color(frame.format)
         if msg is not None:
-            here = current_stream(data.device)
-            for tensor in _tensors(msg.payload):  # the producer's GPU work must be done
-                wait_ready(tensor, here)  # (a CPU frame blocks the host until then)
+            # The producer's GPU work must be done (a CPU frame blocks the host until then).
+            wait_ready(msg, current_stream(data.device))
             boxes, scores = _boxes_of(msg.payload, self.key)
             keep = None if scores is None else scores >= self.score_threshold
             if boxes.numel():

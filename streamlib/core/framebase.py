@@ -16,7 +16,7 @@ import numbers
 import warnings
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +25,7 @@ import torch
 from streamlib.errors import FrameValidationError
 
 __all__ = [
-    "NS_PER_S", "Stamped", "TensorFrame", "as_clock", "as_coord", "as_int", "as_metadata",
+    "NS_PER_S", "ReadyEvent", "Stamped", "TensorFrame", "as_clock", "as_coord", "as_int", "as_metadata",
     "as_tensor", "as_timestamp", "describe", "dtype_name", "empty_metadata", "shape_text",
     "ts_text",
 ]
@@ -116,6 +116,15 @@ def ts_text(ns: int, clock_id: str) -> str:
     return f"{'-' if ns < 0 else ''}{sec}.{frac:09d}s@{clock_id}"
 
 
+class ReadyEvent(Protocol):
+    """What a frame's ``ready_event`` is: a ``torch.cuda.Event`` or its CPU twin
+    (``streamlib.gpu.device.CPUEvent``)."""
+
+    def query(self) -> bool: ...
+
+    def synchronize(self) -> None: ...
+
+
 class Stamped:
     """Shared behaviour of every frame and message (not a dataclass itself)."""
 
@@ -131,7 +140,12 @@ class Stamped:
         return self.timestamp_ns / NS_PER_S
 
     def replace(self, **changes: Any) -> Self:
-        """Return a copy with ``changes`` applied; raises FrameValidationError like the constructor."""
+        """Return a copy with ``changes`` applied; raises FrameValidationError like the constructor.
+
+        New ``data`` or ``payload`` drops the ready event (it marked the old tensor's
+        work) unless ``ready_event`` is given too."""
+        if ("data" in changes or "payload" in changes) and "ready_event" not in changes:
+            changes["ready_event"] = None
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     # mappingproxy can neither be pickled nor deep-copied, and frames cross process
@@ -140,6 +154,8 @@ class Stamped:
         state = dict(self.__dict__)
         if "metadata" in state:
             state["metadata"] = dict(state["metadata"])
+        if "ready_event" in state:
+            state["ready_event"] = None  # a CUDA event belongs to this process
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ import torch
 
 from streamlib.errors import FrameValidationError
 from streamlib.core.framebase import (
-    NS_PER_S, Stamped, TensorFrame, as_coord, as_int, as_tensor, describe, dtype_name,
+    NS_PER_S, ReadyEvent, Stamped, TensorFrame, as_coord, as_int, as_tensor, describe, dtype_name,
     empty_metadata, shape_text, ts_text,
 )
 
@@ -154,12 +154,16 @@ class VideoFrame(TensorFrame):
     format: PixelFormat = None  # type: ignore[assignment]
     clock_id: str = "monotonic"
     metadata: Mapping[str, Any] = field(default_factory=empty_metadata)
+    # Recorded after the GPU work that fills the tensor; readers on other streams wait
+    # on it (streamlib.gpu.device.wait_ready). Not compared, not pickled.
+    ready_event: ReadyEvent | None = field(default=None, kw_only=True, compare=False)
 
     if TYPE_CHECKING:  # the typed signature callers see: numpy data and str formats are accepted
 
         def __init__(
             self, data: _ArrayLike, timestamp_ns: int, frame_number: int = 0,
             format: PixelFormat | str | None = ..., clock_id: str = ..., metadata: Mapping[str, Any] = ...,
+            *, ready_event: ReadyEvent | None = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -215,12 +219,16 @@ class AudioFrame(TensorFrame):
     frame_number: int = 0
     clock_id: str = "monotonic"
     metadata: Mapping[str, Any] = field(default_factory=empty_metadata)
+    # Recorded after the GPU work that fills the tensor; readers on other streams wait
+    # on it (streamlib.gpu.device.wait_ready). Not compared, not pickled.
+    ready_event: ReadyEvent | None = field(default=None, kw_only=True, compare=False)
 
     if TYPE_CHECKING:  # the typed signature callers see: numpy data is accepted
 
         def __init__(
             self, data: _ArrayLike, sample_rate: int, timestamp_ns: int, frame_number: int = 0,
             clock_id: str = ..., metadata: Mapping[str, Any] = ...,
+            *, ready_event: ReadyEvent | None = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -371,6 +379,9 @@ class DataMessage(Stamped):
     frame_number: int = 0
     clock_id: str = "monotonic"
     metadata: Mapping[str, Any] = field(default_factory=empty_metadata)
+    # Recorded after the GPU work that fills the tensor; readers on other streams wait
+    # on it (streamlib.gpu.device.wait_ready). Not compared, not pickled.
+    ready_event: ReadyEvent | None = field(default=None, kw_only=True, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.topic, str):

@@ -12,22 +12,21 @@ CPU stream" is the host code that follows. The reverse (a CUDA stream waiting
 on a CPU event) is a no-op.
 
 Frame readiness: a tensor written on a CUDA stream is complete only once that
-stream reaches the point where it was written. ``set_ready_event`` attaches an
-event to a frame's tensor (a weak side table keyed by tensor identity, so
-frames stay immutable and ``frame.replace(metadata=...)`` keeps the event);
-``wait_ready(frame, stream)`` makes ``stream`` wait for it. ``StreamOutput.write``
-does both automatically when CUDA is in use (see ``streamlib.gpu.staging``).
+stream reaches the point where it was written. The event that marks it is a
+field of the frame (``ready_event``: ``with_ready_event`` returns the frame
+carrying one; ``frame.replace(metadata=...)`` keeps it, new ``data`` drops it);
+``wait_ready(frame, stream)`` makes ``stream`` wait for it. A frame written
+without one gets one recorded on the writer's stream by the runtime's staging
+bridge (``streamlib.gpu.staging``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
 from streamlib.errors import ConfigError, ConfigTypeError
 
@@ -38,7 +37,7 @@ __all__ = [
     "CPUEvent", "CPUStream", "DeviceLike", "Event", "Stream", "cuda_available",
     "current_stream", "default_stream", "input_device", "is_cuda", "item_tensor", "new_event",
     "new_stream", "own_device", "pinned_empty", "ready_event", "record_event", "resolve_device",
-    "set_ready_event", "stream_context", "wait_event", "wants_gpu_dispatcher", "wait_ready",
+    "stream_context", "wait_event", "wait_ready", "wants_gpu_dispatcher", "with_ready_event",
 ]
 
 DeviceLike = Union[str, torch.device, int, None]
@@ -285,9 +284,6 @@ def pinned_empty(shape: Sequence[int] | torch.Size, dtype: torch.dtype = torch.u
 
 # -------------------------------------------------------------------- frame readiness
 
-_ready: Any = WeakIdKeyDictionary()  # tensor -> Event; untyped in torch
-_ready_lock = threading.Lock()
-
 
 def item_tensor(item: object) -> torch.Tensor | None:
     """The tensor an item carries: a tensor itself, ``frame.data`` or a tensor payload."""
@@ -300,30 +296,20 @@ def item_tensor(item: object) -> torch.Tensor | None:
     return payload if isinstance(payload, torch.Tensor) else None
 
 
-def set_ready_event(item: object, event: Event | None) -> None:
-    """Attach ``event`` (recorded after the work that fills the item's tensor).
-
-    Kept in a weak side table keyed by the tensor: frames stay immutable and the
-    entry goes away with the tensor. A no-op for items without a tensor.
-    """
-    tensor = item_tensor(item)
-    if tensor is None:
-        return
-    with _ready_lock:
-        if event is None:
-            _ready.pop(tensor, None)
-        else:
-            _ready[tensor] = event
+def with_ready_event(item: Any, event: Event | None) -> Any:
+    """``item`` carrying ``event`` (recorded after the work that fills its tensors):
+    a frame's ``ready_event`` field, so the event travels with the frame. A bare
+    tensor cannot carry one and comes back as it is (the staging bridge still makes
+    each GPU reader's stream wait on it at write time)."""
+    if not hasattr(item, "ready_event") or item.ready_event is event:
+        return item
+    return item.replace(ready_event=event)
 
 
 def ready_event(item: object) -> Event | None:
-    """The event attached to the item's tensor, or None."""
-    tensor = item_tensor(item)
-    if tensor is None:
-        return None
-    with _ready_lock:
-        found: Event | None = _ready.get(tensor)
-        return found
+    """The event a frame or message carries (``ready_event``), or None."""
+    found: Event | None = getattr(item, "ready_event", None)
+    return found
 
 
 def wait_ready(item: object, stream: Stream | None = None) -> bool:

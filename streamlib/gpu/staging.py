@@ -55,8 +55,8 @@ from streamlib.clocks import TimedTick
 from streamlib.errors import ConfigError
 from streamlib.gpu.device import (
     CPU, CPUStream, Event, Stream, current_stream, default_stream, input_device, item_tensor,
-    new_stream, pinned_empty, ready_event, record_event, set_ready_event, stream_context,
-    wait_event,
+    new_stream, pinned_empty, ready_event, record_event, stream_context, wait_event,
+    with_ready_event,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ logger = logging.getLogger("streamlib")
 
 def with_tensor(item: Any, tensor: torch.Tensor) -> Any:
     """``item`` with its tensor replaced (``data`` of a frame, a tensor ``payload``, or
-    the tensor itself)."""
+    the tensor itself); a frame's ready event, which marked the old tensor, is dropped."""
     if isinstance(item, torch.Tensor):
         return tensor
     if isinstance(getattr(item, "data", None), torch.Tensor):
@@ -190,23 +190,26 @@ class StagingBridge:
 
     def _from_device(self, output: StreamOutput, item: Any, tensor: torch.Tensor,
                      links: Iterable[StreamInput]) -> list[tuple[StreamInput, Any]]:
-        event = ready_event(tensor)
+        event = ready_event(item)
+        ready = item
         if event is None:  # recorded after everything the writer queued so far
             event = record_event(current_stream(tensor.device))
-            set_ready_event(tensor, event)
+            ready = with_ready_event(item, event)  # GPU readers get the frame carrying it
         now: list[tuple[StreamInput, Any]] = []
         cpu_links: list[StreamInput] = []
         for inp in links:
             owner = inp._owner
-            device = None if owner is None else self._gpu_consumer(owner)
-            if owner is not None and device is None:
+            if owner is None:  # a test capture: the item as written
+                now.append((inp, item))
+                continue
+            device = self._gpu_consumer(owner)
+            if device is None:
                 cpu_links.append(inp)
                 continue
-            if owner is not None and device is not None:
-                stream = self._consumer_stream(owner, device)
-                wait_event(stream, event)
-                _record_stream(tensor, stream)
-            now.append((inp, item))
+            stream = self._consumer_stream(owner, device)
+            wait_event(stream, event)
+            _record_stream(tensor, stream)
+            now.append((inp, ready))
         if cpu_links:
             self._stage_down(output, item, tensor, event, tuple(cpu_links))
         return now
@@ -246,8 +249,7 @@ class StagingBridge:
         with stream_context(copy):
             out = torch.empty(tensor.shape, dtype=tensor.dtype, device=device)
             out.copy_(pinned, non_blocking=True)
-        staged = with_tensor(item, out)
-        set_ready_event(out, record_event(copy))
+        staged = with_ready_event(with_tensor(item, out), record_event(copy))
         with self._cond:
             self._counts["h2d_frames"] += 1
             self._counts["h2d_bytes"] += tensor.numel() * tensor.element_size()

@@ -40,10 +40,8 @@ class Sink(Actor):
         for item in self.inputs[self.port].read_all_new():  # host copies (CUDA: after the work)
             if self.raw:
                 pass
-            elif isinstance(item, DataMessage):
-                item = item.replace(payload=to_cpu(item.payload))
-            elif isinstance(item, VideoFrame):
-                item = item.replace(data=to_cpu(item.data))
+            elif isinstance(item, (DataMessage, VideoFrame)):
+                item = to_cpu(item)
             self.got.append(item)
 
 
@@ -373,5 +371,5 @@ def test_cuda_inference_runs_on_its_own_stream_without_host_sync() -> None:
 
     for msg in data.got:
         boxes = msg.payload["boxes"]
-        assert boxes.is_cuda and ready_event(boxes) is not None
-        assert to_cpu(boxes).tolist() == [truth(src, msg.frame_number)]
+        assert boxes.is_cuda and ready_event(msg) is not None
+        assert to_cpu(msg).payload["boxes"].tolist() == [truth(src, msg.frame_number)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
+import pickle
 from typing import Any, Iterator
 
 import pytest
@@ -14,9 +14,9 @@ import streamlib.gpu.device as device
 import streamlib.runtime.dispatchers as dispatchers
 from streamlib import Actor, AudioFrame, DataMessage, Runtime, StreamInput, TimedTick, VideoFrame
 from streamlib.gpu.device import (
-    CPUEvent, CPUStream, cuda_available, input_device, own_device, wants_gpu_dispatcher, current_stream, default_stream,
-    item_tensor, new_event, new_stream, pinned_empty, ready_event, record_event, resolve_device,
-    set_ready_event, stream_context, wait_event, wait_ready,
+    CPUEvent, CPUStream, cuda_available, current_stream, default_stream, input_device,
+    item_tensor, new_event, new_stream, own_device, pinned_empty, ready_event, record_event,
+    resolve_device, stream_context, wait_event, wait_ready, wants_gpu_dispatcher, with_ready_event
 )
 from streamlib.runtime.dispatchers import GPUDispatcher
 
@@ -128,26 +128,33 @@ def test_item_tensor_finds_the_tensor() -> None:
     assert item_tensor("text") is None
 
 
-def test_ready_event_follows_the_tensor_and_is_weak() -> None:
+def test_the_ready_event_is_a_field_of_the_frame() -> None:
     f = vframe(3)
     assert ready_event(f) is None and wait_ready(f) is False
     fake = FakeCudaEvent()
     ev: Any = fake
-    set_ready_event(f, ev)
-    assert ready_event(f) is ev
-    assert ready_event(f.replace(metadata={"k": 1})) is ev  # same tensor, same event
-    assert ready_event(vframe(3)) is None
-    assert wait_ready(f, CPUStream()) is True and fake.synced == 1  # CPU reader: host waits
-    before = len(device._ready)
-    del f
-    gc.collect()
-    assert len(device._ready) == before - 1
-    g = vframe()
-    set_ready_event(g, CPUEvent())
-    assert wait_ready(g) is False  # CPU events are complete: nothing to wait for
-    set_ready_event(g, None)
-    assert ready_event(g) is None
-    set_ready_event("no tensor", CPUEvent())  # ignored
+    g = with_ready_event(f, ev)
+    assert g is not f and g.ready_event is ev and ready_event(g) is ev
+    assert ready_event(f) is None  # frames are immutable: the original carries none
+    assert with_ready_event(g, ev) is g  # already carried: the same frame
+    assert ready_event(g.replace(metadata={"k": 1})) is ev  # same data, same event
+    assert ready_event(g.replace(data=torch.zeros(2, 4, 3, dtype=torch.uint8))) is None
+    assert wait_ready(g, CPUStream()) is True and fake.synced == 1  # CPU reader: host waits
+    assert pickle.loads(pickle.dumps(g)).ready_event is None  # an event stays in its process
+    c = with_ready_event(vframe(), CPUEvent())
+    assert wait_ready(c) is False  # CPU events are complete: nothing to wait for
+    assert with_ready_event(c, None).ready_event is None
+    bare = torch.ones(3)
+    assert with_ready_event(bare, CPUEvent()) is bare and ready_event(bare) is None
+    a = AudioFrame(torch.zeros(8, 2), sample_rate=48000, timestamp_ns=0, ready_event=ev)
+    m = DataMessage({"boxes": torch.ones(1, 4)}, timestamp_ns=0, ready_event=ev)
+    assert ready_event(a) is ev and ready_event(m) is ev
+
+
+def test_ready_events_do_not_outlive_their_frames() -> None:
+    # The table keyed by tensor identity is gone: nothing global to leak or to share
+    # between tests (the order-dependent failure of test_staging -> test_device).
+    assert not hasattr(device, "_ready")
 
 
 # ------------------------------------------------------------------ actors and the GPU dispatcher
@@ -255,13 +262,13 @@ def test_wait_ready_keeps_the_memory_from_the_producer_until_the_reader_ran() ->
     dev = resolve_device("cuda")
     producer, reader = new_stream(dev), new_stream(dev)
     with stream_context(producer):
-        frame = torch.full((1 << 22,), 7, dtype=torch.float32, device=dev)
-        set_ready_event(frame, record_event())
-        ptr = frame.data_ptr()
+        frame = DataMessage(torch.full((1 << 22,), 7, dtype=torch.float32, device=dev),
+                            timestamp_ns=0, ready_event=record_event())
+        ptr = frame.payload.data_ptr()
     assert wait_ready(frame, reader) is True
     with stream_context(reader):
         torch.cuda._sleep(200_000_000)  # type: ignore[attr-defined]  # ~0.1 s of GPU cycles
-        total = frame.sum()
+        total = frame.payload.sum()
     del frame  # the producer drops the frame while the reader's sum is queued
     with stream_context(producer):
         fresh = torch.empty((1 << 22,), dtype=torch.float32, device=dev)

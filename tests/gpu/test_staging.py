@@ -114,13 +114,14 @@ def test_device_frames_reach_cpu_readers_as_one_shared_host_copy(bridge_for: Any
         assert [f.frame_number for f in sink.got] == list(range(N))
     for n in range(N):
         sent, host1, host2 = src.sent[n], cpu1.got[n], cpu2.got[n]
-        assert gpu.got[n] is sent                       # GPU reader: the frame itself
+        assert gpu.got[n].data is sent.data             # GPU reader: the frame's own tensor
+        assert isinstance(ready_event(gpu.got[n]), CPUEvent)  # carrying the event of its write
         assert host1 is host2 and host1.data is not sent.data  # one copy for all CPU readers
         assert torch.equal(host1.data, sent.data) and host1.timestamp_ns == sent.timestamp_ns
     s = bridge.stats()
     assert (s.d2h_frames, s.published, s.dropped, s.pending, s.h2d_frames) == (N, N, 0, 0, 0)
     assert s.d2h_bytes == N * 4 * 6 * 3
-    assert isinstance(ready_event(src.sent[0]), CPUEvent)  # recorded at write time
+    assert ready_event(src.sent[0]) is None  # the writer's frame is immutable
 
 
 def test_host_frames_are_uploaded_once_for_gpu_readers(bridge_for: Any) -> None:
