@@ -10,8 +10,8 @@ on a GPU, so ``route`` returns at once (one call to
 actor wants its inputs (``streamlib.gpu.device.input_device``):
 
 * **CUDA frame -> GPU reader**: the frame keeps its tensor. A *ready* event is
-  recorded on the writer's current stream (once per frame, kept with
-  ``set_ready_event``), the reader's stream (its ``GPUDispatcher`` stream, else
+  recorded on the writer's current stream unless the frame carries one (GPU
+  readers get the frame with it as its ``ready_event``), the reader's stream (its ``GPUDispatcher`` stream, else
   the device's default stream) waits on it, and ``record_stream`` tells the
   caching allocator the reader uses the memory. No host sync.
 * **CUDA frame -> CPU reader**: one device->host copy into page-locked memory
