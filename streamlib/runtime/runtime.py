@@ -316,23 +316,13 @@ class Runtime:
             for out in actor.outputs.values():
                 for inp in out.links:
                     stats = inp.stats()
-                    links.append({
-                        "from": out.qualified_name,
-                        "to": inp.qualified_name,
-                        "kind": out.kind if out.kind != "any" else inp.kind,
-                        "written": stats.written,
-                        "read": stats.read,
-                        "dropped": stats.dropped,
-                        "slots": stats.slots,
-                    })
-        return {
-            "runtime": self.name,
-            "started": self._started,
-            "closed": self._closed,
-            "inflight": self._inflight,
-            "actors": [a.describe() for a in actors],
-            "links": links,
-        }
+                    links.append({"from": out.qualified_name, "to": inp.qualified_name,
+                                  "kind": out.kind if out.kind != "any" else inp.kind,
+                                  "written": stats.written, "read": stats.read,
+                                  "dropped": stats.dropped, "slots": stats.slots})
+        return {"runtime": self.name, "started": self._started, "closed": self._closed,
+                "inflight": self._inflight, "actors": [a.describe() for a in actors],
+                "links": links}
 
     def describe_samples(self, actor: Actor) -> dict[str, Any]:
         """The metrics part of ``actor.describe()`` (see ``streamlib.observe.metrics``)."""
