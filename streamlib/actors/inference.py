@@ -35,7 +35,7 @@ from streamlib.gpu.device import (
     stream_context, wait_ready, with_ready_event,
 )
 from streamlib.core.frames import DataMessage, PixelFormat, VideoFrame
-from streamlib.core.ports import StreamInput, StreamOutput
+from streamlib.core.ports import StreamInput, StreamOutput, tick_from_item
 from streamlib.errors import ConfigError, ConfigTypeError, FrameValidationError, PortKindError
 
 __all__ = ["BrightBoxDetector", "InferenceActor", "resolve_object", "to_cpu"]
@@ -105,8 +105,8 @@ def _host(value: Any) -> Any:
 
 
 def _stamp(item: Any) -> tuple[int, int, str]:
-    return (int(getattr(item, "timestamp_ns", 0)), int(getattr(item, "frame_number", 0)),
-            str(getattr(item, "clock_id", "monotonic")))
+    tick = tick_from_item(item)  # the one rule for an item's stamp
+    return tick.timestamp_ns, tick.frame_number, tick.clock_id
 
 
 class InferenceActor(Actor):

@@ -20,6 +20,7 @@ from streamlib.clocks import (
     VirtualClock, deadline_ns,
 )
 from streamlib.errors import ClockClosedError, EndOfStream
+from tests.helpers.fake_time import FakeTAI, FakeTime
 
 NTSC = Fraction(60000, 1001)
 MS = 1_000_000
@@ -43,35 +44,6 @@ class GuardedTime:
     def advance_to(self, t: int) -> None:
         self.t = t
         self.reads_since_advance = 0
-
-
-class FakeTime:
-    """A settable clock whose ``sleep`` advances it by exactly the time asked."""
-
-    def __init__(self, t: int = 0) -> None:
-        self.t = t
-        self.sleeps: list[int] = []
-
-    def __call__(self) -> int:
-        return self.t
-
-    def sleep(self, duration_ns: int) -> None:
-        self.sleeps.append(duration_ns)
-        self.t += duration_ns
-
-
-class FakeTAI:
-    """A TimeSource over FakeTime."""
-
-    def __init__(self, t: int) -> None:
-        self.time = FakeTime(t)
-
-    def now_ns(self) -> int:
-        return self.time.t
-
-    @property
-    def synchronized(self) -> bool:
-        return True
 
 
 def run(coro_fn: Callable[[], object]) -> None:

@@ -33,6 +33,7 @@ from streamlib.clocks import (
     parse_rate,
 )
 from streamlib.errors import ClockClosedError, EndOfStream, StreamlibError
+from tests.helpers.fake_time import FakeTAI, FakeTime
 
 NTSC = Fraction(60000, 1001)
 
@@ -40,36 +41,6 @@ NTSC = Fraction(60000, 1001)
 def exact_deadline(rate: Fraction, n: int, start: int = 0) -> int:
     """Independent closed form: floor(n / rate seconds) in ns, via Fraction."""
     return start + math.floor(Fraction(n) / rate * 10**9)
-
-
-class FakeTime:
-    """A settable clock; ``sleep`` advances it by exactly the requested time."""
-
-    def __init__(self, t: int = 0) -> None:
-        self.t = t
-        self.sleeps: list[int] = []
-
-    def __call__(self) -> int:
-        return self.t
-
-    def sleep(self, duration_ns: int) -> None:
-        self.sleeps.append(duration_ns)
-        self.t += duration_ns
-
-
-class FakeTAI:
-    """A TimeSource over FakeTime."""
-
-    def __init__(self, t: int, synchronized: bool = True) -> None:
-        self.time = FakeTime(t)
-        self._sync = synchronized
-
-    def now_ns(self) -> int:
-        return self.time.t
-
-    @property
-    def synchronized(self) -> bool:
-        return self._sync
 
 
 def run_in_thread(fn: object) -> tuple[threading.Thread, queue.Queue[object]]:
