@@ -320,8 +320,11 @@ class CompositorActor(Actor):
         device = device or torch.device("cpu")
         out = torch.empty((self.height, self.width, 3), dtype=torch.uint8, device=device)
         fill = self._bg_image
-        if fill.device != device:  # kept per device: no host copy every frame
-            fill = self._bg_on.setdefault(str(device), fill.to(device))
+        if fill.device != device:  # uploaded once per device: no host sync every frame
+            on = self._bg_on.get(str(device))
+            if on is None:
+                on = self._bg_on[str(device)] = fill.to(device)
+            fill = on
         if background is None:
             out.copy_(fill)
         else:

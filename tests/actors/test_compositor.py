@@ -204,6 +204,24 @@ def test_scale_resizes_once_per_input_tensor(rt: Runtime, monkeypatch: pytest.Mo
     assert resize_layer(data, 1.5).shape == (5, 6, 3)
 
 
+def test_background_is_uploaded_once_per_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "meta" stands in for a GPU (any device other than the host background's): each
+    # Tensor.to onto it would be a blocking host->device copy every frame.
+    uploads: list[str] = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        uploads.append(str(args[0]) if args else str(kwargs.get("device")))
+        return real_to(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    comp = CompositorActor(8, 4, background=(10, 20, 30))
+    comp.device = torch.device("meta")
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    outs = [comp.render() for _ in range(3)]
+    assert uploads == ["meta"]
+    assert [o.device.type for o in outs] == ["meta"] * 3 and outs[0].shape == (4, 8, 3)
+
+
 def test_missing_layer_and_background_frames(rt: Runtime) -> None:
     comp = CompositorActor(6, 4, "#102030", layers={"empty": {}, "full": {"x": 4}})
     out = comp.render(None, {"full": vf(solid(4, 4, (9, 9, 9)))})
