@@ -39,9 +39,10 @@ def _boxes_of(payload: Any, key: str) -> tuple[torch.Tensor, torch.Tensor | None
     return boxes, scores
 
 
-def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, color: Sequence[int],
+def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, color: Sequence[int] | torch.Tensor,
                thickness: int = 2, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """A copy of ``image`` (H, W, C) uint8 with box outlines drawn in ``color``.
+    """A copy of ``image`` (H, W, C) uint8 with box outlines drawn in ``color``
+    (C values; a tensor already on the image's device and of its dtype costs no copy).
 
     ``boxes`` is (N, 4) ``x0, y0, x1, y1`` in pixels (x1, y1 exclusive,
     rounded); each outline is ``thickness`` pixels wide inside the box.
@@ -64,7 +65,10 @@ def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, color: Sequence[int],
         k = keep.to(dev).reshape(-1, 1).to(work)
         rows, rows_in = rows * k, rows_in * k
     mask = (rows.T @ cols - rows_in.T @ cols_in) > 0.5  # (H, W): on some outline
-    paint = torch.tensor(list(color), dtype=image.dtype, device=dev)
+    if isinstance(color, torch.Tensor):
+        paint = color.to(device=dev, dtype=image.dtype)  # a no-op when it already matches
+    else:
+        paint = torch.tensor(list(color), dtype=image.dtype, device=dev)
     return torch.where(mask.unsqueeze(-1), paint, image)
 
 
@@ -122,21 +126,29 @@ class OverlayBoxesActor(Actor):
         self._frames: deque[VideoFrame] = deque()
         self._results: dict[int, DataMessage] = {}
         self._newest: DataMessage | None = None
+        # (device, dtype, channel values) -> paint tensor: built once, because building it
+        # per frame is a blocking host->device copy on CUDA
+        self._paints: dict[tuple[torch.device, torch.dtype, tuple[int, ...]], torch.Tensor] = {}
         self.drawn = 0      # frames published with their own result
         self.unmatched = 0  # frames published with an older result or none
 
-    def _paint_color(self, fmt: PixelFormat) -> list[int]:
+    def _paint(self, fmt: PixelFormat, image: torch.Tensor) -> torch.Tensor:
         r, g, b = self.color
-        table = {PixelFormat.RGB24: [r, g, b], PixelFormat.RGBA: [r, g, b, 255],
-                 PixelFormat.BGR24: [b, g, r], PixelFormat.BGRA: [b, g, r, 255]}
+        table = {PixelFormat.RGB24: (r, g, b), PixelFormat.RGBA: (r, g, b, 255),
+                 PixelFormat.BGR24: (b, g, r), PixelFormat.BGRA: (b, g, r, 255)}
         if fmt not in table:
             raise FrameValidationError(f"OverlayBoxesActor '{self.actor_id}': cannot draw on "
                                        f"{fmt.value} frames (rgb24, rgba, bgr24, bgra)")
-        return table[fmt]
+        key = (image.device, image.dtype, table[fmt])
+        paint = self._paints.get(key)
+        if paint is None:
+            paint = self._paints[key] = torch.tensor(key[2], dtype=image.dtype,
+                                                     device=image.device)
+        return paint
 
     def _publish(self, frame: VideoFrame, msg: DataMessage | None) -> None:
         data = frame.data
-        color = self._paint_color(frame.format)
+        color = self._paint(frame.format, data)
         if msg is not None:
             # The producer's GPU work must be done (a CPU frame blocks the host until then).
             wait_ready(msg, current_stream(data.device))

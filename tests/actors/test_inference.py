@@ -291,6 +291,30 @@ def test_overlay_draws_each_frame_with_its_own_result() -> None:
         assert frame.timestamp_ns == frame.frame_number * 1_000_000_000 // 30
 
 
+def test_overlay_builds_its_paint_once_per_device_dtype_and_format(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # On CUDA each torch.tensor(..., device=cuda) is a blocking host->device copy.
+    built: list[list[int]] = []
+    real_tensor = torch.tensor
+
+    def counting(data: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        built.append(list(data))
+        return real_tensor(data, *args, **kwargs)
+
+    with ActorHarness(OverlayBoxesActor, sync=False, thickness=1, color=(9, 8, 7)) as h:
+        h.feed("data", DataMessage(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), timestamp_ns=0))
+        monkeypatch.setattr(torch, "tensor", counting)
+        corners = []
+        for i, fmt in enumerate(["rgb24", "rgb24", "rgba", "rgb24", "rgba"]):
+            h.feed("video", VideoFrame(torch.zeros((4, 4, 4 if fmt == "rgba" else 3),
+                                                   dtype=torch.uint8),
+                                       timestamp_ns=i, frame_number=i, format=fmt))
+            (frame,) = h.tick()["video"]
+            corners.append(frame.data[0, 0].tolist())
+    assert built == [[9, 8, 7], [9, 8, 7, 255]]
+    assert corners == [[9, 8, 7], [9, 8, 7], [9, 8, 7, 255], [9, 8, 7], [9, 8, 7, 255]]
+
+
 def test_overlay_without_results_releases_frames_after_max_pending() -> None:
     with ActorHarness(OverlayBoxesActor, max_pending=2) as h:
         frames = [VideoFrame(torch.zeros((4, 4, 3), dtype=torch.uint8), timestamp_ns=i,
