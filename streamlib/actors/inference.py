@@ -318,7 +318,10 @@ class InferenceActor(Actor):
         if fmt is None:
             raise FrameValidationError(f"InferenceActor '{self.actor_id}': video output needs "
                                        f"1, 3 or 4 channels, got shape {tuple(payload.shape)}")
-        return VideoFrame(payload.contiguous(), timestamp_ns=ts, frame_number=number,
+        payload = payload.contiguous()
+        if payload.is_inference():  # an inference tensor has no version counter, which
+            payload = payload.clone()  # consumers' caches read: clone it out of inference mode
+        return VideoFrame(payload, timestamp_ns=ts, frame_number=number,
                           format=fmt, clock_id=clock_id)
 
     def _run(self, frames: Sequence[Any]) -> None:

@@ -21,6 +21,7 @@ from streamlib.actors.inference import BrightBoxDetector, InferenceActor, resolv
 from streamlib.actors.overlay import OverlayBoxesActor, draw_boxes
 from streamlib.core.frames import VideoFrame
 from streamlib.control.pipeline import load_pipeline
+from streamlib.actors.compositor import CompositorActor
 from streamlib.testing import ActorHarness
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,6 +171,22 @@ def test_video_output_from_a_float_chw_model() -> None:
     assert isinstance(frame, VideoFrame) and frame.format.value == "rgb24"
     assert (frame.timestamp_ns, frame.frame_number) == (5, 2)
     assert torch.equal(frame.data, 255 - img)
+
+
+def test_a_uint8_video_output_leaves_inference_mode() -> None:
+    # The compositor's scale cache reads _version, which inference tensors lack.
+    def to_bytes(x: torch.Tensor) -> torch.Tensor:
+        return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1)  # (N, H, W, C)
+
+    with ActorHarness(InferenceActor, to_bytes, output="video") as h:
+        data = torch.full((4, 6, 3), 77, dtype=torch.uint8)
+        h.feed("video", VideoFrame(data, timestamp_ns=5, frame_number=2))
+        (frame,) = h.tick()["video"]
+    assert not frame.data.is_inference() and frame.data._version >= 0  # readable
+    assert frame.data[0, 0].tolist() == [77, 77, 77] and frame.frame_number == 2
+    comp = CompositorActor(8, 8, layers={"ai": {"scale": 2.0}})
+    out = comp.render(None, {"ai": frame})
+    assert out[7, 7].tolist() == [77, 77, 77]
 
 
 def test_a_model_that_raises_fails_only_its_actor() -> None:
