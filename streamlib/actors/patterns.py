@@ -10,13 +10,13 @@ SMPTE bars are drawn by :mod:`streamlib.media.smpte` (RP 219-1, HD layout).
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 
 from streamlib.core.actor import Actor
 from streamlib.clocks import Clock, SoftwareClock, TimedTick
-from streamlib.gpu.device import resolve_device
+from streamlib.gpu.device import Event, current_stream, record_event, resolve_device, wait_event
 from streamlib.core.frames import VideoFrame
 from streamlib.core.limits import check_frame_size
 from streamlib.core.ports import StreamOutput
@@ -158,6 +158,9 @@ class TestPatternActor(Actor):
         self._glyphs: GlyphSet | None = None
         if self.timecode:
             self._setup_timecode(where)
+        # The kernel, clone and glyph uploads above ran on this thread's stream; the
+        # first render (on the actor's pool stream) waits for them once. A no-op on CPU.
+        self._init_done: Event | None = record_event(current_stream(dev))
         self.outputs["video"] = StreamOutput("video")
 
     def _setup_timecode(self, where: str) -> None:
@@ -199,6 +202,9 @@ class TestPatternActor(Actor):
 
     def render(self, frame_number: int) -> torch.Tensor:
         """The (H, W, 3) uint8 image of frame ``frame_number`` (shared if static)."""
+        if self._init_done is not None:
+            wait_event(current_stream(self.device), self._init_done)
+            self._init_done = None
         img = self._base
         if self.pattern == "moving_box":
             img = img.clone()
@@ -213,6 +219,11 @@ class TestPatternActor(Actor):
             text = timecode_text(frame_number, self._timecode_fps())
             self._glyphs.draw(img, text, *self._text_origin)
         return img
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_init_done"] = None  # a CUDA event belongs to this process (base is on the host)
+        return state
 
     def process(self, tick: TimedTick) -> None:
         self.outputs["video"].write(VideoFrame(

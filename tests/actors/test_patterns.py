@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 
 import pytest
 import torch
 
 from streamlib import Actor, Runtime, StreamInput, TimedTick, VideoFrame, VirtualClock
+import streamlib.actors.patterns as patterns
 from streamlib.actors._font import GlyphSet, glyph_mask
 from streamlib.actors.patterns import PATTERNS, TestPatternActor, render_pattern, timecode_text
 from streamlib.media.smpte import render_smpte_bars
@@ -80,6 +82,27 @@ def test_static_pattern_is_rendered_once_and_shared() -> None:
     _, frames = run_pattern(4, width=96, height=54, pattern="smpte_bars")
     assert [f.frame_number for f in frames] == [0, 1, 2, 3]
     assert len({f.data.data_ptr() for f in frames}) == 1  # one tensor, published every tick
+
+
+def test_first_render_waits_once_for_the_construction_work(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # On CUDA the base image (SMPTE kernel, clone, glyphs) is made on the constructing
+    # thread's stream: the actor's pool stream must be ordered after it.
+    log: list[tuple[str, object, object]] = []
+    init, pool = object(), object()
+    streams = iter([init, pool, pool, pool])
+    monkeypatch.setattr(patterns, "current_stream", lambda device=None: next(streams))
+    monkeypatch.setattr(patterns, "record_event",
+                        lambda stream=None, event=None: log.append(("record", stream, None))
+                        or "init-done")
+    monkeypatch.setattr(patterns, "wait_event",
+                        lambda stream, event: log.append(("wait", stream, event)))
+    actor = TestPatternActor(160, 90, pattern="smpte_bars", timecode=True)
+    assert log == [("record", init, None)]
+    for n in range(3):
+        actor.render(n)
+    assert log == [("record", init, None), ("wait", pool, "init-done")]
+    assert pickle.loads(pickle.dumps(actor))._init_done is None
 
 
 def test_moving_box_moves_and_frames_follow_the_tick() -> None:
