@@ -138,12 +138,12 @@ def numba_kernels() -> dict[str, Callable[..., None]]:
 
 def cuda_kernel_available(out: torch.Tensor) -> bool:
     """Whether ``out`` can be composited by the one-pass CUDA kernel
-    (``streamlib.gpu.kernels.composite``): a CUDA tensor and CuPy installed."""
+    (``streamlib.gpu.kernels.composite``): a CUDA tensor, CuPy installed and NVRTC working."""
     if not out.is_cuda:
         return False
-    from streamlib.gpu.kernels import cupy_available  # noqa: PLC0415 - kernels imports this package
+    from streamlib.gpu.kernels import cuda_kernels_ready  # noqa: PLC0415 - kernels imports this package
 
-    return cupy_available()
+    return cuda_kernels_ready(out)
 
 
 def composite_into(out: torch.Tensor, layers: Sequence[Placed], backend: str = "auto") -> None:

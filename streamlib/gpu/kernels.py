@@ -22,13 +22,23 @@ per device) and launched on the caller's current torch stream, so they order
 with the actor's other work without a sync. Sources ship in the wheel as
 package data (``streamlib/gpu/cuda/*.cu``); ``STREAMLIB_KERNEL_DIR`` overrides the
 directory.
+
+CuPy importing is not enough: ``cupy-cuda12x`` without its ``[ctk]`` extra finds no
+NVRTC 12 next to a CUDA 13 torch, and then every ``RawModule.get_function`` raises.
+So the first CUDA call of the process compiles a tiny probe kernel through the same
+``RawModule`` path; if that fails, ``backend="auto"`` runs the torch references
+from then on, with one warning (logger ``streamlib``) naming the reason, and
+``kernel_backend()`` (in ``Runtime.graph()``) reports it; ``backend="cuda"``
+raises UnavailableError with the same reason.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -46,8 +56,8 @@ from streamlib.gpu.kernel_refs import (
 from streamlib.errors import ConfigError, FrameValidationError, UnavailableError
 
 __all__ = [
-    "KERNEL_FILES", "MAX_LAYERS", "NVRTC_OPTIONS", "composite", "cupy_available", "kernel_dir",
-    "kernel_source", "pgroup422_10_to_rgb", "rgb_to_i420", "rgb_to_nv12", "rgb_to_pgroup422_10",
+    "KERNEL_FILES", "MAX_LAYERS", "NVRTC_OPTIONS", "composite", "cuda_kernels_ready",
+    "cupy_available", "kernel_backend", "kernel_dir", "kernel_source", "pgroup422_10_to_rgb", "rgb_to_i420", "rgb_to_nv12", "rgb_to_pgroup422_10",
     "smpte_bars", "yuv420_to_rgb",
 ]
 
@@ -56,6 +66,7 @@ KERNEL_FILES: tuple[str, ...] = ("color.cu", "composite.cu", "patterns.cu", "pgr
 NVRTC_OPTIONS: tuple[str, ...] = ("--std=c++14", "-fmad=false")
 MAX_LAYERS = 8          # layers per composite launch (composite.cu)
 _MAX_REGIONS = 12       # regions per SMPTE band (patterns.cu)
+logger = logging.getLogger("streamlib")
 
 
 # ---------------------------------------------------------------- sources and loading
@@ -107,9 +118,82 @@ def _function(file: str, name: str, index: int) -> Any:
     return fn
 
 
+_PROBE_SOURCE = 'extern "C" __global__ void streamlib_probe(int* out) { if (out) *out = 1; }'
+_probe_result: tuple[bool, str] | None = None  # (usable, why): once per process
+_probe_lock = threading.Lock()
+
+
+def _cuda_majors(cupy: Any) -> tuple[int | None, int | None]:
+    """(CuPy's CUDA major, torch's CUDA major), None where unknown."""
+    try:
+        cupy_major: int | None = int(cupy.cuda.runtime.runtimeGetVersion()) // 1000
+    except Exception:  # noqa: BLE001 - only for the message
+        cupy_major = None
+    cuda = torch.version.cuda
+    return cupy_major, int(cuda.split(".")[0]) if cuda else None
+
+
+def _run_probe(index: int) -> tuple[bool, str]:
+    try:
+        import cupy  # noqa: PLC0415
+
+        with cupy.cuda.Device(index):
+            cupy.RawModule(code=_PROBE_SOURCE, options=NVRTC_OPTIONS).get_function(
+                "streamlib_probe")
+    except Exception as exc:  # noqa: BLE001 - NVRTC/driver errors have no common type
+        why = f"{type(exc).__name__}: {exc}"
+        majors = _cuda_majors(sys.modules.get("cupy"))
+        if None not in majors and majors[0] != majors[1]:
+            why += (f" (CuPy is built for CUDA {majors[0]}, torch for CUDA {majors[1]}: "
+                    f"install cupy-cuda{majors[0]}x[ctk] for its own NVRTC, or "
+                    f"cupy-cuda{majors[1]}x[ctk])")
+        else:
+            why += " (CuPy needs NVRTC: pip install 'streamlib[cuda]', cupy with [ctk])"
+        return False, why
+    return True, f"CuPy {getattr(cupy, '__version__', '?')} compiled a probe kernel (NVRTC)"
+
+
+def _probe(index: int) -> tuple[bool, str]:
+    """Compile the probe kernel once per process; warn once when it fails."""
+    global _probe_result
+    with _probe_lock:
+        if _probe_result is None:
+            _probe_result = _run_probe(index)
+            if not _probe_result[0]:
+                logger.warning("streamlib.gpu.kernels: CUDA kernels unavailable, using the "
+                               "torch reference implementations: %s", _probe_result[1])
+        return _probe_result
+
+
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def cuda_kernels_ready(tensor: torch.Tensor) -> bool:
+    """Whether the CUDA kernels can run on ``tensor``: a CUDA tensor, CuPy installed and
+    the probe kernel compiled (probed on the first call of the process)."""
+    if not (tensor.is_cuda and cupy_available()):
+        return False
+    result = _probe_result  # the per-frame path: no lock once probed
+    return (result if result is not None else _probe(_device_index(tensor.device)))[0]
+
+
+def kernel_backend() -> dict[str, str]:
+    """What the kernels run on and why (``Runtime.graph()["kernels"]``): backend
+    ``"cuda"``, ``"torch"`` or ``"unprobed"`` (CuPy is installed, no kernel ran on a
+    CUDA tensor yet). Never probes, never initialises CUDA."""
+    if not cupy_available():
+        return {"backend": "torch", "reason": "CuPy is not installed (pip install 'streamlib[cuda]')"}
+    result = _probe_result
+    if result is None:
+        return {"backend": "unprobed", "reason": "no kernel has run on a CUDA tensor yet"}
+    return {"backend": "cuda" if result[0] else "torch", "reason": result[1]}
+
+
 def _cupy_stream(stream: torch.cuda.Stream, index: int) -> Any:
-    """A CuPy view of the torch stream (cached): ``Stream.from_external`` on CuPy >= 14,
-    ``ExternalStream`` before."""
+    """A CuPy view of the torch stream (cached), on CuPy's current device ``index``:
+    ``Stream.from_external`` (CuPy >= 14, the CUDA stream protocol of torch's stream),
+    else ``ExternalStream`` (deprecated in CuPy 14)."""
     import cupy  # noqa: PLC0415
 
     key = (int(stream.cuda_stream), index)
@@ -117,8 +201,10 @@ def _cupy_stream(stream: torch.cuda.Stream, index: int) -> Any:
         cs = _streams.get(key)
         if cs is None:
             from_external = getattr(cupy.cuda.Stream, "from_external", None)
-            cs = (from_external(stream) if from_external is not None
-                  else cupy.cuda.ExternalStream(int(stream.cuda_stream), index))
+            if from_external is not None and hasattr(stream, "__cuda_stream__"):
+                cs = from_external(stream)
+            else:
+                cs = cupy.cuda.ExternalStream(int(stream.cuda_stream), index)
             _streams[key] = cs
     return cs
 
@@ -128,7 +214,7 @@ def _launch(file: str, name: str, device: torch.device, grid: tuple[int, int],
     """Launch on torch's current stream of ``device``."""
     import cupy  # noqa: PLC0415
 
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = _device_index(device)
     fn = _function(file, name, index)
     with cupy.cuda.Device(index), _cupy_stream(torch.cuda.current_stream(device), index):
         fn((grid[0], grid[1], 1), (block[0], block[1], 1), args)
@@ -139,10 +225,14 @@ def _use_cuda(tensor: torch.Tensor, backend: Backend, what: str) -> bool:
         return False
     if backend not in ("auto", "cuda"):
         raise ConfigError(f"{what}: backend must be 'auto', 'cuda' or 'torch', got {backend!r}")
-    ok = tensor.is_cuda and cupy_available()
+    ok = cuda_kernels_ready(tensor)
     if backend == "cuda" and not ok:
-        reason = "CuPy is not installed (pip install 'streamlib[cuda]')" if tensor.is_cuda \
-            else f"the input is on {tensor.device}"
+        if not tensor.is_cuda:
+            reason = f"the input is on {tensor.device}"
+        elif not cupy_available():
+            reason = "CuPy is not installed (pip install 'streamlib[cuda]')"
+        else:
+            reason = f"the CUDA kernels cannot be compiled: {kernel_backend()['reason']}"
         raise UnavailableError(f"{what}: backend='cuda' needs a CUDA tensor and CuPy; {reason}")
     return ok
 

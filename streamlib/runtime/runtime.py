@@ -320,9 +320,11 @@ class Runtime:
                                   "kind": out.kind if out.kind != "any" else inp.kind,
                                   "written": stats.written, "read": stats.read,
                                   "dropped": stats.dropped, "slots": stats.slots})
+        from streamlib.gpu.kernels import kernel_backend  # noqa: PLC0415 - numpy, media
+
         return {"runtime": self.name, "started": self._started, "closed": self._closed,
                 "inflight": self._inflight, "actors": [a.describe() for a in actors],
-                "links": links}
+                "links": links, "kernels": kernel_backend()}
 
     def describe_samples(self, actor: Actor) -> dict[str, Any]:
         """The metrics part of ``actor.describe()`` (see ``streamlib.observe.metrics``)."""
