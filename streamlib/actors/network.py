@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from streamlib.core.actor import Actor
+from streamlib.actors.network_device import DeviceFramePacker
 from streamlib.clocks import SoftwareClock, TimedTick
 from streamlib.core.frames import PixelFormat, VideoFrame
 from streamlib.net.assembler import FrameAssembler, ReceiverStats
@@ -129,7 +130,9 @@ class NetworkSendActor(Actor):
         device: ``"cuda"`` makes the sender GPU-resident: CUDA frames reach it
             without staging, and YCbCr-4:2:2/10 frames are packed into pgroups by
             the CUDA kernel (``streamlib.gpu.kernels``); only the packed bytes cross
-            to the host. Default: the CPU path (numba/numpy packing).
+            to the host, in one non-blocking copy into the sender's page-locked
+            buffer that its thread waits for (``streamlib.actors.network_device``).
+            Default: the CPU path (numba/numpy packing).
         multicast_interface: for a multicast ``dest``: IPv4 address of the interface
             the stream leaves by (IP_MULTICAST_IF; ``"0.0.0.0"``: the kernel's choice,
             ``"127.0.0.1"``: this host only).
@@ -204,6 +207,7 @@ class NetworkSendActor(Actor):
         self.ts_refclk = ts_refclk
         self.inputs["video"] = StreamInput("video")
         self._sender: VideoStreamSender | None = None
+        self._packer = DeviceFramePacker(self.video_format)  # for CUDA frames
         self._sdp: str | None = None
         self.frames_in = 0
         self._done = {"frames_sent": 0, "frames_dropped": 0, "packets_sent": 0,
@@ -237,14 +241,18 @@ class NetworkSendActor(Actor):
                 f.write(self._sdp)
             os.replace(tmp, self.sdp_path)  # readers never see a half-written file
 
-    def _open(self, width: int, height: int) -> VideoStreamSender:
+    def _open(self, width: int, height: int, device_frames: bool) -> VideoStreamSender:
         packetizer = VideoPacketizer(self.video_format, width, height,
                                      payload_type=self.payload_type, ssrc=self.ssrc)
         sock = open_sender(self.dest, allow_remote=self.allow_remote,
                            multicast_interface=self.multicast_interface,
                            multicast_ttl=self.multicast_ttl)
+        kwargs: dict[str, Any] = {}
+        if device_frames and self._packer.direct:  # CUDA frames are copied into pinned buffers
+            self._packer.forget()
+            kwargs["alloc"] = self._packer.alloc
         return VideoStreamSender(sock, packetizer, self.fps, pacing=self.pacing, gso=self.gso,
-                                 timing=self.timing)
+                                 timing=self.timing, **kwargs)
 
     def process(self, tick: TimedTick) -> None:
         for frame in self.inputs["video"].read_all_new():
@@ -260,7 +268,7 @@ class NetworkSendActor(Actor):
                 self.width, self.height = frame.width, frame.height
                 _check_size(who, self.width, self.height, self.video_format)
                 self._write_sdp()
-            self._sender = self._open(self.width, self.height)
+            self._sender = self._open(self.width, self.height, frame.data.is_cuda)
         if (frame.width, frame.height) != (self.width, self.height):
             raise FrameValidationError(f"{who}: frame is {frame.width}x{frame.height}, "
                                        f"the stream is {self.width}x{self.height}")
@@ -268,20 +276,16 @@ class NetworkSendActor(Actor):
         buf = self._sender.acquire(timeout=self.block_s)
         if buf is None:
             return
+        ready = None  # the event of a device->host copy into buf still running
         try:
-            data = frame.data
-            fmt = self.video_format
-            if data.is_cuda and fmt.sampling == "YCbCr-4:2:2" and fmt.depth == 10:
-                from streamlib.gpu.kernels import rgb_to_pgroup422_10
-
-                packed = rgb_to_pgroup422_10(data).reshape(-1).cpu()  # waits for the kernel
-                buf[: packed.numel()] = packed.numpy()
+            if frame.data.is_cuda:
+                ready = self._packer.pack(frame, buf)
             else:
-                pack_rgb_fast(data, fmt, out=buf)
+                pack_rgb_fast(frame.data, self.video_format, out=buf)
         except BaseException:
             self._sender.release(buf)
             raise
-        self._sender.submit(buf, media_timestamp(frame.timestamp_ns, 90000))
+        self._sender.submit(buf, media_timestamp(frame.timestamp_ns, 90000), ready)
 
     def stats(self) -> dict[str, Any]:
         """Frames in/sent/dropped, packets sent, frames sent late, whether GSO is on."""

@@ -13,6 +13,8 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +23,7 @@ from streamlib.net.mmsg import HAVE_MMSG, BatchSender, enable_gso, gso_segments
 from streamlib.net.rfc4175 import VideoPacketizer
 from streamlib.errors import ClosedError, ConfigError
 
-__all__ = ["VideoStreamSender", "SENDER_TIMINGS", "pacing_rate", "set_pacing_rate"]
+__all__ = ["ReadyEvent", "VideoStreamSender", "SENDER_TIMINGS", "pacing_rate", "set_pacing_rate"]
 
 
 SENDER_TIMINGS = ("burst", "narrow", "wide")
@@ -32,12 +34,26 @@ _LEAD_NS = 8_000_000      # narrow/wide: how far packets are handed to the kerne
 _PACED_SNDBUF = 4 << 20   # narrow/wide: room for the lead (skb truesize ~2.3 KB a packet)
 
 
+class ReadyEvent(Protocol):
+    """What ``submit(..., ready=)`` takes: a ``torch.cuda.Event`` recorded after the
+    (asynchronous) copy that fills the buffer."""
+
+    def synchronize(self) -> None: ...
+
+
+def _zeros(nbytes: int) -> npt.NDArray[np.uint8]:
+    return np.zeros(nbytes, np.uint8)
+
+
 class VideoStreamSender:
     """Sends frames of pgroups as paced RFC 4175 packets from a thread of its own.
 
     ``acquire()`` hands out one of ``buffers`` preallocated pgroup buffers (None when all
     are queued: the caller drops the frame), the caller packs into it and ``submit``s it
-    with its RTP timestamp. The thread restamps the packet headers and sends the frame
+    with its RTP timestamp, and the event of an asynchronous copy into it still running
+    (``ready``: the thread synchronises on it before it reads the buffer). A buffer goes
+    back to the free list only once it was sent, so no frame is packed into a buffer
+    still being sent. The thread restamps the packet headers and sends the frame
     in steps of ``batch`` packets, each step one ``sendmmsg`` whose messages gather
     header, pixel data (straight from the buffer: no copy in Python) and padding.
 
@@ -75,13 +91,16 @@ class VideoStreamSender:
         buffers: pgroup buffers in flight.
         gso: ``"burst"``: use UDP GSO when the OS supports it.
         timing: ``"burst"``, ``"narrow"`` or ``"wide"``.
+        alloc: makes each buffer from its size in bytes (default: zeroed numpy memory;
+            a CUDA sender passes page-locked memory its device->host copies land in).
 
     Raises ConfigError for a bad fps/pacing/batch/buffers/timing.
     """
 
     def __init__(self, sock: socket.socket, packetizer: VideoPacketizer, fps: float, *,
                  pacing: float = 0.9, batch: int = 88, buffers: int = 3,
-                 gso: bool = True, timing: str = "burst") -> None:
+                 gso: bool = True, timing: str = "burst",
+                 alloc: Callable[[int], npt.NDArray[np.uint8]] = _zeros) -> None:
         if not fps > 0 or not 0 <= pacing <= 1 or batch < 1 or buffers < 1:
             raise ConfigError(f"VideoStreamSender: need fps > 0, 0 <= pacing <= 1, batch >= 1, "
                               f"buffers >= 1; got {fps}, {pacing}, {batch}, {buffers}")
@@ -114,9 +133,9 @@ class VideoStreamSender:
         self._sender = BatchSender(sock, max_batch=256)
         self._free: queue.Queue[npt.NDArray[np.uint8]] = queue.Queue()
         for _ in range(buffers):
-            self._free.put(np.zeros(packetizer.frame_bytes, np.uint8))
-        self._todo: queue.SimpleQueue[tuple[npt.NDArray[np.uint8], int] | None] = \
-            queue.SimpleQueue()
+            self._free.put(alloc(packetizer.frame_bytes))
+        self._todo: queue.SimpleQueue[
+            tuple[npt.NDArray[np.uint8], int, ReadyEvent | None] | None] = queue.SimpleQueue()
         self.frames_sent = 0
         self.packets_sent = 0
         self.frames_dropped = 0
@@ -157,14 +176,16 @@ class VideoStreamSender:
         """Give back an acquired buffer without sending it."""
         self._free.put(buf)
 
-    def submit(self, buf: npt.NDArray[np.uint8], rtp_timestamp: int) -> None:
-        """Queue an acquired buffer for sending. Raises the sender thread's error, if any,
-        and ClosedError after ``close``."""
+    def submit(self, buf: npt.NDArray[np.uint8], rtp_timestamp: int,
+               ready: ReadyEvent | None = None) -> None:
+        """Queue an acquired buffer for sending; with ``ready``, the thread synchronises on
+        it before reading the buffer. Raises the sender thread's error, if any, and
+        ClosedError after ``close``."""
         if self.error is not None:
             raise self.error
         if self._closed:
             raise ClosedError("VideoStreamSender is closed")
-        self._todo.put((buf, rtp_timestamp))
+        self._todo.put((buf, rtp_timestamp, ready))
 
     def send_frame(self, buf: npt.NDArray[np.uint8], rtp_timestamp: int,
                    start_ns: int | None = None) -> None:
@@ -200,13 +221,15 @@ class VideoStreamSender:
                 item = self._todo.get()
                 if item is None:
                     return
-                buf, ts = item
-                now = time.monotonic_ns()
-                late = bool(next_start) and now > next_start + self.period_ns
-                if late:
-                    self.late_frames += 1
-                start = max(now, next_start)
+                buf, ts, ready = item
                 try:
+                    if ready is not None:
+                        ready.synchronize()  # the copy into buf is done
+                    now = time.monotonic_ns()
+                    late = bool(next_start) and now > next_start + self.period_ns
+                    if late:
+                        self.late_frames += 1
+                    start = max(now, next_start)
                     self.send_frame(buf, ts, start)
                 finally:
                     self._free.put(buf)
