@@ -9,12 +9,18 @@ recorded as ``{"skipped": "no CUDA"}``):
 
 * ``composite_1080p_4layers`` (CUDA + CuPy): GPU time per frame of
   ``streamlib.gpu.kernels.composite``, 1920x1080 background + 4 full-frame RGBA
-  layers, timed with CUDA events around each launch (target < 0.5 ms on H100).
+  layers (target < 0.5 ms on H100). ``LaunchTimer`` records a CUDA event pair
+  on the launch stream right around each CuPy launch (after streamlib's argument
+  marshalling), and a GPU lead-in (``torch.cuda._sleep``) before each frame keeps
+  the stream busy while the host marshals CuPy's arguments, so the start event
+  fires only once the kernel is queued: ``gpu_ms`` is kernel time, not launch
+  latency. ``host_launch_us`` is the host side of the same calls.
 * ``tick_overhead``: host time per ``GPUDispatcher`` tick of an actor whose
   ``process`` writes one preallocated 1080p frame to a GPU reader:
   ``context_only`` is the dispatcher's stream context with input waits alone;
-  ``in_thread`` adds the frame construction and the write (hook, event, the
-  reader's stream wait, the runtime notification) on the worker thread;
+  ``in_thread`` adds the frame construction and the write (hook, a fresh ready
+  event per frame as real frames get, the reader's stream wait, the runtime
+  notification) on the worker thread (``hook_events_per_tick`` counts them: 1);
   ``dispatch`` adds the thread-pool hop (target < 30 us); ``dispatch_inline_us``
   is the whole tick with ``GPUDispatcher(inline=True)`` (no hop). On a machine without
   CUDA the same code runs with the CPU twins.
@@ -34,10 +40,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -49,12 +56,83 @@ from streamlib.gpu.device import cuda_available, new_stream, pinned_empty, resol
 from streamlib.runtime.dispatchers import GPUDispatcher
 from streamlib.core.frames import VideoFrame
 from streamlib.gpu.buffer import GPURingBuffer
+from streamlib.gpu import staging
 from streamlib.gpu.staging import StagingBridge
 from streamlib.runtime.runtime import Runtime
 from streamlib.core.ports import StreamInput, StreamOutput
 
 W, H = 1920, 1080
 SKIP = {"skipped": "no CUDA"}
+
+
+class LaunchTimer:
+    """CUDA events recorded around each kernel launch, on the stream it runs on.
+
+    ``installed()`` wraps the compiled CuPy functions that ``streamlib.gpu.kernels``
+    launches, so a start/end pair is recorded (on torch's current stream, the one
+    CuPy launches on) right around each launch, after streamlib built the
+    arguments. ``frame(run)`` first queues ``lead_in`` (GPU work, none if None)
+    so that the stream is still busy while the host marshals CuPy's arguments.
+    """
+
+    def __init__(self, new_event: Callable[[], Any],
+                 lead_in: Callable[[], None] | None = None) -> None:
+        self._new_event = new_event
+        self.lead_in = lead_in
+        self._pairs: list[tuple[Any, Any]] = []
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        real = kernels._function
+
+        def timed_function(file: str, name: str, index: int) -> Any:
+            fn = real(file, name, index)
+
+            def launch(*args: Any) -> None:
+                start, end = self._new_event(), self._new_event()
+                start.record()
+                fn(*args)
+                end.record()
+                self._pairs.append((start, end))
+            return launch
+
+        kernels._function = timed_function  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            kernels._function = real  # type: ignore[assignment]
+
+    def frame(self, run: Callable[[], None]) -> tuple[float, float]:
+        """(GPU ms of the launches ``run`` made, host us of ``run``)."""
+        if self.lead_in is not None:
+            self.lead_in()
+        self._pairs = []
+        t0 = time.perf_counter_ns()
+        run()
+        host_us = (time.perf_counter_ns() - t0) / 1e3
+        if not self._pairs:
+            raise RuntimeError("LaunchTimer: the frame launched no kernel")
+        self._pairs[-1][1].synchronize()
+        return sum(start.elapsed_time(end) for start, end in self._pairs), host_us
+
+
+def _timing_event() -> Any:
+    return torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+
+
+def gpu_sleep(ms: float) -> Callable[[], None] | None:
+    """A lead-in of about ``ms`` of GPU time (``torch.cuda._sleep``, calibrated once with
+    events), None where torch lacks it."""
+    sleep = getattr(torch.cuda, "_sleep", None)
+    if sleep is None:
+        return None
+    start, end = _timing_event(), _timing_event()
+    start.record()
+    sleep(1_000_000)
+    end.record()
+    end.synchronize()
+    cycles = max(1000, int(1_000_000 * ms / max(start.elapsed_time(end), 1e-3)))
+    return lambda: sleep(cycles)
 
 
 def composite_case(frames: int) -> dict[str, Any]:
@@ -68,21 +146,27 @@ def composite_case(frames: int) -> dict[str, Any]:
     layers = [(torch.randint(0, 256, (H, W, 4), dtype=torch.uint8, device=dev, generator=gen),
                0, 0, 0.8) for _ in range(4)]
     out = torch.empty((H, W, 3), dtype=torch.uint8, device=dev)
-    kernels.composite(W, H, (0, 0, 0), layers, base, out=out, backend="cuda")  # compile
-    torch.cuda.synchronize()
-    samples, host = [], []
-    for _ in range(frames):
-        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        t0 = time.perf_counter()
-        start.record()
+    if not kernels.cuda_kernels_ready(out):
+        return {"skipped": f"CUDA kernels unavailable: {kernels.kernel_backend()['reason']}"}
+
+    def run() -> None:
         kernels.composite(W, H, (0, 0, 0), layers, base, out=out, backend="cuda")
-        end.record()
-        host.append((time.perf_counter() - t0) * 1e6)
-        end.synchronize()
-        samples.append(start.elapsed_time(end))
+
+    run()  # compile
+    torch.cuda.synchronize()
+    timer = LaunchTimer(_timing_event)
+    with timer.installed():
+        warm = [timer.frame(run)[1] for _ in range(20)]  # host time, for the lead-in
+        lead_ms = max(0.2, 3 * max(warm) / 1e3)
+        timer.lead_in = gpu_sleep(lead_ms)
+        samples, host = [], []
+        for _ in range(frames):
+            gpu_ms, host_us = timer.frame(run)
+            samples.append(gpu_ms)
+            host.append(host_us)
     exact = torch.equal(out.cpu(), kernels.composite_ref(W, H, (0, 0, 0), layers, base).cpu())
     return {"gpu_ms": percentiles(samples), "host_launch_us": percentiles(host),
+            "lead_in_ms": round(lead_ms, 3) if timer.lead_in is not None else None,
             "bit_exact": exact, "target_gpu_ms": 0.5}
 
 
@@ -106,15 +190,38 @@ class _Reader(Actor):
         pass
 
 
+@contextlib.contextmanager
+def counting_hook_events() -> Iterator[list[int]]:
+    """Counts the ready events the staging hook records (``[n]``) while active."""
+    real, count = staging.record_event, [0]
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        count[0] += 1
+        return real(*args, **kw)
+
+    staging.record_event = counted  # type: ignore[assignment]
+    try:
+        yield count
+    finally:
+        staging.record_event = real
+
+
 def tick_overhead_case(ticks: int) -> dict[str, Any]:
     dev = resolve_device()
     data = torch.zeros((H, W, 3), dtype=torch.uint8, device=dev)
-    with Runtime() as rt, GPUDispatcher(dev, max_workers=1) as d:
+    # Without CUDA the runtime installs no router: the CPU twin of the bridge takes the
+    # frame for a device frame and the reader for a GPU reader, so the hook runs here too.
+    bridge = None if dev.type == "cuda" else StagingBridge(
+        is_device_tensor=lambda t: True, gpu_consumer=lambda actor: dev, enabled=lambda: True)
+    with Runtime(staging=bridge) as rt, GPUDispatcher(dev, max_workers=1) as d, \
+            counting_hook_events() as hook_events:
         writer, reader = _Writer(data, dispatcher=d), _Reader(dispatcher=d)
         writer >> reader
         in_thread: list[float] = []
 
         def timed_process(tick: TimedTick) -> None:
+            # A new frame each tick, as producers write them: no ready event yet, so the
+            # hook records and attaches a fresh one every time (counted).
             t0 = time.perf_counter_ns()
             with d._context(writer):
                 _Writer.process(writer, tick)
@@ -131,6 +238,7 @@ def tick_overhead_case(ticks: int) -> dict[str, Any]:
             return out
 
         dispatch = asyncio.run(run())
+        events_per_tick = hook_events[0] / ticks
         del writer.process  # untimed again: the inline run measures the whole tick only
         with GPUDispatcher(dev, inline=True) as inline_d:
 
@@ -154,7 +262,8 @@ def tick_overhead_case(ticks: int) -> dict[str, Any]:
     return {"device": str(dev), "context_only_us": percentiles(context_only[warm:]),
             "in_thread_us": percentiles(in_thread[warm:]),
             "dispatch_us": percentiles(dispatch[warm:]),
-            "dispatch_inline_us": percentiles(inline[warm:]), "target_us": 30}
+            "dispatch_inline_us": percentiles(inline[warm:]),
+            "hook_events_per_tick": events_per_tick, "target_us": 30}
 
 
 def ring_case(cycles: int) -> dict[str, Any]:

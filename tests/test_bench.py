@@ -147,3 +147,72 @@ def test_bench_options_parse_like_the_suite() -> None:
                                       "--out", "x", "--no-plots"])
     assert (args.quick, args.only, args.out, args.plots) == (True, ["e2e", "file_io"], "x", False)
     assert cli_main(["bench", "--only", "nope"]) == 2  # the suite names the valid choices
+
+
+# ------------------------------------------------------------------ benchmarks/gpu.py
+
+class _FakeEvent:
+    def __init__(self, log: list[str], name: str, at_ms: float) -> None:
+        self.log, self.name, self.at_ms = log, name, at_ms
+
+    def record(self) -> None:
+        self.log.append(f"record {self.name}")
+
+    def synchronize(self) -> None:
+        self.log.append(f"synchronize {self.name}")
+
+    def elapsed_time(self, end: _FakeEvent) -> float:
+        return end.at_ms - self.at_ms
+
+
+def test_gpu_launch_timer_records_events_right_around_each_launch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start event is recorded after streamlib built the arguments and after the
+    lead-in was queued; end right after the launch; the frame waits on the last end."""
+    from benchmarks import gpu
+    from streamlib.gpu import kernels
+
+    log: list[str] = []
+    made = iter(range(100))
+
+    def new_event() -> _FakeEvent:
+        n = next(made)
+        return _FakeEvent(log, f"e{n}", at_ms=n * n / 10)
+
+    def compiled(file: str, name: str, index: int) -> Any:
+        return lambda grid, block, args: log.append(f"launch {name} {args}")
+
+    monkeypatch.setattr(kernels, "_function", compiled)
+
+    def run() -> None:  # what kernels._launch does, twice (e.g. 16 layers: two chunks)
+        for chunk in (1, 2):
+            log.append(f"marshal {chunk}")
+            kernels._function("composite.cu", "composite_rgb", 0)((1, 1, 1), (32, 8, 1), chunk)
+
+    timer = gpu.LaunchTimer(new_event, lead_in=lambda: log.append("lead-in"))
+    with timer.installed():
+        gpu_ms, host_us = timer.frame(run)
+    assert kernels._function is compiled  # restored
+    assert log == ["lead-in", "marshal 1", "record e0", "launch composite_rgb 1", "record e1",
+                   "marshal 2", "record e2", "launch composite_rgb 2", "record e3",
+                   "synchronize e3"]
+    assert gpu_ms == pytest.approx((0.1 - 0.0) + (0.9 - 0.4)) and host_us > 0
+    with timer.installed(), pytest.raises(RuntimeError, match="launched no kernel"):
+        timer.frame(lambda: None)
+
+
+def test_gpu_tick_overhead_records_a_fresh_event_per_frame() -> None:
+    """in_thread_us includes the hook's event for every frame (the CPU twins here)."""
+    from benchmarks import gpu
+
+    f = gpu.tick_overhead_case(20)
+    assert f["device"] == "cpu" and f["hook_events_per_tick"] == 1.0
+    assert f["in_thread_us"]["count"] == 18.0
+
+
+def test_gpu_cases_skip_without_cuda() -> None:
+    from benchmarks import gpu
+
+    if gpu.cuda_available():
+        pytest.skip("CUDA here: the cases run")
+    assert gpu.composite_case(2) == gpu.staging_case(2) == {"skipped": "no CUDA"}
