@@ -249,7 +249,6 @@ class NetworkSendActor(Actor):
                            multicast_ttl=self.multicast_ttl)
         kwargs: dict[str, Any] = {}
         if device_frames and self._packer.direct:  # CUDA frames are copied into pinned buffers
-            self._packer.forget()
             kwargs["alloc"] = self._packer.alloc
         return VideoStreamSender(sock, packetizer, self.fps, pacing=self.pacing, gso=self.gso,
                                  timing=self.timing, **kwargs)
@@ -301,6 +300,7 @@ class NetworkSendActor(Actor):
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.close(timeout)
+            self._packer.forget()  # its pinned buffers go with it
             for k in self._done:
                 self._done[k] += getattr(sender, k)
 

@@ -141,6 +141,19 @@ def test_device_frames_never_take_the_blocking_cpu_copy(
     assert sent == [bytes(pack_rgb_fast(host, fmt)) for _, host in frames]  # the CPU path's
 
 
+def test_device_frames_after_a_host_frame_go_into_the_plain_buffers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the first frame opened the sender with plain buffers: the copy still lands in them
+    log: list[tuple[str, str]] = []
+    frames = _frames()
+    frames[0] = (frames[0][0].replace(data=frames[0][1].clone()), frames[0][1])
+    count = Counting(monkeypatch, log)
+    sent = _run("YCbCr-4:2:2/10", frames, monkeypatch, log)
+    # one .cpu(): the host frame's, a no-op in the CPU packer
+    assert (count.cpu, len(count.copies)) == (1, N - 1)
+    assert sent == [bytes(pack_rgb_fast(host, "YCbCr-4:2:2/10")) for _, host in frames]
+
+
 @pytest.mark.parametrize("fmt", ["YCbCr-4:2:2/10", "RGB/8"])
 def test_device_frames_one_non_blocking_copy_into_the_senders_pinned_buffers(
         fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
