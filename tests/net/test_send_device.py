@@ -283,5 +283,17 @@ def test_cuda_frames_pack_into_pinned_buffers_byte_identical() -> None:
             if ready is not None:
                 ready.synchronize()
             assert bytes(buf) == bytes(pack_rgb_fast(host, fmt)), (fmt, channels)
-        if fmt != "YCbCr-4:2:2/8":
-            assert torch.from_numpy(buf).is_pinned()
+        assert packer._host[buf.ctypes.data].is_pinned()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fmt", ["YCbCr-4:2:2/10", "RGB/8", "YCbCr-4:2:2/8"])
+def test_cuda_frames_through_the_actor_send_the_cpu_paths_bytes(
+        fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    log: list[tuple[str, str]] = []
+    frames = [(f.replace(data=host.cuda()), host) for f, host in _frames()]
+    count = Counting(monkeypatch, log)
+    sent = _run(fmt, frames, monkeypatch, log)
+    assert count.cpu == 0
+    assert len(count.copies) == N and all(nb for _, nb in count.copies)
+    assert sent == [bytes(pack_rgb_fast(host, fmt)) for _, host in frames]
