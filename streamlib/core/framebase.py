@@ -145,7 +145,7 @@ class Stamped:
         New ``data`` or ``payload`` drops the ready event (it marked the old tensor's
         work) unless ``ready_event`` is given too."""
         if ("data" in changes or "payload" in changes) and "ready_event" not in changes:
-            changes["ready_event"] = None
+            changes["ready_event"] = changes["ready_version"] = None
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     # mappingproxy can neither be pickled nor deep-copied, and frames cross process
@@ -155,7 +155,7 @@ class Stamped:
         if "metadata" in state:
             state["metadata"] = dict(state["metadata"])
         if "ready_event" in state:
-            state["ready_event"] = None  # a CUDA event belongs to this process
+            state["ready_event"] = state["ready_version"] = None  # a CUDA event is per process
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

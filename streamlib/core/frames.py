@@ -155,15 +155,18 @@ class VideoFrame(TensorFrame):
     clock_id: str = "monotonic"
     metadata: Mapping[str, Any] = field(default_factory=empty_metadata)
     # Recorded after the GPU work that fills the tensor; readers on other streams wait
-    # on it (streamlib.gpu.device.wait_ready). Not compared, not pickled.
+    # on it (streamlib.gpu.device.wait_ready). Not compared, not pickled. ready_version:
+    # the tensor's version counter when the event was attached (an in-place rewrite
+    # since makes the event stale; None: not tracked).
     ready_event: ReadyEvent | None = field(default=None, kw_only=True, compare=False)
+    ready_version: int | None = field(default=None, kw_only=True, compare=False, repr=False)
 
     if TYPE_CHECKING:  # the typed signature callers see: numpy data and str formats are accepted
 
         def __init__(
             self, data: _ArrayLike, timestamp_ns: int, frame_number: int = 0,
             format: PixelFormat | str | None = ..., clock_id: str = ..., metadata: Mapping[str, Any] = ...,
-            *, ready_event: ReadyEvent | None = ...,
+            *, ready_event: ReadyEvent | None = ..., ready_version: int | None = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -220,15 +223,18 @@ class AudioFrame(TensorFrame):
     clock_id: str = "monotonic"
     metadata: Mapping[str, Any] = field(default_factory=empty_metadata)
     # Recorded after the GPU work that fills the tensor; readers on other streams wait
-    # on it (streamlib.gpu.device.wait_ready). Not compared, not pickled.
+    # on it (streamlib.gpu.device.wait_ready). Not compared, not pickled. ready_version:
+    # the tensor's version counter when the event was attached (an in-place rewrite
+    # since makes the event stale; None: not tracked).
     ready_event: ReadyEvent | None = field(default=None, kw_only=True, compare=False)
+    ready_version: int | None = field(default=None, kw_only=True, compare=False, repr=False)
 
     if TYPE_CHECKING:  # the typed signature callers see: numpy data is accepted
 
         def __init__(
             self, data: _ArrayLike, sample_rate: int, timestamp_ns: int, frame_number: int = 0,
             clock_id: str = ..., metadata: Mapping[str, Any] = ...,
-            *, ready_event: ReadyEvent | None = ...,
+            *, ready_event: ReadyEvent | None = ..., ready_version: int | None = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -380,8 +386,11 @@ class DataMessage(Stamped):
     clock_id: str = "monotonic"
     metadata: Mapping[str, Any] = field(default_factory=empty_metadata)
     # Recorded after the GPU work that fills the tensor; readers on other streams wait
-    # on it (streamlib.gpu.device.wait_ready). Not compared, not pickled.
+    # on it (streamlib.gpu.device.wait_ready). Not compared, not pickled. ready_version:
+    # the tensor's version counter when the event was attached (an in-place rewrite
+    # since makes the event stale; None: not tracked).
     ready_event: ReadyEvent | None = field(default=None, kw_only=True, compare=False)
+    ready_version: int | None = field(default=None, kw_only=True, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.topic, str):

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CPUEvent", "CPUStream", "DeviceLike", "Event", "Stream", "cuda_available",
     "current_stream", "default_stream", "input_device", "is_cuda", "item_tensor", "new_event",
-    "new_stream", "own_device", "pinned_empty", "ready_event", "record_event", "resolve_device",
-    "stream_context", "wait_event", "wait_ready", "wants_gpu_dispatcher", "with_ready_event",
+    "new_stream", "own_device", "pinned_empty", "ready_event", "record_event", "record_stream",
+    "resolve_device", "stream_context", "tensor_version", "wait_event", "wait_ready",
+    "wants_gpu_dispatcher", "with_ready_event",
 ]
 
 DeviceLike = Union[str, torch.device, int, None]
@@ -296,20 +297,50 @@ def item_tensor(item: object) -> torch.Tensor | None:
     return payload if isinstance(payload, torch.Tensor) else None
 
 
+def tensor_version(tensor: torch.Tensor | None) -> int | None:
+    """``tensor``'s version counter (bumped by every in-place write), None when it has
+    none (no tensor, or an inference tensor)."""
+    if tensor is None:
+        return None
+    try:
+        return int(tensor._version)
+    except RuntimeError:  # "Inference tensors do not track version counter"
+        return None
+
+
 def with_ready_event(item: Any, event: Event | None) -> Any:
     """``item`` carrying ``event`` (recorded after the work that fills its tensors):
-    a frame's ``ready_event`` field, so the event travels with the frame. A bare
-    tensor cannot carry one and comes back as it is (the staging bridge still makes
-    each GPU reader's stream wait on it at write time)."""
-    if not hasattr(item, "ready_event") or item.ready_event is event:
+    a frame's ``ready_event`` field, so the event travels with the frame, with its
+    tensor's version then (``ready_version``). A bare tensor cannot carry one and
+    comes back as it is (the staging bridge still makes each GPU reader's stream
+    wait on it at write time)."""
+    if not hasattr(item, "ready_event"):
         return item
-    return item.replace(ready_event=event)
+    version = tensor_version(item_tensor(item))
+    if item.ready_event is event and item.ready_version == version:
+        return item
+    return item.replace(ready_event=event, ready_version=version)
 
 
 def ready_event(item: object) -> Event | None:
-    """The event a frame or message carries (``ready_event``), or None."""
+    """The event a frame or message carries (``ready_event``), or None; None too when
+    its tensor was rewritten in place since the event was attached (the version
+    counter moved on), so the writer's stream gets a fresh event recorded."""
     found: Event | None = getattr(item, "ready_event", None)
+    if found is None:
+        return None
+    version = getattr(item, "ready_version", None)
+    if version is not None and tensor_version(item_tensor(item)) != version:
+        return None
     return found
+
+
+def record_stream(tensor: torch.Tensor, stream: Stream) -> None:
+    """Tell the caching allocator that ``stream`` uses ``tensor``'s memory, so freeing
+    it cannot hand the block to new work before that stream's queued reads ran. Only
+    for a CUDA stream of the tensor's own device (a no-op otherwise)."""
+    if tensor.is_cuda and not isinstance(stream, CPUStream) and stream.device == tensor.device:
+        tensor.record_stream(stream)
 
 
 def wait_ready(item: object, stream: Stream | None = None) -> bool:
@@ -324,12 +355,14 @@ def wait_ready(item: object, stream: Stream | None = None) -> bool:
     event = ready_event(item)
     if event is None or isinstance(event, CPUEvent):
         return False
-    wait_event(stream, event)
     tensor = item_tensor(item)
-    if tensor is not None and tensor.is_cuda:
-        user = torch.cuda.current_stream(tensor.device) if stream is None else stream
-        if isinstance(user, torch.cuda.Stream) and user.device == tensor.device:
-            tensor.record_stream(user)
+    if stream is None and tensor is not None and tensor.is_cuda:
+        # the tensor's device, not the current one: on another GPU ``event.wait()``
+        # would order the wrong stream
+        stream = torch.cuda.current_stream(tensor.device)
+    wait_event(stream, event)
+    if tensor is not None and stream is not None:
+        record_stream(tensor, stream)
     return True
 
 

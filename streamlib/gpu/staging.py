@@ -55,7 +55,7 @@ from streamlib.clocks import TimedTick
 from streamlib.errors import ConfigError
 from streamlib.gpu.device import (
     CPU, CPUStream, Event, Stream, current_stream, default_stream, input_device, item_tensor,
-    new_stream, pinned_empty, ready_event, record_event, stream_context, wait_event,
+    new_stream, pinned_empty, ready_event, record_event, record_stream, stream_context, wait_event,
     with_ready_event,
 )
 
@@ -86,13 +86,6 @@ def _is_cuda_tensor(tensor: torch.Tensor) -> bool:
 def _gpu_consumer(actor: Actor) -> torch.device | None:
     dev = input_device(actor)
     return dev if dev.type == "cuda" else None
-
-
-def _record_stream(tensor: torch.Tensor, stream: Stream) -> None:
-    # Tells the caching allocator that ``stream`` uses the memory, so freeing the frame
-    # cannot hand the block to new work before that stream's queued reads ran.
-    if not isinstance(stream, CPUStream) and stream.device == tensor.device:
-        tensor.record_stream(stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +201,7 @@ class StagingBridge:
                 continue
             stream = self._consumer_stream(owner, device)
             wait_event(stream, event)
-            _record_stream(tensor, stream)
+            record_stream(tensor, stream)
             now.append((inp, ready))
         if cpu_links:
             self._stage_down(output, item, tensor, event, tuple(cpu_links))
@@ -229,7 +222,7 @@ class StagingBridge:
                 staged = uploads[device] = self._stage_up(item, tensor, device)
             stream = self._consumer_stream(owner, device)
             wait_event(stream, ready_event(staged))
-            _record_stream(item_tensor(staged), stream)  # type: ignore[arg-type]
+            record_stream(item_tensor(staged), stream)  # type: ignore[arg-type]
             now.append((inp, staged))
         return now
 
@@ -262,7 +255,7 @@ class StagingBridge:
         host = pinned_empty(tensor.shape, tensor.dtype)
         with stream_context(copy):
             host.copy_(tensor, non_blocking=True)
-        _record_stream(tensor, copy)  # the writer may free the frame before the copy ran
+        record_stream(tensor, copy)  # the writer may free the frame before the copy ran
         done = record_event(copy)
         owner = output._owner
         runtime = None if owner is None else owner._sl.runtime

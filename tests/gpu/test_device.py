@@ -151,6 +151,88 @@ def test_the_ready_event_is_a_field_of_the_frame() -> None:
     assert ready_event(a) is ev and ready_event(m) is ev
 
 
+def test_a_ready_event_goes_stale_when_its_tensor_is_rewritten_in_place() -> None:
+    first, second = FakeCudaEvent(), FakeCudaEvent()
+    f = with_ready_event(vframe(1), first)
+    assert ready_event(f) is first and f.ready_version == f.data._version
+    f.data.add_(1)  # the producer rewrites the tensor in place and republishes the frame
+    assert ready_event(f) is None and wait_ready(f, CPUStream()) is False and first.synced == 0
+    assert ready_event(f.replace(metadata={"k": 1})) is None  # still the rewritten tensor
+    g = with_ready_event(f, first)  # the same event object re-recorded: a new mark
+    assert g is not f and ready_event(g) is first
+    h = with_ready_event(g, second)
+    assert ready_event(h) is second and pickle.loads(pickle.dumps(h)).ready_version is None
+    m = DataMessage({"boxes": torch.ones(1, 4)}, timestamp_ns=0)
+    assert ready_event(with_ready_event(m, first)) is first  # no tensor payload: untracked
+    with torch.inference_mode():
+        inf = torch.ones(2, 2, 3, dtype=torch.uint8)
+    i = with_ready_event(VideoFrame(inf, timestamp_ns=0), first)
+    assert i.ready_version is None and ready_event(i) is first  # no version counter
+
+
+def test_a_republished_rewritten_frame_gets_a_fresh_event_from_the_bridge() -> None:
+    from streamlib.gpu.staging import StagingBridge  # noqa: PLC0415 - only this test
+
+    bridge = StagingBridge(is_device_tensor=lambda t: True, gpu_consumer=lambda a: device.CPU,
+                           enabled=lambda: True)
+    try:
+        reader = Reader()
+        inp = reader.inputs["video"]
+        out = device.CPUEvent()
+        f = with_ready_event(vframe(2), out)
+        (_, sent), = bridge._from_device(inp, f, f.data, (inp,))  # type: ignore[arg-type]
+        assert sent is f  # a current event: the frame as it is
+        f.data.add_(1)
+        (_, again), = bridge._from_device(inp, f, f.data, (inp,))  # type: ignore[arg-type]
+        assert again is not f and ready_event(again) is not out
+        assert isinstance(ready_event(again), CPUEvent) and again.ready_version == f.data._version
+    finally:
+        bridge.close()
+
+
+class _OnGPU1(torch.Tensor):
+    """A host tensor that says it lives on cuda:1 (the stream rules only look at that)."""
+
+    used_by: list[Any]
+
+    @property
+    def is_cuda(self) -> bool:  # type: ignore[override]
+        return True
+
+    @property
+    def device(self) -> torch.device:  # type: ignore[override]
+        return torch.device("cuda", 1)
+
+    def record_stream(self, stream: Any) -> None:  # type: ignore[override]
+        self.used_by.append(stream)
+
+
+def test_wait_ready_without_a_stream_uses_the_tensor_devices_stream(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # With cuda:0 current, event.wait() would order cuda:0's stream, not the reader's.
+    class FakeStream:
+        def __init__(self, dev: torch.device) -> None:
+            self.device = dev
+            self.waited: list[Any] = []
+
+        def wait_event(self, event: Any) -> None:
+            self.waited.append(event)
+
+    streams: dict[str, FakeStream] = {}
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda dev=None: streams.setdefault(
+        str(torch.device(dev) if dev is not None else "cuda:0"), FakeStream(torch.device(
+            dev if dev is not None else "cuda:0"))))
+    data = torch.zeros(2, 2, 3, dtype=torch.uint8).as_subclass(_OnGPU1)
+    data.used_by = []
+    ev = FakeCudaEvent()
+    frame = with_ready_event(VideoFrame(torch.zeros(2, 2, 3, dtype=torch.uint8),
+                                        timestamp_ns=0), ev)
+    object.__setattr__(frame, "data", data)
+    assert wait_ready(frame) is True
+    assert list(streams) == ["cuda:1"] and streams["cuda:1"].waited == [ev]
+    assert ev.waited_on == [] and data.used_by == [streams["cuda:1"]]
+
+
 def test_ready_events_do_not_outlive_their_frames() -> None:
     # The table keyed by tensor identity is gone: nothing global to leak or to share
     # between tests (the order-dependent failure of test_staging -> test_device).
