@@ -55,7 +55,7 @@ import contextlib
 import torch
 
 from streamlib.gpu.device import (
-    CPUStream, DeviceLike, Event, Stream, current_stream, new_event, pinned_empty,
+    CPUEvent, CPUStream, DeviceLike, Event, Stream, current_stream, new_event, pinned_empty,
     record_event, resolve_device, wait_event,
 )
 from streamlib.errors import ActorStateError, ClosedError, ConfigError, StreamlibError
@@ -114,19 +114,22 @@ class ReadView:
     releases on the then-current stream.
     """
 
-    __slots__ = ("_ring", "index", "tensor", "sequence", "frame_number", "_held")
+    __slots__ = ("_ring", "index", "tensor", "sequence", "frame_number", "_held", "_stream")
 
-    def __init__(self, ring: GPURingBuffer, index: int, sequence: int, frame_number: int) -> None:
+    def __init__(self, ring: GPURingBuffer, index: int, sequence: int, frame_number: int,
+                 stream: Stream | None = None) -> None:
         self._ring, self.index = ring, index
         self.tensor: torch.Tensor = ring._buffers[index]
         self.sequence, self.frame_number = sequence, frame_number
         self._held = True
+        self._stream = stream  # the stream the read was ordered on: read done is recorded there
 
     def release(self, stream: Stream | None = None) -> None:
-        """Record *read done* on ``stream`` (current if None) and free the slot. Idempotent."""
+        """Record *read done* on ``stream`` (default: the stream the read was taken on,
+        else the current one) and free the slot. Idempotent."""
         if self._held:
             self._held = False
-            self._ring._release(self.index, stream)
+            self._ring._release(self.index, stream if stream is not None else self._stream)
 
     def __enter__(self) -> ReadView:
         return self
@@ -241,11 +244,16 @@ class GPURingBuffer:
         """
         self._check_slot(slot)
         target = stream if stream is not None else current_stream(self.device)
-        record_event(target, self._written_ev[slot.index])
+        i = slot.index
+        event = self._written_ev[i]
+        if isinstance(target, CPUStream) != isinstance(event, CPUEvent):
+            event = new_event(target)  # a pinned host ring committed from a CUDA stream
+        # record_event may return a new event (a CUDA one for a CPU twin): keep it, or
+        # readers would not wait for the copy into the slot
+        self._written_ev[i] = record_event(target, event)
         with self._cond:
             slot._open = False
             self._sequence += 1
-            i = slot.index
             self._seq[i], self._frame[i] = self._sequence, int(frame_number)
             self._writing[i], self._reads[i] = False, 0
             self._written += 1
@@ -314,8 +322,9 @@ class GPURingBuffer:
             if self._reads[index] == 1:
                 self._read += 1
             event = self._written_ev[index]
-            view = ReadView(self, index, seq, self._frame[index])
-        wait_event(stream if stream is not None else current_stream(self.device), event)
+            target = stream if stream is not None else current_stream(self.device)
+            view = ReadView(self, index, seq, self._frame[index], target)
+        wait_event(target, event)
         return view
 
     def read_latest(self, timeout: float = 0.0, newer_than: int = 0,
@@ -346,7 +355,8 @@ class GPURingBuffer:
         view = self.try_read_latest(0, stream)
         previous, self._plan_read = self._plan_read, view
         if previous is not None:
-            previous.release(stream)  # after taking the newest: its slot cannot be reused between
+            previous.release()  # on its own read's stream; after taking the newest, so its
+            # slot cannot be reused in between
         return None if view is None else view.tensor
 
     def _release(self, index: int, stream: Stream | None) -> None:

@@ -213,13 +213,17 @@ def new_stream(device: DeviceLike = None, priority: int = 0) -> Stream:
     return CPUStream(priority)
 
 
-def new_event(device: DeviceLike | Stream = None, timing: bool = False) -> Event:
-    """A new, unrecorded event usable on ``device`` (or a stream's device)."""
+def new_event(device: DeviceLike | Stream = None, timing: bool = False,
+              blocking: bool = False) -> Event:
+    """A new, unrecorded event usable on ``device`` (or a stream's device).
+
+    ``blocking=True``: a host ``synchronize()`` on it sleeps instead of spinning a core
+    (``cudaEventBlockingSync``); for events a thread waits on."""
     if isinstance(device, CPUStream):
-        return CPUEvent(timing)
+        return CPUEvent(timing, blocking)
     if isinstance(device, torch.cuda.Stream) or resolve_device(device).type == "cuda":
-        return torch.cuda.Event(enable_timing=timing)  # type: ignore[no-untyped-call]
-    return CPUEvent(timing)
+        return torch.cuda.Event(enable_timing=timing, blocking=blocking)  # type: ignore[no-untyped-call]
+    return CPUEvent(timing, blocking)
 
 
 def current_stream(device: DeviceLike = None) -> Stream:

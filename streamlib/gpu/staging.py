@@ -55,8 +55,8 @@ from streamlib.clocks import TimedTick
 from streamlib.errors import ConfigError
 from streamlib.gpu.device import (
     CPU, CPUStream, Event, Stream, current_stream, default_stream, input_device, item_tensor,
-    new_stream, pinned_empty, ready_event, record_event, record_stream, stream_context, wait_event,
-    with_ready_event,
+    new_event, new_stream, pinned_empty, ready_event, record_event, record_stream, stream_context,
+    wait_event, with_ready_event,
 )
 
 if TYPE_CHECKING:
@@ -256,7 +256,9 @@ class StagingBridge:
         with stream_context(copy):
             host.copy_(tensor, non_blocking=True)
         record_stream(tensor, copy)  # the writer may free the frame before the copy ran
-        done = record_event(copy)
+        # blocking: the bridge thread sleeps in synchronize() instead of spinning a core
+        # through the producer's GPU time (the copy stream waits on the producer first)
+        done = record_event(copy, new_event(copy, blocking=True))
         owner = output._owner
         runtime = None if owner is None else owner._sl.runtime
         tick = output.tick_for(item)

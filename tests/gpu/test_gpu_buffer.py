@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 import torch
 
+import streamlib.gpu.buffer as gpu_buffer
+import streamlib.gpu.device as device
 from streamlib.gpu.device import new_stream, resolve_device, stream_context
 from streamlib.errors import ActorStateError, ClosedError
 from streamlib.gpu.buffer import GPURingBuffer, ReadView, WouldBlock
@@ -200,6 +202,88 @@ def test_no_allocation_per_frame_on_cpu() -> None:
 
 # ------------------------------------------------------------------ the plan's calls
 
+class FakeStream:
+    """A CUDA stream stand-in (not a CPUStream): logs what is recorded and waited on it."""
+
+    def __init__(self, name: str, log: list[tuple[str, str, Any]]) -> None:
+        self.name, self.log = name, log
+
+    def wait_event(self, event: Any) -> None:
+        self.log.append(("wait", self.name, event))
+
+
+class FakeEvent:
+    def __init__(self, log: list[tuple[str, str, Any]]) -> None:
+        self.log = log
+
+    def record(self, stream: FakeStream) -> None:
+        self.log.append(("record", stream.name, self))
+
+    def synchronize(self) -> None:
+        self.log.append(("sync", "host", self))
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, Any]]:
+    """buffer's stream/event calls with fakes: torch.cuda.Event cannot exist without CUDA."""
+    log: list[tuple[str, str, Any]] = []
+
+    def record_event(stream: Any = None, event: Any = None) -> Any:
+        if isinstance(stream, FakeStream):
+            ev = FakeEvent(log) if event is None or not isinstance(event, FakeEvent) else event
+            ev.record(stream)
+            return ev
+        return device.record_event(stream, event)
+
+    def new_event(where: Any = None, timing: bool = False) -> Any:
+        return FakeEvent(log) if isinstance(where, FakeStream) else device.new_event(where, timing)
+
+    monkeypatch.setattr(gpu_buffer, "record_event", record_event)
+    monkeypatch.setattr(gpu_buffer, "new_event", new_event)
+    return log
+
+
+def test_a_pinned_ring_committed_from_a_cuda_stream_keeps_the_written_event(
+        fake_cuda: list[tuple[str, str, Any]]) -> None:
+    r = GPURingBuffer(SHAPE, device="cpu", pin_memory=True)
+    copy = FakeStream("copy", fake_cuda)
+    slot = r.acquire()
+    slot.commit(1, stream=copy)  # a D2H copy into the slot was queued on "copy"
+    (_, _, written), = fake_cuda
+    reader = FakeStream("reader", fake_cuda)
+    with r.read_latest(stream=reader) as view:
+        assert view.frame_number == 1
+    assert fake_cuda[1] == ("wait", "reader", written)  # the reader waits for the copy
+    with r.read_latest() as view:  # a host reader: blocks until the copy is done
+        pass
+    assert fake_cuda[-1] == ("sync", "host", written)
+    write(r, 2)  # a host commit later: back to a CPU twin, nothing stale is waited on
+    before = len(fake_cuda)
+    with r.read_latest() as view:
+        check(view.tensor, 2)
+    assert len(fake_cuda) == before
+
+
+def test_read_done_is_recorded_on_the_stream_the_read_was_taken_on(
+        fake_cuda: list[tuple[str, str, Any]]) -> None:
+    r = ring()
+    producer, reader = FakeStream("producer", fake_cuda), FakeStream("reader", fake_cuda)
+    write(r, 1)
+    with r.read_latest(stream=reader):  # current stream (the host's) is not "reader"
+        pass
+    done = [e for e in fake_cuda if e[0] == "record"]
+    assert [(k, s) for k, s, _ in done] == [("record", "reader")]
+    write(r, 2)
+    r.get_read_buffer(stream=reader)  # plan calls keep the stream too
+    r.get_read_buffer()
+    assert [(k, s) for k, s, _ in fake_cuda if k == "record"] == [("record", "reader")] * 2
+    for n in range(3, 6):  # the producer gets slot 0 back ordered after its read
+        slot = r.acquire(stream=producer)
+        slot.commit(n)
+    waits = [e for k, s, e in fake_cuda if k == "wait" and s == "producer"]
+    assert waits == [done[0][2]]  # slot 1 is still held by the plan reader
+
+
 def fill(t: torch.Tensor, value: int) -> None:
     t.fill_(value)
 
@@ -295,6 +379,10 @@ def test_gpu_streams_slow_reader_and_constant_memory() -> None:
             (big @ big).sum()
     oks = torch.zeros(64, dtype=torch.bool, device=dev)
     numbers = []
+    # built once: a torch.tensor(..., device=cuda) per frame would sync the consumer
+    # stream each time and hide the race this test is there to catch
+    wants = torch.tensor([[n % 251, (n * 7 + 3) % 256, (n // 251) % 256] for n in range(3, 60)],
+                         dtype=torch.uint8, device=dev)
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated(dev)
     for i, n in enumerate(range(3, 60)):
@@ -302,9 +390,7 @@ def test_gpu_streams_slow_reader_and_constant_memory() -> None:
         with stream_context(consumer):
             view = r.read_latest()
             (big @ big).sum()  # a slow reader, on its own stream
-            want = torch.tensor([n % 251, (n * 7 + 3) % 256, (n // 251) % 256],
-                                dtype=torch.uint8, device=dev)
-            oks[i] = (view.tensor == want).all()
+            oks[i] = (view.tensor == wants[i]).all()
             numbers.append(view.frame_number)
             view.release()
     torch.cuda.synchronize()

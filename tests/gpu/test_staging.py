@@ -168,6 +168,27 @@ class GateEvent:
         assert self.gate.wait(10)
 
 
+def test_the_bridge_thread_waits_on_blocking_events(
+        bridge_for: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A plain CUDA event's synchronize() spins a core until the copy (queued behind
+    # the producer's GPU work) is done; a blocking one sleeps.
+    made: list[tuple[Any, bool]] = []
+    real_new = staging.new_event
+
+    def new_event(where: Any = None, timing: bool = False, blocking: bool = False) -> Any:
+        made.append((where, blocking))
+        return real_new(where, timing, blocking)
+
+    monkeypatch.setattr(staging, "new_event", new_event)
+    bridge = bridge_for(True, set())
+    with Runtime(staging=bridge) as rt:
+        src, sink = Source(clock=VirtualClock(30, max_ticks=3)), Sink()
+        src.outputs["video"] >> sink
+        assert rt.run(30)
+    assert [f.frame_number for f in sink.got] == [0, 1, 2]
+    assert made == [(bridge.copy_stream(CPU), True)] * 3
+
+
 def test_pending_copies_beyond_max_are_dropped_oldest_first(
         bridge_for: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     gate = threading.Event()
