@@ -10,10 +10,12 @@ on a GPU, so ``route`` returns at once (one call to
 actor wants its inputs (``streamlib.gpu.device.input_device``):
 
 * **CUDA frame -> GPU reader**: the frame keeps its tensor. A *ready* event is
-  recorded on the writer's current stream unless the frame carries one (GPU
-  readers get the frame with it as its ``ready_event``), the reader's stream (its ``GPUDispatcher`` stream, else
-  the device's default stream) waits on it, and ``record_stream`` tells the
-  caching allocator the reader uses the memory. No host sync.
+  recorded on the writer's current stream unless the frame carries a current
+  one; GPU readers get the frame carrying it (``ready_event``). A reader on a
+  ``GPUDispatcher`` waits on it at read time (its stream, when ``process``
+  starts); any other GPU reader's stream (the device's default stream) waits
+  at write time. ``record_stream`` tells the caching allocator the reader's
+  stream uses the memory. No host sync.
 * **CUDA frame -> CPU reader**: one device->host copy into page-locked memory
   on a per-device *copy stream* (after waiting on the ready event), shared by
   every CPU reader of that output. The staged frame is published to those
@@ -181,6 +183,12 @@ class StagingBridge:
             return stream
         return default_stream(device) if device.type == "cuda" else current_stream(CPU)
 
+    @staticmethod
+    def _waits_at_read(actor: Actor) -> bool:
+        # GPUDispatcher makes the actor's stream wait on its inputs' ready events
+        # when ``process`` starts: the event the frame carries is all it needs
+        return getattr(actor._sl.dispatcher, "stream_for", None) is not None
+
     def _from_device(self, output: StreamOutput, item: Any, tensor: torch.Tensor,
                      links: Iterable[StreamInput]) -> list[tuple[StreamInput, Any]]:
         event = ready_event(item)
@@ -200,7 +208,10 @@ class StagingBridge:
                 cpu_links.append(inp)
                 continue
             stream = self._consumer_stream(owner, device)
-            wait_event(stream, event)
+            if not self._waits_at_read(owner):
+                # a wait queued now would hold the reader's next work behind this
+                # frame; only readers whose dispatcher does not wait at read need it
+                wait_event(stream, event)
             record_stream(tensor, stream)
             now.append((inp, ready))
         if cpu_links:

@@ -189,6 +189,32 @@ def test_the_bridge_thread_waits_on_blocking_events(
     assert made == [(bridge.copy_stream(CPU), True)] * 3
 
 
+def test_gpu_dispatcher_readers_wait_at_read_time_not_at_write_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A wait queued at write time would serialise the reader's previous frame's work
+    # behind the producer's next frame; the GPU dispatcher waits when process starts.
+    waited: list[Any] = []
+    monkeypatch.setattr(staging, "wait_event", lambda stream, event: waited.append(stream))
+
+    class StreamDispatcher:
+        def stream_for(self, actor: Any) -> Any:
+            return "pool-stream"
+
+    bridge = StagingBridge(is_device_tensor=lambda t: True, gpu_consumer=lambda a: CPU,
+                           enabled=lambda: True)
+    try:
+        pooled, plain = Sink(), Sink()
+        pooled._sl.dispatcher = StreamDispatcher()  # type: ignore[assignment]
+        links = (pooled.inputs["video"], plain.inputs["video"])
+        f = VideoFrame(torch.zeros(2, 2, 3, dtype=torch.uint8), timestamp_ns=0)
+        pairs = bridge.route(StreamOutput("video"), f, links)
+        assert pairs is not None and [p[0] for p in pairs] == list(links)
+        assert all(isinstance(ready_event(item), CPUEvent) for _, item in pairs)
+        assert len(waited) == 1 and waited[0] != "pool-stream"  # only the plain reader's
+    finally:
+        bridge.close()
+
+
 def test_pending_copies_beyond_max_are_dropped_oldest_first(
         bridge_for: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     gate = threading.Event()
