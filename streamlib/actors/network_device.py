@@ -26,7 +26,7 @@ import torch
 
 from streamlib.core.frames import VideoFrame
 from streamlib.gpu.device import (
-    CPUStream, Event, Stream, current_stream, new_event, pinned_empty, record_event, wait_ready,
+    Event, Stream, current_stream, new_event, pinned_empty, record_event, wait_ready,
 )
 from streamlib.net.pgroup import VideoFormat, pack_rgb_fast
 
@@ -36,9 +36,7 @@ __all__ = ["DeviceFramePacker"]
 def _done_event(stream: Stream) -> Event:
     # blocking: synchronize() sleeps in the driver instead of spinning a core through
     # the copy (CUDA's default for events without cudaEventBlockingSync)
-    if isinstance(stream, CPUStream):
-        return new_event(stream)
-    return torch.cuda.Event(blocking=True)  # type: ignore[no-untyped-call]
+    return new_event(stream, blocking=True)
 
 
 class DeviceFramePacker:
