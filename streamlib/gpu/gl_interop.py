@@ -53,10 +53,11 @@ UploadPath = Literal["cuda-gl-interop", "host"]
 INTEROP: UploadPath = "cuda-gl-interop"
 HOST: UploadPath = "host"
 GL_TEXTURE_2D = 0x0DE1
+# Register flags are plain ``unsigned int`` parameters in cuda-bindings; the enum
+# parameters (cudaGLDeviceList, cudaMemcpyKind) take the runtime's enum members, which
+# 12.8.0-12.9.5 and 13.0.0-13.1.1 require (a plain int raises AttributeError there).
 _WRITE_DISCARD = 2  # cudaGraphicsRegisterFlagsWriteDiscard
 _READ_ONLY = 1      # cudaGraphicsRegisterFlagsReadOnly
-_D2D = 3            # cudaMemcpyDeviceToDevice
-_GL_DEVICE_LIST_ALL = 1
 _BAD_VERSIONS = ("12.9.3",)  # cudaGraphicsGLRegisterImage returned a null handle
 
 
@@ -116,7 +117,7 @@ def _check(rt: Any, result: Any, call: str) -> Any:
 
 def _gl_cuda_devices(rt: Any) -> list[int]:
     """CUDA devices of the current GL context (``cudaGLGetDevices``); InteropError if none."""
-    count, devices = _check(rt, rt.cudaGLGetDevices(8, _GL_DEVICE_LIST_ALL), "cudaGLGetDevices")
+    count, devices = _check(rt, rt.cudaGLGetDevices(8, rt.cudaGLDeviceList.cudaGLDeviceListAll), "cudaGLGetDevices")
     return [int(d) for d in list(devices)[: int(count)]]
 
 
@@ -313,7 +314,8 @@ class CudaGLUploader:
                                "cudaGraphicsResourceGetMappedPointer")
             if int(size) < nbytes:
                 raise InteropError(f"mapped PBO holds {int(size)} bytes, frame needs {nbytes}")
-            _check(self.rt, self.rt.cudaMemcpyAsync(ptr, src.data_ptr(), nbytes, _D2D, stream),
+            _check(self.rt, self.rt.cudaMemcpyAsync(
+                ptr, src.data_ptr(), nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream),
                    "cudaMemcpyAsync")
         finally:
             res.unmap(stream)  # orders the copy before the caller's GL upload
@@ -422,8 +424,9 @@ class CudaGLReader:
                 array = _check(self.rt, self.rt.cudaGraphicsSubResourceGetMappedArray(
                     res.resource, 0, 0), "cudaGraphicsSubResourceGetMappedArray")
                 _check(self.rt, self.rt.cudaMemcpy2DFromArrayAsync(
-                    self._raw.data_ptr(), width * 4, array, 0, 0, width * 4, height, _D2D,
-                    stream), "cudaMemcpy2DFromArrayAsync")
+                    self._raw.data_ptr(), width * 4, array, 0, 0, width * 4, height,
+                    self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream),
+                    "cudaMemcpy2DFromArrayAsync")
             finally:
                 res.unmap(stream)
             # GL rows are bottom-up; the flip is the copy that makes the result fresh.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import enum
 import json
 import threading
 from typing import Any, Callable, Iterator
@@ -82,6 +83,12 @@ class FakeRuntime:
         self.live: list[FakeResource] = []
         self.lock = threading.Lock()
 
+    class cudaMemcpyKind(enum.IntEnum):  # noqa: N801 - the runtime's names
+        cudaMemcpyDeviceToDevice = 3
+
+    class cudaGLDeviceList(enum.IntEnum):  # noqa: N801
+        cudaGLDeviceListAll = 1
+
     def _log(self, name: str) -> int:
         with self.lock:
             self.calls.append(name)
@@ -90,7 +97,9 @@ class FakeRuntime:
     def cudaGetErrorString(self, err: int) -> tuple[int, bytes]:
         return 0, b"invalid device ordinal"
 
-    def cudaGLGetDevices(self, count: int, which: int) -> tuple[int, int, list[int]]:
+    def cudaGLGetDevices(self, count: int, which: Any) -> tuple[int, int, list[int]]:
+        # the enum member itself: cuda-bindings 12.8.0-12.9.5 and 13.0.0-13.1.1 reject ints
+        assert which is self.cudaGLDeviceList.cudaGLDeviceListAll, which
         return self._log("cudaGLGetDevices"), len(self.gl_devices), list(self.gl_devices)
 
     def cudaGraphicsGLRegisterBuffer(self, glo: int, flags: int) -> tuple[int, Any]:
@@ -138,7 +147,7 @@ class FakeRuntime:
         return self._log("cudaGraphicsSubResourceGetMappedArray"), res
 
     def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: int, stream: int) -> tuple[int]:
-        assert kind == 3  # device to device
+        assert kind is self.cudaMemcpyKind.cudaMemcpyDeviceToDevice, kind  # a member, not 3
         err = self._log("cudaMemcpyAsync")
         if not err:
             ctypes.memmove(dst, src, count)
@@ -147,7 +156,8 @@ class FakeRuntime:
     def cudaMemcpy2DFromArrayAsync(self, dst: int, dpitch: int, array: FakeResource, w_off: int,
                                    h_off: int, width: int, height: int, kind: int,
                                    stream: int) -> tuple[int]:
-        assert kind == 3 and (w_off, h_off) == (0, 0) and dpitch == width
+        assert kind is self.cudaMemcpyKind.cudaMemcpyDeviceToDevice, kind
+        assert (w_off, h_off) == (0, 0) and dpitch == width
         assert self.texture_of is not None
         raw = self.texture_of(array.glo).read(alignment=1)  # GL order: bottom row first
         assert len(raw) == width * height
@@ -295,6 +305,8 @@ class TypeCheckedRuntime(FakeRuntime):
         self.checked: set[str] = set()
 
     def __getattribute__(self, name: str) -> Any:
+        if name in ("cudaMemcpyKind", "cudaGLDeviceList"):  # the real enums, for both calls
+            return getattr(super().__getattribute__("real"), name)
         attr = super().__getattribute__(name)
         if not name.startswith("cuda") or not callable(attr):
             return attr
