@@ -403,6 +403,8 @@ class CudaGLReader:
         self._res: _Registered | None = _Registered(self.rt, resource, "texture")
         width, height = texture.size
         self._raw = torch.empty((height, width, 4), dtype=torch.uint8, device=self.device)
+        # bottom row first: one gather flips and drops components in a single copy
+        self._rows_up = torch.arange(height - 1, -1, -1, device=self.device)
 
     def read(self, fbo: moderngl.Framebuffer, components: int, *,
              staging: np.ndarray[Any, Any] | None = None) -> torch.Tensor:
@@ -429,8 +431,9 @@ class CudaGLReader:
                     "cudaMemcpy2DFromArrayAsync")
             finally:
                 res.unmap(stream)
-            # GL rows are bottom-up; the flip is the copy that makes the result fresh.
-            return self._raw.flip(0)[..., :components].contiguous()
+            # GL rows are bottom-up; the gather is the one copy that makes the result fresh
+            # (flip, then slice, would copy twice below 4 components).
+            return torch.index_select(self._raw[..., :components], 0, self._rows_up)
 
     def close(self) -> None:
         """Unregister the texture; idempotent (GL context current). Failures are logged."""

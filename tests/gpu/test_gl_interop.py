@@ -291,6 +291,29 @@ def test_reader_copies_the_texture_top_down_into_a_fresh_tensor(ctx: Any) -> Non
     target.release()
 
 
+def test_reader_flips_and_drops_components_in_one_copy(
+        ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = ctx.texture((6, 4), 4)
+    fbo = ctx.framebuffer(color_attachments=[target])
+    img = rand_image(4, 6, 4)
+    target.write(img.flip(0).numpy().tobytes(), alignment=1)
+    rt = FakeRuntime(texture_of=lambda glo: target)
+    reader = gi.CudaGLReader(target, "cpu", "fake", runtime=rt)
+    copies: list[str] = []
+    for name in ("flip", "index_select"):
+        real = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, _n=name, _r=real, **k: copies.append(_n)
+                            or _r(*a, **k))
+    real_contig = torch.Tensor.contiguous
+    monkeypatch.setattr(torch.Tensor, "contiguous",
+                        lambda self, *a, **k: copies.append("contiguous") or real_contig(self))
+    out = reader.read(fbo, 3)
+    assert copies == ["index_select"] and torch.equal(out, img[..., :3]) and out.is_contiguous()
+    reader.close()
+    fbo.release()
+    target.release()
+
+
 # -- the same sequence, type-checked by the real cuda-bindings -------------------------------
 class TypeCheckedRuntime(FakeRuntime):
     """A FakeRuntime whose every CUDA call is first made on the real
