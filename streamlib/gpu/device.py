@@ -222,7 +222,8 @@ def new_event(device: DeviceLike | Stream = None, timing: bool = False,
     if isinstance(device, CPUStream):
         return CPUEvent(timing, blocking)
     if isinstance(device, torch.cuda.Stream) or resolve_device(device).type == "cuda":
-        return torch.cuda.Event(enable_timing=timing, blocking=blocking)  # type: ignore[no-untyped-call]
+        return torch.cuda.Event(  # type: ignore[no-untyped-call]
+            enable_timing=timing, blocking=blocking)
     return CPUEvent(timing, blocking)
 
 

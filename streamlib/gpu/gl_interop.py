@@ -117,7 +117,8 @@ def _check(rt: Any, result: Any, call: str) -> Any:
 
 def _gl_cuda_devices(rt: Any) -> list[int]:
     """CUDA devices of the current GL context (``cudaGLGetDevices``); InteropError if none."""
-    count, devices = _check(rt, rt.cudaGLGetDevices(8, rt.cudaGLDeviceList.cudaGLDeviceListAll), "cudaGLGetDevices")
+    every = rt.cudaGLDeviceList.cudaGLDeviceListAll
+    count, devices = _check(rt, rt.cudaGLGetDevices(8, every), "cudaGLGetDevices")
     return [int(d) for d in list(devices)[: int(count)]]
 
 
@@ -307,15 +308,15 @@ class CudaGLUploader:
         _keep_alive(cur, data, src)
         nbytes = src.numel() * src.element_size()
         pbo, res = self._ensure_pbo(nbytes)
-        stream = int(cur.cuda_stream)
+        stream = _stream_handle(self.device)  # cur's handle
         res.map(stream)
         try:
             ptr, size = _check(self.rt, self.rt.cudaGraphicsResourceGetMappedPointer(res.resource),
                                "cudaGraphicsResourceGetMappedPointer")
             if int(size) < nbytes:
                 raise InteropError(f"mapped PBO holds {int(size)} bytes, frame needs {nbytes}")
-            _check(self.rt, self.rt.cudaMemcpyAsync(
-                ptr, src.data_ptr(), nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream),
+            d2d = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+            _check(self.rt, self.rt.cudaMemcpyAsync(ptr, src.data_ptr(), nbytes, d2d, stream),
                    "cudaMemcpyAsync")
         finally:
             res.unmap(stream)  # orders the copy before the caller's GL upload

@@ -80,6 +80,7 @@ class FakeRuntime:
         self.buffer_of, self.texture_of, self.fail = buffer_of, texture_of, fail
         self.gl_devices = gl_devices
         self.calls: list[str] = []
+        self.streams: list[tuple[str, int]] = []  # (call, stream handle) of stream-ordered calls
         self.live: list[FakeResource] = []
         self.lock = threading.Lock()
 
@@ -121,7 +122,8 @@ class FakeRuntime:
         return (self._log("cudaGraphicsUnregisterResource"),)
 
     def cudaGraphicsMapResources(self, n: int, res: FakeResource, stream: int) -> tuple[int]:
-        assert n == 1 and not res.mapped and stream == 0  # CPU twin stream handle
+        assert n == 1 and not res.mapped
+        self.streams.append(("map", stream))
         res.mapped = True
         if res.kind == "buffer":
             assert self.buffer_of is not None
@@ -130,6 +132,7 @@ class FakeRuntime:
 
     def cudaGraphicsUnmapResources(self, n: int, res: FakeResource, stream: int) -> tuple[int]:
         assert res.mapped
+        self.streams.append(("unmap", stream))
         res.mapped = False
         if res.kind == "buffer" and res.memory is not None:
             assert self.buffer_of is not None
@@ -148,6 +151,7 @@ class FakeRuntime:
 
     def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: int, stream: int) -> tuple[int]:
         assert kind is self.cudaMemcpyKind.cudaMemcpyDeviceToDevice, kind  # a member, not 3
+        self.streams.append(("copy", stream))
         err = self._log("cudaMemcpyAsync")
         if not err:
             ctypes.memmove(dst, src, count)
@@ -158,6 +162,7 @@ class FakeRuntime:
                                    stream: int) -> tuple[int]:
         assert kind is self.cudaMemcpyKind.cudaMemcpyDeviceToDevice, kind
         assert (w_off, h_off) == (0, 0) and dpitch == width
+        self.streams.append(("copy2d", stream))
         assert self.texture_of is not None
         raw = self.texture_of(array.glo).read(alignment=1)  # GL order: bottom row first
         assert len(raw) == width * height
@@ -312,6 +317,31 @@ def test_reader_flips_and_drops_components_in_one_copy(
     reader.close()
     fbo.release()
     target.release()
+
+
+def test_interop_calls_run_on_the_callers_pool_stream(
+        ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An actor's GPUDispatcher stream (not the legacy default stream, handle 0) must
+    # order the map, the copy and the unmap after the frame's producer.
+    pool = 0x7F3A5C00
+    monkeypatch.setattr(gi, "_stream_handle", lambda dev: pool)
+    target = ctx.texture((6, 4), 4)
+    fbo = ctx.framebuffer(color_attachments=[target])
+    target.write(rand_image(4, 6, 4).numpy().tobytes(), alignment=1)
+    rt = FakeRuntime(texture_of=lambda glo: target)
+    up = gi.CudaGLUploader(ctx, "cpu", runtime=rt)
+    rt.buffer_of = lambda glo: up._pbo
+    tex = ctx.texture((7, 5), 3, alignment=1)
+    frame = rand_image(5, 7, 3)
+    assert up.upload(tex, frame) == "cuda-gl-interop"
+    reader = gi.CudaGLReader(target, "cpu", runtime=rt)
+    reader.read(fbo, 3)
+    assert rt.streams == [("map", pool), ("copy", pool), ("unmap", pool),
+                          ("map", pool), ("copy2d", pool), ("unmap", pool)]
+    up.close()
+    reader.close()
+    for obj in (tex, fbo, target):
+        obj.release()
 
 
 # -- the same sequence, type-checked by the real cuda-bindings -------------------------------
