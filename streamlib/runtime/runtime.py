@@ -321,7 +321,6 @@ class Runtime:
                                   "written": stats.written, "read": stats.read,
                                   "dropped": stats.dropped, "slots": stats.slots})
         from streamlib.gpu.kernels import kernel_backend  # noqa: PLC0415 - numpy, media
-
         return {"runtime": self.name, "started": self._started, "closed": self._closed,
                 "inflight": self._inflight, "actors": [a.describe() for a in actors],
                 "links": links, "kernels": kernel_backend()}
