@@ -43,6 +43,7 @@ from streamlib.gpu.gl_interop import (
     TextureUploader, UploadPath, create_reader, create_uploader,
 )
 from streamlib.core.ports import StreamInput, StreamOutput
+from streamlib.gpu.pinned_upload import PinnedUpload
 from streamlib.errors import ConfigError, ConfigTypeError, FrameValidationError
 
 if TYPE_CHECKING:
@@ -212,6 +213,7 @@ class ShaderActor(Actor):
         self._first_ns: int | None = None
         self._uploader: TextureUploader | None = None
         self._readers: dict[str, TextureReader] = {}  # by output device
+        self._to_device = PinnedUpload()  # host readback -> device output
         self.upload_path: UploadPath = HOST  # path of the last input upload
         self.upload_reason = "no input uploaded yet"
         self.readback_path: UploadPath = HOST  # path of the last output readback
@@ -325,16 +327,21 @@ class ShaderActor(Actor):
         assert self._staging is not None
         comps = int(self._staging.shape[2])
         reader = self._reader(device)
-        try:
-            data = reader.read(fbo, comps, staging=self._staging)
-        except InteropError as exc:
-            reader.close()
-            reader = self._readers[str(device)] = HostReader(f"interop failed: {exc}")
-            data = reader.read(fbo, comps, staging=self._staging)
+        if not isinstance(reader, HostReader):
+            try:
+                data = reader.read(fbo, comps, staging=self._staging)
+                self.readback_path, self.readback_reason = reader.path, reader.reason
+                return data
+            except InteropError as exc:
+                reader.close()
+                reader = self._readers[str(device)] = HostReader(f"interop failed: {exc}")
         self.readback_path, self.readback_reason = reader.path, reader.reason
-        if data.device != device:
-            data = data.to(device)  # host readback, then one upload to the asked device
-        return data
+        if device.type == "cpu":
+            return reader.read(fbo, comps, staging=self._staging)
+        # Host readback for a device output: into the reused pinned buffer, then one async upload.
+        buf = self._to_device.buffer(self._staging.shape)
+        reader.read(fbo, comps, staging=self._staging, out=buf)
+        return self._to_device.upload(device)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

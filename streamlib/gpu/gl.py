@@ -150,16 +150,18 @@ def upload_texture(ctx: moderngl.Context, image: torch.Tensor | npt.NDArray[Any]
 
 def read_framebuffer(fbo: moderngl.Framebuffer, components: int = 4, *,
                      staging: npt.NDArray[np.uint8] | None = None,
-                     flip: bool = True) -> torch.Tensor:
+                     flip: bool = True, out: torch.Tensor | None = None) -> torch.Tensor:
     """Read colour attachment 0 of ``fbo`` into a new (H, W, components) uint8 tensor.
 
     GL returns rows bottom-up; ``flip=True`` (default) returns them top-down.
     ``staging`` is an optional reusable (H, W, components) uint8 C-contiguous
     array for the raw read (avoids one allocation per frame); the result is
-    always a fresh tensor that nothing else references, safe to publish.
+    always a fresh tensor that nothing else references, safe to publish, unless
+    ``out`` (a CPU uint8 tensor of that shape, e.g. a pinned upload buffer) is
+    given: then the result is written into ``out`` and ``out`` is returned.
 
     Raises:
-        ConfigError: ``components`` not in 1..4, or ``staging`` of the wrong shape.
+        ConfigError: ``components`` not in 1..4, or ``staging`` / ``out`` of the wrong shape.
     """
     if components not in (1, 2, 3, 4):
         raise ConfigError(f"read_framebuffer: components must be 1..4, got {components!r}")
@@ -172,7 +174,14 @@ def read_framebuffer(fbo: moderngl.Framebuffer, components: int = 4, *,
             f"read_framebuffer: staging must be a C-contiguous uint8 array of shape {shape}, "
             f"got {staging.shape} {staging.dtype}"
         )
+    if out is None:
+        out = torch.empty(shape, dtype=torch.uint8)
+    elif (tuple(out.shape) != shape or out.dtype != torch.uint8 or out.device.type != "cpu"
+          or not out.is_contiguous()):
+        raise ConfigError(
+            f"read_framebuffer: out must be a contiguous CPU uint8 tensor of shape {shape}, "
+            f"got {tuple(out.shape)} {out.dtype} on {out.device}"
+        )
     fbo.read_into(staging, components=components, alignment=1)
-    out = torch.empty(shape, dtype=torch.uint8)
     np.copyto(out.numpy(), staging[::-1] if flip else staging)
     return out

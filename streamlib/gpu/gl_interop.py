@@ -367,11 +367,12 @@ class HostReader:
         self.reason = reason
 
     def read(self, fbo: moderngl.Framebuffer, components: int, *,
-             staging: np.ndarray[Any, Any] | None = None) -> torch.Tensor:
+             staging: np.ndarray[Any, Any] | None = None,
+             out: torch.Tensor | None = None) -> torch.Tensor:
         """Colour attachment 0 of ``fbo``, rows top-down (see ``gl.read_framebuffer``)."""
         from streamlib.gpu.gl import read_framebuffer
 
-        return read_framebuffer(fbo, components, staging=staging)
+        return read_framebuffer(fbo, components, staging=staging, out=out)
 
     def close(self) -> None:
         """Nothing to release; idempotent."""
