@@ -315,13 +315,14 @@ class DisplayActor(Actor):
         return None
 
     def _gl_setup(self) -> None:
-        from streamlib.gpu.gl import create_offscreen_context
+        from streamlib.gpu.gl import create_offscreen_context, interop_cuda_ordinal
 
         self._gl_ident = threading.get_ident()
         mode, why = self._choose_mode()
         self.mode = mode
         if mode == "headless":
-            self._ctx = create_offscreen_context(require=330)  # EGL first; GLContextError names why
+            # EGL first, on the GPU interop will use; GLContextError names why none worked
+            self._ctx = create_offscreen_context(require=330, cuda_device=interop_cuda_ordinal(None))
             self._fbo = self._ctx.framebuffer(
                 color_attachments=[self._ctx.renderbuffer((self.width, self.height), 4)])
             self._fb_size = (self.width, self.height)

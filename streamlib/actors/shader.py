@@ -36,7 +36,7 @@ from streamlib.core.frames import PixelFormat, VideoFrame
 from streamlib.core.limits import check_frame_size
 from streamlib.gpu.gl import (
     FULLSCREEN_VERTEX_SHADER, GLContextError, ShaderCompileError, create_offscreen_context,
-    upload_texture,
+    interop_cuda_ordinal, upload_texture,
 )
 from streamlib.gpu.gl_interop import (
     HOST, CudaGLUploader, HostReader, HostUploader, InteropError, TextureReader,
@@ -221,7 +221,7 @@ class ShaderActor(Actor):
 
     # -- GL lifecycle (on the dedicated thread) ----------------------------
     def setup(self) -> None:
-        ctx = create_offscreen_context()
+        ctx = create_offscreen_context(cuda_device=interop_cuda_ordinal(self.device))
         self._ctx = ctx
         prog = ctx.program(vertex_shader=FULLSCREEN_VERTEX_SHADER,
                            fragment_shader=self.fragment_source)
@@ -238,7 +238,8 @@ class ShaderActor(Actor):
         _set_uniform(prog, "u_resolution", (float(self.width), float(self.height)))
         comps = 4 if self.output_format == "rgba" else 3
         self._staging = np.empty((self.height, self.width, comps), np.uint8)
-        uploader = self._uploader = create_uploader(ctx)  # decided once; never raises
+        cuda_out = self.device if self.device is not None and self.device.type == "cuda" else None
+        uploader = self._uploader = create_uploader(ctx, cuda_out)  # decided once; never raises
         self.upload_reason = uploader.reason
         # Where the staging bridge delivers inputs: with interop, CUDA inputs arrive as they are (no
         # host copy) and CPU inputs are uploaded once; else everything comes as host data.

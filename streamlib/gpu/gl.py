@@ -5,7 +5,8 @@ Public API (kept deliberately small; ``ShaderActor`` and ``DisplayActor`` use it
 * :func:`create_offscreen_context` -- a headless OpenGL >= 3.3 core context,
   EGL first (works without a display on Mesa/llvmpipe and NVIDIA), then the
   platform default (GLX/WGL/CGL) when a display exists. Raises
-  :class:`GLContextError` naming each backend tried and why it failed.
+  :class:`GLContextError` naming each backend tried and why it failed. With
+  ``cuda_device`` (see :func:`interop_cuda_ordinal`) it opens EGL on that GPU.
 * :func:`upload_texture` -- an (H, W[, C]) uint8 tensor/array into a texture,
   reusing the given texture when size and channel count match.
 * :func:`read_framebuffer` -- a framebuffer's colour attachment back to a fresh
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FULLSCREEN_VERTEX_SHADER", "GLContextError", "ShaderCompileError",
-    "create_offscreen_context", "read_framebuffer", "upload_texture",
+    "create_offscreen_context", "interop_cuda_ordinal", "read_framebuffer", "upload_texture",
 ]
 
 FULLSCREEN_VERTEX_SHADER = """#version 330 core
@@ -65,21 +66,45 @@ class ShaderCompileError(StreamlibError, ValueError):
     """A GLSL program failed to compile or link; the message carries the GLSL log."""
 
 
-def create_offscreen_context(require: int = 330) -> moderngl.Context:
+def interop_cuda_ordinal(device: torch.device | None) -> int | None:
+    """The CUDA GPU a GL context should be on for interop with ``device``: its ordinal
+    when it is a CUDA device, else the current CUDA device (interop's default) when
+    CUDA is available, else None."""
+    if device is not None and device.type == "cuda" and device.index is not None:
+        return device.index
+    from streamlib.gpu.device import cuda_available
+
+    return torch.cuda.current_device() if cuda_available() else None
+
+
+def create_offscreen_context(require: int = 330, *,
+                             cuda_device: int | None = None) -> moderngl.Context:
     """Create a standalone (windowless) moderngl context of GL version >= ``require``.
 
     EGL is tried first because it needs no display server (Mesa llvmpipe
     renders on the CPU in containers); with ``DISPLAY``/``WAYLAND_DISPLAY`` set
-    the platform default backend is tried next. The context is current on the
-    calling thread; release it with ``ctx.release()`` on the same thread.
+    the platform default backend is tried next. With ``cuda_device``, the EGL
+    device of that CUDA ordinal is tried before EGL's default device, so CUDA-GL
+    interop finds GL on the same GPU (see ``egl_devices``). The context is current
+    on the calling thread; release it with ``ctx.release()`` on the same thread.
 
     Raises:
         GLContextError: every backend failed; the message names each one, its
             error, and the packages that usually fix it.
     """
     import moderngl
-    attempts: list[tuple[str, dict[str, Any]]] = [("EGL", {"backend": "egl"})]
-    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.name == "nt":
+
+    from streamlib.gpu.egl_devices import egl_index_for_cuda
+
+    attempts: list[tuple[str, dict[str, Any]]] = []
+    index = None if cuda_device is None else egl_index_for_cuda(cuda_device)
+    if index:  # index 0 is EGL's default device, tried next anyway
+        attempts.append((f"EGL device {index} (CUDA {cuda_device})",
+                         {"backend": "egl", "device_index": index}))
+    attempts.append(("EGL", {"backend": "egl"}))
+    has_display = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                       or os.name == "nt")
+    if has_display:
         attempts.append(("platform default (GLX/WGL/CGL)", {}))
     failures: list[str] = []
     for label, settings in attempts:
@@ -87,7 +112,7 @@ def create_offscreen_context(require: int = 330) -> moderngl.Context:
             return moderngl.create_context(standalone=True, require=require, **settings)
         except Exception as exc:  # noqa: BLE001 - moderngl/glcontext raise assorted types
             failures.append(f"{label}: {type(exc).__name__}: {exc}".strip())
-    if len(attempts) == 1:
+    if not has_display:
         failures.append("platform default: skipped (no DISPLAY or WAYLAND_DISPLAY)")
     detail = "; ".join(failures)
     raise GLContextError(

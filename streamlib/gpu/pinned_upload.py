@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from streamlib.errors import ActorStateError
 from streamlib.gpu.device import Event, current_stream, new_event, pinned_empty, record_event
 
 
@@ -38,10 +39,10 @@ class PinnedUpload:
         """A new tensor on ``device`` holding the buffer, copied asynchronously on the current stream.
 
         Raises:
-            RuntimeError: ``buffer()`` was never called.
+            ActorStateError: ``buffer()`` was never called.
         """
         if self._buf is None:
-            raise RuntimeError("PinnedUpload.upload before buffer(): nothing to upload")
+            raise ActorStateError("PinnedUpload.upload before buffer(): nothing to upload")
         out = torch.empty(self._buf.shape, dtype=self._buf.dtype, device=device)
         out.copy_(self._buf, non_blocking=True)
         stream = current_stream(device)

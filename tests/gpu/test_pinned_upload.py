@@ -13,6 +13,7 @@ import streamlib.gpu.pinned_upload as pinned_upload
 from streamlib import Runtime, StreamInput, TimedTick, VirtualClock
 from streamlib.core.actor import Actor
 from streamlib.core.frames import VideoFrame
+from streamlib.errors import ActorStateError
 from streamlib.actors.shader import ShaderActor
 from streamlib.gpu.device import CPUStream
 from streamlib.gpu.pinned_upload import PinnedUpload
@@ -91,7 +92,7 @@ def test_buffer_is_reused_and_waited_for_before_it_is_overwritten(log: list[str]
 
 
 def test_upload_before_buffer_is_an_error() -> None:
-    with pytest.raises(RuntimeError, match=r"^PinnedUpload.upload before buffer\(\): nothing to upload$"):
+    with pytest.raises(ActorStateError, match=r"^PinnedUpload.upload before buffer\(\): nothing to upload$"):
         PinnedUpload().upload(torch.device("cpu"))
 
 
